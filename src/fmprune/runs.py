@@ -1,0 +1,107 @@
+"""Run directories: what one pruning run leaves behind, written so a crash loses nothing.
+
+``config.json`` (the configuration as run), ``run.log`` (one line per step in the seed project's
+format), ``steps.csv`` (one row per removed map), ``model.pt`` (the compact model),
+``summary.json``, and ``state.pt`` (everything needed to resume)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+STEP_FIELDS = ["step", "layer", "map", "score", "accuracy", "params", "macs", "seconds"]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+class RunDirectory:
+    """One run's directory and its append-only records."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._logger: logging.Logger | None = None
+
+    # -- files
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def steps_path(self) -> Path:
+        return self.path / "steps.csv"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "run.log"
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.pt"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.pt"
+
+    # -- records
+    def logger(self) -> logging.Logger:
+        """A logger writing ``[pid] 2018-01-11 11:55:45,695 INFO ...`` lines to ``run.log``."""
+        if self._logger is None:
+            logger = logging.getLogger(f"fmprune.run.{self.path.resolve()}")
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+            handler = logging.FileHandler(self.log_path)
+            handler.setFormatter(logging.Formatter("[%(process)d] %(asctime)s %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+            self._logger = logger
+        return self._logger
+
+    def close(self) -> None:
+        if self._logger is not None:
+            for h in list(self._logger.handlers):
+                h.close()
+                self._logger.removeHandler(h)
+            self._logger = None
+
+    def append_steps(self, rows: list[dict]) -> None:
+        """Append rows and flush them to disk before the step counts as done."""
+        new = not self.steps_path.exists() or self.steps_path.stat().st_size == 0
+        with open(self.steps_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=STEP_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_steps(self) -> list[dict]:
+        if not self.steps_path.exists():
+            return []
+        with open(self.steps_path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def truncate_steps(self, last_step: int) -> None:
+        """Drop rows of steps after ``last_step`` (written after the last saved state)."""
+        rows = [r for r in self.read_steps() if int(r["step"]) <= last_step]
+        tmp = self.steps_path.with_name("steps.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=STEP_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.steps_path)
