@@ -74,3 +74,17 @@ def small_trained(splits) -> LeNet:
 def _isolated_home(tmp_path, monkeypatch):
     """Never touch the user's cache from tests."""
     monkeypatch.setenv("FMPRUNE_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def small_ckpt(small_trained, splits, tmp_path_factory) -> Path:
+    """``small_trained`` saved as a checkpoint bound to the synthetic data."""
+    from fmprune.checkpoint import make_checkpoint, save_checkpoint
+    from fmprune.topology import trace
+    from fmprune.training import evaluate
+
+    ckpt = make_checkpoint("lenet", trace(small_trained, splits.input_shape), splits.input_shape,
+                           splits.n_classes, data_fingerprint=splits.fingerprint(),
+                           accuracies={"val": evaluate(small_trained, splits.val)}, seed=0,
+                           recipe={"epochs": 3, "batch_size": 50, "lr": 3e-3, "weight_decay": 0.0, "seed": 0})
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("ckpt") / "small.pt")

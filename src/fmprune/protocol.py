@@ -321,6 +321,7 @@ class PruningRun:
                 return True
         for p in (self.dir.steps_path, self.dir.log_path):
             p.unlink(missing_ok=True)
+        torch.manual_seed(self.config.seed)  # dropout while retraining: same seed, same run
         write_json_atomic(self.dir.config_path, {**cfg_dict, "fmprune_version": __version__,
                                                  "torch_version": torch.__version__})
         self.base_accuracy = self.last_accuracy = self.engine.accuracy()
