@@ -47,3 +47,28 @@ def test_whole_scope_prunes_down_to_one_map_per_layer(small_trained, splits):
     while chosen := engine.select(4):
         engine.remove_selected(chosen)
     assert {n: topo.stage(n).n_maps for n in topo.prunable_names} == {"conv1": 1, "conv2": 1, "fc1": 1}
+
+
+def test_winner_fast_path_equals_the_dense_backward_through_removals(small_trained, splits):
+    """Taylor products of conv1 from conv2's pool winners == the transposed-conv backward, also
+    after conv1 removals (winners move) and conv2 removals (rows drop)."""
+    from fmprune.engine import ActivationCache
+    from fmprune.surgery import remove_maps
+
+    model = copy.deepcopy(small_trained)
+    topo = trace(model, (1, 28, 28))
+    calib = splits.train.subset(300)
+    cache = ActivationCache(topo, calib)
+    cache.grad_dot_activations(0)                      # first round after a build: dense
+    for layer, maps in ((None, None), ("conv1", [2]), ("conv2", [0, 5]), ("conv1", [0]), ("fc1", [3])):
+        if layer is not None:
+            info = topo.prunable(layer)
+            drop = torch.tensor(maps)
+            contribution = cache.contribution(info.index, drop, topo.stages[info.index + 1].module.weight,
+                                              info.flatten_factor)
+            cache.apply_removal(info.index, remove_maps(topo, layer, maps), contribution)
+        fast = cache.grad_dot_activations(0)
+        assert 1 in cache._winners, "the fast path must be in use"
+        dense = ActivationCache(topo, calib).grad_dot_activations(0)
+        for i in dense:
+            assert torch.allclose(fast[i], dense[i], rtol=1e-5, atol=1e-6), (layer, i)

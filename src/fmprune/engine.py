@@ -24,6 +24,7 @@ from .criteria import Criterion, LayerContext, Scores, flops_regularize, mflops,
 from .data import Split
 from .surgery import consumer_columns, remove_maps
 from .topology import Stage, Topology
+from .winners import WinnerContributions, winner_pool
 
 CHUNK = 1000  # examples per forward chunk, bounds peak memory of the full-size passes
 
@@ -61,6 +62,8 @@ class ActivationCache:
         self.z: list[torch.Tensor] = []
         self.p: list[torch.Tensor] = []
         self._vjp_graphs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._winners: dict[int, WinnerContributions] = {}
+        self._rounds_since_rebuild = 0
         self.rebuild()
 
     @torch.no_grad()
@@ -77,6 +80,8 @@ class ActivationCache:
         self.z = [torch.cat(c) for c in zs]
         self.p = [torch.cat(c) for c in ps]
         self._vjp_graphs.clear()
+        self._winners.clear()
+        self._rounds_since_rebuild = 0
 
     @property
     def logits(self) -> torch.Tensor:
@@ -103,6 +108,7 @@ class ActivationCache:
         c = index + 1
         self.z[c] = self.z[c] - contribution
         self.p[c] = stages[c].reduce_maps(stages[c].activate(self.z[c]))
+        self._update_winners(index, keep)
         for j in range(c + 1, len(stages)):
             self.z[j], self.p[j] = stage_outputs(stages[j], self.p[j - 1])
 
@@ -115,16 +121,45 @@ class ActivationCache:
         """
         stages = self.topology.stages
         last = len(stages) - 1
+        self._rounds_since_rebuild += 1
         g = torch.softmax(self.z[last], 1)
         g[torch.arange(len(g)), self.split.labels] -= 1.0
+        grad_p = g
         out: dict[int, torch.Tensor] = {}
         for i in range(last, first, -1):
+            if i < last:
+                winners = self._winner_contributions(i) if i - 1 == first else None
+                if winners is not None:
+                    out[i - 1] = winners.grad_dot_input(grad_p, self.p[i])
+                    break
+                g = self._grad_through_activation(i, grad_p)
             x = self.p[i - 1]
-            gx = input_grad(stages[i], g, x.shape)
-            out[i - 1] = (gx * x).flatten(2).sum(2) if x.dim() > 2 else gx * x
-            if i - 1 > first:
-                g = self._grad_through_activation(i - 1, gx)
+            grad_p = input_grad(stages[i], g, x.shape)
+            out[i - 1] = (grad_p * x).flatten(2).sum(2) if x.dim() > 2 else grad_p * x
         return out
+
+    def _winner_contributions(self, consumer: int) -> WinnerContributions | None:
+        """The fast path for the producer of ``consumer``, built from the second scoring round
+        after a rebuild on (a retraining run rebuilds every step and keeps the dense backward)."""
+        if consumer in self._winners:
+            return self._winners[consumer]
+        stage = self.topology.stages[consumer]
+        pool = winner_pool(stage)
+        if (pool is None or self._rounds_since_rebuild < 2
+                or not WinnerContributions.fits(stage, self.p[consumer - 1])):
+            return None
+        self._winners[consumer] = WinnerContributions(stage, pool, self.p[consumer - 1], self.z[consumer])
+        return self._winners[consumer]
+
+    def _update_winners(self, index: int, keep: torch.Tensor) -> None:
+        """Keep the fast-path tensors exact after maps of stage ``index`` were removed."""
+        for consumer, w in list(self._winners.items()):
+            if index == consumer:
+                w.output_maps_removed(keep)
+            elif index == consumer - 1:
+                w.input_maps_removed(keep, self.z[consumer])
+            elif index < consumer - 1:
+                del self._winners[consumer]
 
     def _grad_through_activation(self, index: int, grad_p: torch.Tensor) -> torch.Tensor:
         """dC/dz of stage ``index`` from dC/dp: a vector-Jacobian product through its ReLU/pool.
