@@ -5,7 +5,9 @@ One call, :func:`run_pruning`, does what ``fmprune prune`` does, so a notebook g
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -153,6 +155,7 @@ class PruningRun:
         self.stream = BatchStream(splits.train, config.retrain_batch, config.seed)
         self.base_params, self.base_macs = total_params(self.topology), total_macs(self.topology)
         self.step = 0
+        self.k_cap: int | None = None      # maps per step after a back-off (min-accuracy runs)
         self.ranking: list[tuple[str, int, float]] | None = None
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
@@ -176,9 +179,11 @@ class PruningRun:
 
     def _k(self) -> int:
         if self.config.maps_per_step >= 1:
-            return int(self.config.maps_per_step)
-        left = sum(len(self.engine.alive[n]) for n in self.scope)
-        return max(1, int(self.config.maps_per_step * left))
+            k = int(self.config.maps_per_step)
+        else:
+            left = sum(len(self.engine.alive[n]) for n in self.scope)
+            k = max(1, int(self.config.maps_per_step * left))
+        return k if self.k_cap is None else min(k, self.k_cap)
 
     def _select(self, k: int) -> list[Selected]:
         if not self.config.rank_once:
@@ -216,7 +221,7 @@ class PruningRun:
         accuracy = self.last_accuracy
         planned = self.total_steps()
         stop_reason = "all maps of the scope pruned but one per layer"
-        last_good: tuple[Checkpoint, dict[str, list[int]]] | None = None
+        last_good: dict | None = None
         if resumed:
             log.info(f"{self.criterion.display_name}| Resumed at step {self.step}")
         while planned is None or self.step < planned:
@@ -224,8 +229,9 @@ class PruningRun:
                 stop_reason = "target size reached"
                 break
             if cfg.min_accuracy is not None:
-                last_good = (self._snapshot(), {n: list(a) for n, a in self.engine.alive.items()})
-            chosen = self._select(self._k())
+                last_good = self._state()
+            k = self._k()
+            chosen = self._select(k)
             if not chosen:
                 stop_reason = "nothing left to prune in the scope"
                 break
@@ -233,11 +239,17 @@ class PruningRun:
             self._retrain(sorted({s.layer for s in chosen}))
             accuracy = self.engine.accuracy()
             if cfg.min_accuracy is not None and accuracy < cfg.min_accuracy:
-                log.info(f"{self.criterion.display_name}| Stopped: step {self.step + 1} would give "
-                         f"accuracy {accuracy:.8f} < {cfg.min_accuracy}")
-                stop_reason = f"accuracy would fall under {cfg.min_accuracy}"
-                self._rebuild(*last_good)
+                failed = accuracy
+                self._restore(last_good)
                 accuracy = self.last_accuracy
+                if len(chosen) > 1:   # back off: try the next step with half as many maps
+                    self.k_cap = len(chosen) // 2
+                    log.info(f"{self.criterion.display_name}| Reverted: removing {len(chosen)} maps would give "
+                             f"accuracy {failed:.8f} < {cfg.min_accuracy}; now {self.k_cap} per step")
+                    continue
+                log.info(f"{self.criterion.display_name}| Stopped: step {self.step + 1} would give "
+                         f"accuracy {failed:.8f} < {cfg.min_accuracy}")
+                stop_reason = f"accuracy would fall under {cfg.min_accuracy}"
                 break
             self.step += 1
             self.last_accuracy = accuracy
@@ -277,34 +289,49 @@ class PruningRun:
     def _snapshot(self) -> Checkpoint:
         return make_checkpoint(self.base.arch, self.topology, self.base.input_shape, self.base.n_classes)
 
-    def _rebuild(self, ckpt: Checkpoint, alive: dict[str, list[int]]) -> None:
-        """Rebuild model, topology and engine from a snapshot (a revert, or a resume)."""
-        self.model, self.topology = ckpt.build()
-        self.engine = PruningEngine(self.topology, self.criterion, self.engine.eval_cache.split,
-                                    self.engine.calib_cache.split, self.scope, self.config.normalize,
-                                    self.config.flops_lambda, self.config.seed)
-        self.engine.alive = alive
-
-    def save_state(self) -> None:
-        """Everything needed to continue exactly where this step left off."""
-        state = {
+    def _state(self) -> dict:
+        """Everything needed to continue exactly from the current step (resume, or revert)."""
+        return {
             "step": self.step,
-            "model": self._snapshot().__dict__,
-            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "model": dict(self._snapshot().__dict__),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer else None,
             "stream": self.stream.state(),
-            "alive": self.engine.alive,
-            "raw_scores": dict(self.engine._raw),
+            "alive": {n: list(a) for n, a in self.engine.alive.items()},
+            "raw_scores": {n: None if v is None else v.clone() for n, v in self.engine._raw.items()},
             "generator": self.engine.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "ranking": self.ranking,
+            "ranking": list(self.ranking) if self.ranking is not None else None,
+            "k_cap": self.k_cap,
             "base_accuracy": self.base_accuracy,
             "last_accuracy": self.last_accuracy,
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
             "maps_pruned": self.maps_pruned_total(),
         }
+
+    def _restore(self, state: dict) -> None:
+        """Rebuild model, optimizer, engine and counters from :meth:`_state`'s output."""
+        self.model, self.topology = Checkpoint(**state["model"]).build()
+        self.engine = PruningEngine(self.topology, self.criterion, self.engine.eval_cache.split,
+                                    self.engine.calib_cache.split, self.scope, self.config.normalize,
+                                    self.config.flops_lambda, self.config.seed)
+        self.engine.alive = {n: list(a) for n, a in state["alive"].items()}
+        self.engine._raw = dict(state["raw_scores"])
+        self.engine.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.config.retrain:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.retrain_lr)
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.restore(state["stream"])
+        self.ranking = list(state["ranking"]) if state["ranking"] is not None else None
+        self.k_cap = state.get("k_cap")
+        self.step = state["step"]
+        self.base_accuracy, self.last_accuracy = state["base_accuracy"], state["last_accuracy"]
+
+    def save_state(self) -> None:
+        """Write :meth:`_state` atomically to ``state.pt`` (a kill mid-write keeps the old one)."""
         tmp = self.dir.state_path.with_name("state.pt.tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.dir.state_path)
+        torch.save(self._state(), tmp)
+        os.replace(tmp, self.dir.state_path)
 
     def _resume_or_start(self) -> bool:
         cfg_dict = {**self.config.to_dict(), "base_checkpoint": self.base_path,
@@ -336,18 +363,9 @@ class PruningRun:
             state = torch.load(self.dir.state_path, weights_only=False)
         except Exception as e:
             raise FmpruneError(f"{self.dir.state_path}: unreadable resume state ({type(e).__name__})") from None
-        self._rebuild(Checkpoint(**state["model"]), state["alive"])
-        self.engine._raw = state["raw_scores"]
-        self.engine.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.config.retrain:
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.retrain_lr)
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.stream.restore(state["stream"])
-        self.ranking = state["ranking"]
-        self.step = state["step"]
-        self.base_accuracy, self.last_accuracy = state["base_accuracy"], state["last_accuracy"]
+        self._restore(state)
         self.elapsed_before = state["elapsed"]
+        self.started = time.perf_counter()
         self.dir.truncate_steps(self.step)
         self._truncate_log(state["maps_pruned"])
 
