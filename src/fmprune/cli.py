@@ -5,15 +5,19 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import click
 import torch
 from tqdm import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path,
+                      scratch_checkpoint, scratch_path)
 from .criteria import NORMALIZATIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, load_splits
 from .errors import FmpruneError
+from .export import export_model
 from .metrics import format_cost_table, layer_costs
 from .models import available_models, create_model
 from .protocol import PruneConfig, StepRecord, run_pruning
@@ -96,12 +100,8 @@ def train_checkpoint(splits: Splits, config: TrainConfig, out: Path) -> Checkpoi
     torch.manual_seed(config.seed)
     model = create_model("lenet", splits.input_shape, splits.n_classes)
     start = time.perf_counter()
-    with tqdm(total=1, desc="train", unit="it", file=sys.stderr, dynamic_ncols=True) as bar:
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.total = total
-            bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}")
+    bar, on_step = train_bar("train")
+    with bar:
         train(model, splits.train, config, on_step)
     seconds = time.perf_counter() - start
     val, test = evaluate(model, splits.val), evaluate(model, splits.test)
@@ -212,6 +212,65 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
     click.echo(f"params {summary.base_params:,} -> {summary.final_params:,} (x{summary.compression:.1f} fewer), "
                f"MACs {summary.base_macs:,} -> {summary.final_macs:,} (x{summary.mac_reduction:.1f} fewer)")
     click.echo(f"run directory: {run_dir}")
+
+
+def train_bar(desc: str) -> tuple[tqdm, Callable[[int, int, float], None]]:
+    bar = tqdm(total=1, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        bar.total = total
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}")
+    return bar, on_step
+
+
+@cli.command("compare")
+@click.argument("pruned", type=click.Path(path_type=Path))
+@click.option("--base", type=click.Path(path_type=Path), default=None,
+              help="Base checkpoint (default: the one the pruned model came from).")
+@click.option("--scratch/--no-scratch", default=True, show_default=True,
+              help="Also train the pruned architecture from scratch with the base recipe (cached).")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+              help="Where compare.md/compare.csv go (default: next to the pruned model).")
+@click.option("--repeats", default=30, show_default=True, help="Timed forwards per model at batch 1.")
+@DATA_DIR
+def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | None, repeats: int,
+                data_dir: Path | None) -> None:
+    """Final table on the test split: base vs PRUNED (a checkpoint or run directory) vs from scratch."""
+    pruned_path = resolve_model_path(pruned)
+    pruned_ckpt = load_checkpoint(pruned_path)
+    splits = load_splits(data_dir)
+    base_path = base or Path(pruned_ckpt.origin.get("base_checkpoint") or default_checkpoint_path(splits, 0))
+    base_ckpt, pruned_ckpt = load_for_comparison(base_path, pruned_path, splits)
+    out_dir = out_dir or pruned_path.parent
+    scratch_ckpt = None
+    if scratch:
+        path = scratch_path(out_dir, pruned_ckpt, recipe_of(base_ckpt))
+        if not path.is_file():
+            click.echo("training the pruned architecture from scratch with the base recipe")
+        bar, on_step = train_bar("scratch")
+        with bar:
+            scratch_ckpt, path, trained = scratch_checkpoint(base_ckpt, pruned_ckpt, splits, out_dir, on_step)
+        click.echo(f"{'trained' if trained else 'using'} from-scratch model {path}")
+    comparison = compare_models(base_ckpt, pruned_ckpt, splits, scratch_ckpt, repeats)
+    click.echo(comparison.to_text())
+    md, cs = comparison.write(out_dir)
+    click.echo(f"written: {md}, {cs}")
+
+
+@cli.command("export")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--out-dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx.")
+def export_cmd(model: Path, out_dir: Path, onnx: bool) -> None:
+    """Write MODEL (a checkpoint or run directory) as model.pt2 (plain PyTorch) and model.onnx."""
+    ckpt = load_checkpoint(resolve_model_path(model))
+    result = export_model(ckpt, out_dir, onnx)
+    click.echo(f"{result.program}: reloaded with torch.export.load, max |diff| {result.max_diff_program:.2e}")
+    if result.onnx is not None:
+        click.echo(f"{result.onnx}: run with onnxruntime, max |diff| {result.max_diff_onnx:.2e}")
+    click.echo(f"{result.manifest}: input shape, map counts, how to load")
 
 
 def main() -> None:

@@ -53,19 +53,24 @@ def model_bytes(model: nn.Module) -> int:
     return buf.tell()
 
 
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int,
-                    repeats: int = 30, warmup: int = 5) -> float:
-    """Median seconds of one eval forward of ``batch`` examples on the CPU."""
-    model.eval()
+def measure_latencies(models: list[nn.Module], input_shape: tuple[int, ...], batch: int,
+                      repeats: int = 30, warmup: int = 5) -> list[float]:
+    """Median seconds of one eval forward of ``batch`` examples on the CPU, for each model.
+
+    The models take turns within every repeat, so drifts of a noisy machine (other processes,
+    frequency changes) hit all of them alike and their ratios stay fair."""
+    for m in models:
+        m.eval()
     x = torch.rand(batch, *input_shape)
-    times = []
+    times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
         for i in range(warmup + repeats):
-            start = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            for j, m in enumerate(models):
+                start = time.perf_counter()
+                m(x)
+                if i >= warmup:
+                    times[j].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def format_cost_table(costs: list[LayerCost]) -> str:

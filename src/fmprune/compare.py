@@ -1,0 +1,176 @@
+"""The final table: base model, pruned model, and the pruned architecture trained from scratch,
+measured side by side on the test split (accuracy, size, MACs, bytes, CPU latency)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .data import Splits
+from .errors import FmpruneError
+from .metrics import measure_latencies, model_bytes, total_macs, total_params
+from .topology import Topology
+from .training import TrainConfig, evaluate, train
+
+LATENCY_BATCHES = (1, 256)
+
+
+@dataclass
+class ModelRow:
+    label: str
+    accuracy: float
+    params: int
+    macs: int
+    bytes: int
+    latency: dict[int, float]      # batch size -> median seconds
+
+
+@dataclass
+class Comparison:
+    rows: list[ModelRow]           # the first row is the base model
+    threads: int
+
+    def table(self) -> list[dict[str, str]]:
+        """Rows as printed: every ratio is against the base model."""
+        base = self.rows[0]
+        out = []
+        for r in self.rows:
+            row = {
+                "model": r.label,
+                "test accuracy %": f"{100 * r.accuracy:.2f}",
+                "accuracy loss pp": f"{100 * (base.accuracy - r.accuracy):+.2f}",
+                "params": f"{r.params:,}",
+                "compression x": f"{base.params / r.params:.1f}",
+                "MACs": f"{r.macs:,}",
+                "MAC reduction x": f"{base.macs / r.macs:.1f}",
+                "size KiB": f"{r.bytes / 1024:,.1f}",
+            }
+            for b in LATENCY_BATCHES:
+                row[f"latency b{b} ms"] = f"{1000 * r.latency[b]:.3f}"
+                row[f"speed-up b{b} x"] = f"{base.latency[b] / r.latency[b]:.1f}"
+            out.append(row)
+        return out
+
+    def to_markdown(self) -> str:
+        rows = self.table()
+        head = list(rows[0])
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h != "model" else "---" for h in head) + "|"]
+        lines += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
+        note = (f"\nAccuracy on the test split; MACs per image; latency: median CPU time of one forward, "
+                f"{self.threads} threads, models measured in turns in one process.\n")
+        return "\n".join(lines) + "\n" + note
+
+    def to_text(self) -> str:
+        rows = self.table()
+        head = list(rows[0])
+        widths = [max(len(h), *(len(r[h]) for r in rows)) for h in head]
+        fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                                      for i, (c, w) in enumerate(zip(cells, widths)))
+        return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt([r[h] for h in head]) for r in rows])
+
+    def write(self, directory: Path) -> tuple[Path, Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        md, cs = directory / "compare.md", directory / "compare.csv"
+        md.write_text(self.to_markdown())
+        with open(cs, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["model", "test_accuracy", "params", "macs", "bytes"]
+                            + [f"latency_b{b}_s" for b in LATENCY_BATCHES])
+            for r in self.rows:
+                writer.writerow([r.label, f"{r.accuracy:.6f}", r.params, r.macs, r.bytes]
+                                + [f"{r.latency[b]:.6g}" for b in LATENCY_BATCHES])
+        return md, cs
+
+
+def reinitialize(model: nn.Module) -> None:
+    """Fresh default initialisation at the model's current (pruned) sizes."""
+    for m in model.modules():
+        if m is not model and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
+def train_from_scratch(pruned: Checkpoint, splits: Splits, recipe: TrainConfig,
+                       on_step: Callable[[int, int, float], None] | None = None) -> Checkpoint:
+    """The pruned architecture, freshly initialised and trained with the base model's recipe."""
+    model, topology = pruned.build()
+    torch.manual_seed(recipe.seed)
+    reinitialize(model)
+    start = time.perf_counter()
+    train(model, splits.train, recipe, on_step)
+    recipe_dict = {**recipe.to_dict(), "train_seconds": round(time.perf_counter() - start, 1)}
+    return make_checkpoint(pruned.arch, topology, pruned.input_shape, pruned.n_classes,
+                           data_fingerprint=splits.fingerprint(), seed=recipe.seed, recipe=recipe_dict,
+                           accuracies={"val": evaluate(model, splits.val)},
+                           origin={"from_scratch_of": pruned.map_counts})
+
+
+def recipe_of(base: Checkpoint) -> TrainConfig:
+    known = set(TrainConfig.__dataclass_fields__)
+    return TrainConfig(**{k: v for k, v in base.recipe.items() if k in known})
+
+
+def scratch_path(directory: Path, pruned: Checkpoint, recipe: TrainConfig) -> Path:
+    key = json.dumps([pruned.arch, pruned.map_counts, recipe.to_dict()], sort_keys=True)
+    return directory / f"scratch-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+
+def resolve_model_path(path: Path) -> Path:
+    """A checkpoint file, or a run directory holding ``model.pt``."""
+    if path.is_dir():
+        if not (path / "model.pt").is_file():
+            raise FmpruneError(f"{path}: run directory without model.pt (is the run finished?)")
+        return path / "model.pt"
+    return path
+
+
+def measure_row(label: str, ckpt: Checkpoint, splits: Splits) -> tuple[ModelRow, nn.Module, Topology]:
+    model, topology = ckpt.build()
+    row = ModelRow(label, evaluate(model, splits.test), total_params(topology), total_macs(topology),
+                   model_bytes(model), {})
+    return row, model, topology
+
+
+def compare_models(base: Checkpoint, pruned: Checkpoint, splits: Splits, scratch: Checkpoint | None,
+                   repeats: int = 30) -> Comparison:
+    """Measure the models side by side; latencies are taken in turns within one process."""
+    entries = [("base", base), ("pruned", pruned)] + ([("from scratch", scratch)] if scratch else [])
+    measured = [measure_row(label, ckpt, splits) for label, ckpt in entries]
+    models = [m for _, m, _ in measured]
+    for b in LATENCY_BATCHES:
+        reps = repeats if b == 1 else max(5, repeats // 3)
+        for (row, _, _), t in zip(measured, measure_latencies(models, base.input_shape, b, reps)):
+            row.latency[b] = t
+    return Comparison([row for row, _, _ in measured], torch.get_num_threads())
+
+
+def load_for_comparison(base_path: Path, pruned_path: Path, splits: Splits) -> tuple[Checkpoint, Checkpoint]:
+    base, pruned = load_checkpoint(base_path), load_checkpoint(pruned_path)
+    for path, ckpt in ((base_path, base), (pruned_path, pruned)):
+        if ckpt.data_fingerprint and ckpt.data_fingerprint != splits.fingerprint():
+            raise FmpruneError(f"{path}: made on other data (fingerprint {ckpt.data_fingerprint}); "
+                               "pass the --data-dir it was trained on")
+    if (base.arch, tuple(base.input_shape)) != (pruned.arch, tuple(pruned.input_shape)):
+        raise FmpruneError(f"{pruned_path} is a {pruned.arch} for {pruned.input_shape}, "
+                           f"not a pruned version of {base_path}")
+    return base, pruned
+
+
+def scratch_checkpoint(base: Checkpoint, pruned: Checkpoint, splits: Splits, directory: Path,
+                       on_step: Callable[[int, int, float], None] | None = None) -> tuple[Checkpoint, Path, bool]:
+    """The cached from-scratch model for this architecture and recipe, trained if missing."""
+    recipe = recipe_of(base)
+    path = scratch_path(directory, pruned, recipe)
+    if path.is_file():
+        return load_checkpoint(path), path, False
+    ckpt = train_from_scratch(pruned, splits, recipe, on_step)
+    save_checkpoint(ckpt, path)
+    return ckpt, path, True
