@@ -107,3 +107,38 @@ def test_missing_and_corrupt_checkpoints_give_one_line(idx_dir, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     assert_user_error(fmprune("export", bad, "--out-dir", tmp_path / "e", check=False), "not a readable checkpoint")
+
+
+def test_kill_minus_9_then_resume_equals_an_uninterrupted_run(small_ckpt, idx_dir, tmp_path):
+    import csv
+    import os
+    import signal
+    import time
+
+    args = ["prune", "--checkpoint", small_ckpt, "--data-dir", idx_dir, "--retrain", 25, "--save-every", 2,
+            "--steps", 14]
+    fmprune(*args, "--run-dir", tmp_path / "whole")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "fmprune", *map(str, args), "--run-dir", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    steps = run / "steps.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if steps.exists() and len(steps.read_text().splitlines()) >= 8:   # header, step 0, >= 6 steps
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists()
+    fmprune(*args, "--run-dir", run)
+
+    def decisions(d):
+        with open(d / "steps.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+    assert decisions(run) == decisions(tmp_path / "whole")
+    assert "Resumed at step" in (run / "run.log").read_text()
+    log_steps = [line.rsplit("pruned: ", 1)[1] for line in (run / "run.log").read_text().splitlines()
+                 if "pruned: " in line]
+    assert log_steps == [str(i) for i in range(15)]

@@ -17,10 +17,13 @@ from .compare import (compare_models, load_for_comparison, recipe_of, resolve_mo
 from .criteria import NORMALIZATIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, load_splits
 from .errors import FmpruneError
+from .experiments import load_experiment
 from .export import export_model
 from .metrics import format_cost_table, layer_costs
 from .models import available_models, create_model
 from .protocol import PruneConfig, StepRecord, run_pruning
+from .report import write_report
+from .sweep import RunOutcome, run_sweep
 from .topology import trace
 from .training import TrainConfig, evaluate, train
 
@@ -169,6 +172,8 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
               help="Stop before accuracy falls under this fraction (keeps the last model above it).")
 @click.option("--target-params", type=float, default=None, help="Stop at this fraction of the base parameters.")
 @click.option("--target-macs", type=float, default=None, help="Stop at this fraction of the base MACs.")
+@click.option("--save-every", default=10, show_default=True,
+              help="Steps between resume states of a retraining run (a killed run continues from there).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: runs/<criterion>-<normalize>-<scope>).")
@@ -177,15 +182,18 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               steps: int | None, maps_per_step: float, calibration: int, eval_split: str,
               eval_size: int | None, retrain: int, retrain_only_pruned_layer: bool, retrain_lr: float,
               retrain_batch: int, rank_once: bool, min_accuracy: float | None,
-              target_params: float | None, target_macs: float | None, seed: int,
+              target_params: float | None, target_macs: float | None, save_every: int, seed: int,
               run_dir: Path | None, data_dir: Path | None) -> None:
-    """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt."""
+    """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt.
+
+    Run again with the same options and run directory to resume an interrupted run."""
     config = PruneConfig(
         criterion=criterion, normalize=normalize, flops_lambda=flops_lambda, scope=scope, steps=steps,
         maps_per_step=maps_per_step, calibration=calibration, eval_split=eval_split, eval_size=eval_size,
         seed=seed, retrain=retrain, retrain_only_pruned_layer=retrain_only_pruned_layer,
         retrain_lr=retrain_lr, retrain_batch=retrain_batch, rank_once=rank_once,
         min_accuracy=min_accuracy, target_params=target_params, target_macs=target_macs,
+        save_every=save_every,
     )
     splits = load_splits(data_dir)
     ckpt_path = resolve_checkpoint(checkpoint, splits)
@@ -271,6 +279,50 @@ def export_cmd(model: Path, out_dir: Path, onnx: bool) -> None:
     if result.onnx is not None:
         click.echo(f"{result.onnx}: run with onnxruntime, max |diff| {result.max_diff_onnx:.2e}")
     click.echo(f"{result.manifest}: input shape, map counts, how to load")
+
+
+@cli.command("sweep")
+@click.argument("experiment_file", type=click.Path(path_type=Path))
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Runs go to OUT_DIR/<experiment name>/<run label>/.")
+@click.option("--workers", type=int, default=None, help="Parallel runs (default: as many as CPU cores).")
+@click.option("--quick", is_flag=True, help="Shrink every run (few steps, small evaluation set), e.g. for CI.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Override the file's base checkpoint.")
+@DATA_DIR
+def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: bool,
+              checkpoint: Path | None, data_dir: Path | None) -> None:
+    """Run every combination of an experiment file; rerun to resume (finished runs are skipped)."""
+    experiment = load_experiment(experiment_file, quick)
+    splits = load_splits(data_dir)
+    if checkpoint is None and experiment.checkpoint != "default":
+        checkpoint = Path(experiment.checkpoint)
+        if not checkpoint.is_absolute():
+            checkpoint = experiment_file.parent / checkpoint
+    ckpt_path = resolve_checkpoint(checkpoint, splits)
+    load_checkpoint(ckpt_path)   # a bad checkpoint fails here once, not in every worker
+    del splits
+    click.echo(f"{experiment.title}: {len(experiment.runs)} runs -> {out_dir / experiment.name}")
+    with tqdm(total=len(experiment.runs), desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
+        def on_outcome(o: RunOutcome) -> None:
+            bar.update(1)
+            tqdm.write(f"{o.status:<8}{o.label}: {o.message}" + (f" ({o.seconds:.0f} s)" if o.seconds else ""))
+        outcomes = run_sweep(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
+                             workers, quick, on_outcome)
+    failed = [o for o in outcomes if o.status == "failed"]
+    click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished; report: "
+               f"fmprune report {out_dir / experiment.name}")
+    if failed:
+        raise FmpruneError(f"{len(failed)} run(s) failed: {', '.join(o.label for o in failed)}")
+
+
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+def report_cmd(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
+    """Figures (PNG, SVG) and report.md from run directories (runs, experiments, or sweep roots)."""
+    report = write_report(list(run_dirs), out_dir)
+    click.echo(f"report: {report}")
 
 
 def main() -> None:

@@ -305,7 +305,7 @@ class PruningRun:
             "base_accuracy": self.base_accuracy,
             "last_accuracy": self.last_accuracy,
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
-            "maps_pruned": self.maps_pruned_total(),
+            "record_sizes": self.dir.record_sizes(),
         }
 
     def _restore(self, state: dict) -> None:
@@ -366,18 +366,7 @@ class PruningRun:
         self._restore(state)
         self.elapsed_before = state["elapsed"]
         self.started = time.perf_counter()
-        self.dir.truncate_steps(self.step)
-        self._truncate_log(state["maps_pruned"])
-
-    def _truncate_log(self, maps_pruned: int) -> None:
-        if not self.dir.log_path.exists():
-            return
-        kept = []
-        for line in self.dir.log_path.read_text().splitlines(keepends=True):
-            if ", pruned: " in line and int(line.rsplit("pruned: ", 1)[1]) > maps_pruned:
-                continue
-            kept.append(line)
-        self.dir.log_path.write_text("".join(kept))
+        self.dir.truncate_records(state["record_sizes"])
 
     def _finish(self, base_accuracy: float, accuracy: float, stop_reason: str) -> RunSummary:
         elapsed = self.elapsed_before + time.perf_counter() - self.started
@@ -394,6 +383,7 @@ class PruningRun:
             base_params=self.base_params, final_params=total_params(self.topology),
             base_macs=self.base_macs, final_macs=total_macs(self.topology), stop_reason=stop_reason,
             seconds=elapsed, eval_split=self.config.eval_split,
+            extra={"removable": sum(self.base.map_counts[n] - 1 for n in self.scope)},
         )
         write_json_atomic(self.dir.summary_path, summary.to_dict())
         self.dir.state_path.unlink(missing_ok=True)

@@ -96,12 +96,16 @@ class RunDirectory:
         with open(self.steps_path, newline="") as f:
             return list(csv.DictReader(f))
 
-    def truncate_steps(self, last_step: int) -> None:
-        """Drop rows of steps after ``last_step`` (written after the last saved state)."""
-        rows = [r for r in self.read_steps() if int(r["step"]) <= last_step]
-        tmp = self.steps_path.with_name("steps.csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=STEP_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.steps_path)
+    def record_sizes(self) -> dict[str, int]:
+        """Bytes of ``steps.csv`` and ``run.log`` now (both are flushed after every record)."""
+        for h in (self._logger.handlers if self._logger else []):
+            h.flush()
+        return {p.name: p.stat().st_size if p.exists() else 0 for p in (self.steps_path, self.log_path)}
+
+    def truncate_records(self, sizes: dict[str, int]) -> None:
+        """Cut ``steps.csv`` and ``run.log`` back to ``sizes``: what a killed run wrote after its
+        last saved state (possibly a half-written line) goes; the resumed run writes it again."""
+        for p in (self.steps_path, self.log_path):
+            if p.exists() and p.stat().st_size > sizes.get(p.name, 0):
+                with open(p, "r+b") as f:
+                    f.truncate(sizes.get(p.name, 0))

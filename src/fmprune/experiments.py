@@ -1,0 +1,154 @@
+"""Experiment files: one small TOML file describes a sweep of pruning runs.
+
+    [experiment]
+    name = "whole-network-no-retrain"          # directory name of the sweep's runs
+    title = "Whole network, no retraining"     # heading in reports
+    checkpoint = "default"                     # or a path; "default" is the cached base LeNet
+
+    [settings]                                 # shared PruneConfig fields
+    scope = "all"
+
+    [axes]                                     # lists; every combination is one run
+    criterion = ["random", "min_weight", "mean_activation", "taylor"]
+    normalize = ["none", "l2"]
+
+    [[runs]]                                   # optional explicit variants, each combined with the axes
+    retrain = 0
+
+    [quick]                                    # optional overrides for --quick (CI-sized runs)
+    steps = 5
+
+Every key is checked; a wrong one is named in a one-line error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import FmpruneError
+from .protocol import PruneConfig
+
+SECTIONS = {"experiment", "settings", "axes", "runs", "quick"}
+EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint"}
+CONFIG_FIELDS = {f.name: f for f in fields(PruneConfig)}
+QUICK_DEFAULTS = {"steps": 6, "calibration": 100, "eval_size": 300, "save_every": 2}
+QUICK_RETRAIN_MAX = 3
+# short names for run directories and legends
+SHORT = {"criterion": "", "normalize": "", "flops_lambda": "lambda", "scope": "", "retrain": "retrain",
+         "retrain_only_pruned_layer": "layer-only", "rank_once": "rank-once", "maps_per_step": "k",
+         "seed": "seed"}
+
+
+@dataclass
+class Experiment:
+    path: Path
+    name: str
+    title: str
+    description: str
+    checkpoint: str
+    runs: list[tuple[str, PruneConfig]] = field(default_factory=list)   # (label, config)
+    varying: list[str] = field(default_factory=list)
+
+
+def _err(path: Path, message: str) -> FmpruneError:
+    return FmpruneError(f"experiment file {path}: {message}")
+
+
+def _check_keys(path: Path, where: str, table: Any, known: set[str]) -> dict:
+    if not isinstance(table, dict):
+        raise _err(path, f"'{where}' must be a table")
+    for key in table:
+        if key not in known:
+            raise _err(path, f"unknown key '{where}.{key}' (known: {', '.join(sorted(known))})")
+    return table
+
+
+def _check_value(path: Path, where: str, key: str, value: Any) -> None:
+    expected = CONFIG_FIELDS[key].type
+    kinds = {"str": str, "int": int, "float": (int, float), "bool": bool}
+    allowed = tuple(t for name, t in kinds.items() if name in str(expected))
+    flat = tuple(x for t in allowed for x in (t if isinstance(t, tuple) else (t,)))
+    if value is None or isinstance(value, bool) and bool not in flat or not isinstance(value, flat):
+        raise _err(path, f"'{where}.{key}' = {value!r} should be {expected}")
+
+
+def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
+    path = Path(path)
+    if not path.is_file():
+        raise FmpruneError(f"{path}: missing experiment file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise _err(path, f"not valid TOML ({e})") from None
+    _check_keys(path, "top level", doc, SECTIONS)
+    meta = _check_keys(path, "experiment", doc.get("experiment", {}), EXPERIMENT_KEYS)
+    if "name" not in meta or not str(meta["name"]).strip():
+        raise _err(path, "'experiment.name' is required")
+    name = str(meta["name"])
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise _err(path, f"'experiment.name' = {name!r} may hold only letters, digits, '-', '_' and '.'")
+    settings = _check_keys(path, "settings", doc.get("settings", {}), set(CONFIG_FIELDS))
+    axes = _check_keys(path, "axes", doc.get("axes", {}), set(CONFIG_FIELDS))
+    quick_table = _check_keys(path, "quick", doc.get("quick", {}), set(CONFIG_FIELDS))
+    variants = doc.get("runs", [{}])
+    if not isinstance(variants, list) or not variants:
+        raise _err(path, "'runs' must be a non-empty array of tables ([[runs]])")
+    for i, v in enumerate(variants):
+        _check_keys(path, f"runs[{i}]", v, set(CONFIG_FIELDS))
+    for where, table in [("settings", settings), ("quick", quick_table)] + \
+                        [(f"runs[{i}]", v) for i, v in enumerate(variants)]:
+        for key, value in table.items():
+            _check_value(path, where, key, value)
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise _err(path, f"'axes.{key}' must be a non-empty list")
+        for value in values:
+            _check_value(path, "axes", key, value)
+
+    varying = [k for k in CONFIG_FIELDS if len(axes.get(k, [])) > 1
+               or len({repr(v.get(k)) for v in variants}) > 1]
+    runs: list[tuple[str, PruneConfig]] = []
+    for combo in itertools.product(*axes.values()):
+        for variant in variants:
+            values = {**settings, **dict(zip(axes, combo)), **variant}
+            if quick:
+                values = _quicken(values, quick_table)
+            try:
+                config = PruneConfig(**values)
+            except FmpruneError as e:
+                raise _err(path, f"run {values}: {e}") from None
+            except TypeError as e:
+                raise _err(path, f"run {values}: {e}") from None
+            runs.append((run_label(config, varying), config))
+    labels = [label for label, _ in runs]
+    if len(set(labels)) != len(labels):
+        raise _err(path, "two runs have the same settings")
+    return Experiment(path, name, str(meta.get("title", name)), str(meta.get("description", "")),
+                      str(meta.get("checkpoint", "default")), runs, varying)
+
+
+def _quicken(values: dict, overrides: dict) -> dict:
+    """CI-sized version of a run: few steps, small evaluation and calibration sets."""
+    out = {**values, **QUICK_DEFAULTS}
+    if out.get("retrain"):
+        out["retrain"] = min(out["retrain"], QUICK_RETRAIN_MAX)
+    for key in ("min_accuracy", "target_params", "target_macs"):
+        out.pop(key, None)
+    return {**out, **overrides}
+
+
+def run_label(config: PruneConfig, varying: list[str]) -> str:
+    """A readable, filesystem-safe name from the settings that differ between runs."""
+    parts = []
+    for key in varying or ["criterion"]:
+        value = getattr(config, key)
+        prefix = SHORT.get(key, key)
+        if isinstance(value, bool):
+            parts.append(prefix if value else f"no-{prefix}")
+        else:
+            parts.append(f"{prefix}{value}" if prefix else str(value))
+    return "_".join(parts).replace("/", "-")

@@ -1,0 +1,213 @@
+"""Figures and tables from run directories: accuracy against maps pruned, remaining parameters
+and remaining MACs (PNG and SVG), and a markdown report with a summary table per experiment."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .errors import FmpruneError  # noqa: E402
+from .runs import read_json  # noqa: E402
+
+THRESHOLDS = (0.99, 0.98, 0.90)
+X_AXES = {  # key: (x label, log scale)
+    "maps": ("feature maps pruned", False),
+    "params": ("remaining parameters (fraction of the base model)", True),
+    "macs": ("remaining MACs (fraction of the base model)", True),
+}
+
+
+@dataclass
+class Curve:
+    """One run: the state after every step (step 0 is the base model)."""
+
+    label: str
+    path: Path
+    config: dict
+    maps: list[int] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+    macs: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    summary: dict | None = None
+
+    @property
+    def scope(self) -> str:
+        return self.config.get("scope", "all")
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    def maps_before_below(self, threshold: float) -> int | None:
+        """Maps pruned at the last step before accuracy first fell under ``threshold``
+        (None if the base model is already under it)."""
+        if self.accuracy[0] < threshold:
+            return None
+        kept = 0
+        for m, a in zip(self.maps, self.accuracy):
+            if a < threshold:
+                break
+            kept = m
+        return kept
+
+    def area(self) -> float:
+        """Area under accuracy against the fraction of removable maps pruned (1.0 = no loss over
+        the whole range a complete run covers)."""
+        removable = (self.summary or {}).get("extra", {}).get("removable") or max(self.maps[-1], 1)
+        xs = [m / removable for m in self.maps]
+        return sum((xs[i + 1] - xs[i]) * (self.accuracy[i + 1] + self.accuracy[i]) / 2
+                   for i in range(len(xs) - 1))
+
+
+def read_curve(run_dir: Path, label: str | None = None) -> Curve:
+    config_path, steps_path = run_dir / "config.json", run_dir / "steps.csv"
+    if not config_path.is_file() or not steps_path.is_file():
+        raise FmpruneError(f"{run_dir}: not a run directory (needs config.json and steps.csv)")
+    try:
+        config = read_json(config_path)
+        with open(steps_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        curve = Curve(label or run_dir.name, run_dir, config)
+        maps = 0
+        for i, r in enumerate(rows):
+            if r["layer"]:
+                maps += 1
+            last_of_step = i + 1 == len(rows) or rows[i + 1]["step"] != r["step"]
+            if last_of_step:
+                curve.maps.append(maps)
+                curve.accuracy.append(float(r["accuracy"]))
+                curve.params.append(int(r["params"]))
+                curve.macs.append(int(r["macs"]))
+                curve.seconds = float(r["seconds"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise FmpruneError(f"{run_dir}: malformed run records ({type(e).__name__}: {e})") from None
+    if not curve.maps:
+        raise FmpruneError(f"{steps_path}: no steps recorded")
+    if (run_dir / "summary.json").is_file():
+        curve.summary = read_json(run_dir / "summary.json")
+    return curve
+
+
+@dataclass
+class Group:
+    """The runs of one experiment (a sweep's directory), or loose runs sharing a parent."""
+
+    name: str
+    title: str
+    description: str
+    curves: list[Curve]
+
+
+def discover(paths: list[Path]) -> list[Group]:
+    """Every run directory under ``paths``, grouped by experiment."""
+    by_parent: dict[Path, list[Path]] = {}
+    for root in paths:
+        if not root.exists():
+            raise FmpruneError(f"{root}: no such directory")
+        configs = [root / "config.json"] if (root / "config.json").is_file() else sorted(root.rglob("config.json"))
+        for c in configs:
+            if (c.parent / "steps.csv").is_file():
+                by_parent.setdefault(c.parent.parent, []).append(c.parent)
+    if not by_parent:
+        raise FmpruneError(f"no run directories (config.json + steps.csv) under {', '.join(map(str, paths))}")
+    groups = []
+    for parent, runs in sorted(by_parent.items()):
+        manifest = read_json(parent / "experiment.json") if (parent / "experiment.json").is_file() else {}
+        order = {label: i for i, label in enumerate(manifest.get("runs", []))}
+        runs = sorted(dict.fromkeys(runs), key=lambda r: (order.get(r.name, len(order)), r.name))
+        groups.append(Group(manifest.get("name", parent.name), manifest.get("title", parent.name),
+                            manifest.get("description", ""),
+                            [read_curve(r, r.name.replace("_", ", ")) for r in runs]))
+    return groups
+
+
+def _x(curve: Curve, axis: str) -> list[float]:
+    if axis == "maps":
+        return curve.maps
+    values = curve.params if axis == "params" else curve.macs
+    return [v / values[0] for v in values]
+
+
+def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
+    """One figure, a panel per scope, a line per run; base accuracy and the 99 % line marked."""
+    scopes = list(dict.fromkeys(c.scope for c in group.curves))
+    fig, axes = plt.subplots(1, len(scopes), figsize=(6.4 * len(scopes), 4.8), squeeze=False)
+    xlabel, log = X_AXES[axis]
+    for ax, scope in zip(axes[0], scopes):
+        curves = [c for c in group.curves if c.scope == scope]
+        for c in curves:
+            ax.plot(_x(c, axis), c.accuracy, label=c.label + ("" if c.finished else " (unfinished)"), lw=1.4)
+        base = curves[0].accuracy[0]
+        ax.axhline(base, color="0.35", ls=":", lw=1, label=f"base {base:.2%}")
+        ax.axhline(0.99, color="tab:red", ls="--", lw=1, label="99 %")
+        if log:
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+        ax.set_ylim(0, 1.005)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{curves[0].config.get('eval_split', 'val')} accuracy")
+        ax.set_title(f"scope: {scope}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(group.title)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{group.name}-accuracy-vs-{axis}"
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def summary_rows(group: Group) -> list[dict[str, str]]:
+    rows = []
+    for c in group.curves:
+        row = {"run": c.label, "scope": c.scope, "steps": str(len(c.maps) - 1), "maps pruned": str(c.maps[-1])}
+        for t in THRESHOLDS:
+            n = c.maps_before_below(t)
+            row[f"maps before < {t:.0%}"] = "-" if n is None else str(n)
+        row["area"] = f"{c.area():.3f}"
+        row["final accuracy"] = f"{c.accuracy[-1]:.4f}"
+        row["params x"] = f"{c.params[0] / c.params[-1]:.1f}"
+        row["MACs x"] = f"{c.macs[0] / c.macs[-1]:.1f}"
+        row["seconds"] = f"{c.seconds:.0f}"
+        row["status"] = "finished" if c.finished else "unfinished"
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows])
+
+
+def write_report(paths: list[Path], out_dir: Path) -> Path:
+    """Figures for every experiment found under ``paths`` and ``report.md`` embedding them."""
+    groups = discover(paths)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = out_dir / "figures"
+    lines = ["# fmprune report", "",
+             "Accuracy after every pruning step (the evaluation split of each run), from "
+             f"{sum(len(g.curves) for g in groups)} runs. *maps before < 99 %*: maps pruned before accuracy "
+             "first fell under 99 %; *area*: area under accuracy against the fraction of removable maps "
+             "pruned (1.0 would be no loss over a complete run).", ""]
+    for g in groups:
+        lines += [f"## {g.title}", ""]
+        if g.description:
+            lines += [g.description, ""]
+        for axis in X_AXES:
+            png = plot_group(g, axis, fig_dir)[0]
+            lines += [f"![{g.title}: accuracy against {X_AXES[axis][0]}]({png.relative_to(out_dir)})", ""]
+        lines += [markdown_table(summary_rows(g)), ""]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report
