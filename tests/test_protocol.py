@@ -163,3 +163,15 @@ def test_unknown_scope_and_foreign_data_are_refused(small_ckpt, splits, tmp_path
     other = type(splits)(splits.train.subset(500), splits.val, splits.test, "other")
     with pytest.raises(FmpruneError, match="trained on other data"):
         run_pruning(small_ckpt, other, PruneConfig(), tmp_path / "c")
+
+
+def test_final_tuning_runs_after_the_last_step_and_never_lowers_accuracy(small_ckpt, splits, tmp_path):
+    cfg = PruneConfig(criterion="taylor", scope="fc1", maps_per_step=4, steps=5, final_tune=30, final_tune_lr=3e-3)
+    summary = run_pruning(small_ckpt, splits, cfg, tmp_path / "r")
+    before = summary.extra["accuracy_before_final_tune"]
+    rows = read_steps(tmp_path / "r")
+    assert before == pytest.approx(float(rows[-1]["accuracy"]), abs=1e-7)
+    assert summary.final_accuracy >= before
+    assert "Final tuning (30 iterations)" in (tmp_path / "r" / "run.log").read_text()
+    model, _ = load_checkpoint(tmp_path / "r" / "model.pt").build()
+    assert evaluate(model, splits.val) == pytest.approx(summary.final_accuracy, abs=1e-7)

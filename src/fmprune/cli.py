@@ -172,6 +172,9 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
               help="Stop before accuracy falls under this fraction (keeps the last model above it).")
 @click.option("--target-params", type=float, default=None, help="Stop at this fraction of the base parameters.")
 @click.option("--target-macs", type=float, default=None, help="Stop at this fraction of the base MACs.")
+@click.option("--final-tune", default=0, show_default=True,
+              help="After the last step, train this many iterations (one-cycle Adam) before the final measure.")
+@click.option("--final-tune-lr", default=1e-3, show_default=True, help="Peak learning rate of --final-tune.")
 @click.option("--save-every", default=10, show_default=True,
               help="Steps between resume states of a retraining run (a killed run continues from there).")
 @click.option("--seed", default=0, show_default=True)
@@ -182,7 +185,8 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               steps: int | None, maps_per_step: float, calibration: int, eval_split: str,
               eval_size: int | None, retrain: int, retrain_only_pruned_layer: bool, retrain_lr: float,
               retrain_batch: int, rank_once: bool, min_accuracy: float | None,
-              target_params: float | None, target_macs: float | None, save_every: int, seed: int,
+              target_params: float | None, target_macs: float | None, final_tune: int,
+              final_tune_lr: float, save_every: int, seed: int,
               run_dir: Path | None, data_dir: Path | None) -> None:
     """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt.
 
@@ -193,7 +197,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         seed=seed, retrain=retrain, retrain_only_pruned_layer=retrain_only_pruned_layer,
         retrain_lr=retrain_lr, retrain_batch=retrain_batch, rank_once=rank_once,
         min_accuracy=min_accuracy, target_params=target_params, target_macs=target_macs,
-        save_every=save_every,
+        save_every=save_every, final_tune=final_tune, final_tune_lr=final_tune_lr,
     )
     splits = load_splits(data_dir)
     ckpt_path = resolve_checkpoint(checkpoint, splits)

@@ -53,6 +53,8 @@ class PruneConfig:
     target_params: float | None = None   # stop once params <= this fraction of the base model
     target_macs: float | None = None
     save_every: int = 10                 # steps between resume states (retraining runs)
+    final_tune: int = 0                  # iterations of one-cycle Adam after the last step
+    final_tune_lr: float = 1e-3          # its peak learning rate
 
     def __post_init__(self) -> None:
         create_criterion(self.criterion)
@@ -63,6 +65,8 @@ class PruneConfig:
         if self.maps_per_step <= 0 or (self.maps_per_step >= 1 and self.maps_per_step != int(self.maps_per_step)):
             raise FmpruneError(f"maps per step must be a positive integer or a fraction in (0, 1), "
                                f"got {self.maps_per_step}")
+        if self.final_tune < 0:
+            raise FmpruneError(f"final tune iterations must be >= 0, got {self.final_tune}")
         for name in ("steps", "calibration", "eval_size", "retrain_batch", "save_every"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "steps" else 1):
@@ -259,9 +263,31 @@ class PruningRun:
         else:
             if cfg.steps is not None and planned == cfg.steps:
                 stop_reason = f"{cfg.steps} steps done"
+        if cfg.final_tune:
+            accuracy = self._final_tune(accuracy)
         summary = self._finish(base_accuracy, accuracy, stop_reason)
         self.dir.close()
         return summary
+
+    def _final_tune(self, accuracy: float) -> float:
+        """Train the pruned model ``final_tune`` iterations with a one-cycle schedule (the base
+        recipe's shape); the run's final accuracy is measured after it."""
+        cfg = self.config
+        before = self._state()
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.final_tune_lr)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.final_tune_lr,
+                                                       total_steps=cfg.final_tune, pct_start=0.15)
+        fine_tune(self.model, self.stream, optimizer, cfg.final_tune, schedule)
+        self.engine.invalidate_all()
+        tuned = self.engine.accuracy()
+        self.dir.logger().info(f"{self.criterion.display_name}| Final tuning ({cfg.final_tune} iterations): "
+                               f"accuracy {accuracy:.8f} -> {tuned:.8f}")
+        self.final_tune_from = accuracy
+        if tuned < accuracy:   # never hand back a worse model than the loop ended with
+            self._restore(before)
+            self.dir.logger().info(f"{self.criterion.display_name}| Final tuning lowered accuracy: kept the untuned model")
+            return accuracy
+        return tuned
 
     def _target_reached(self) -> bool:
         cfg = self.config
@@ -383,7 +409,8 @@ class PruningRun:
             base_params=self.base_params, final_params=total_params(self.topology),
             base_macs=self.base_macs, final_macs=total_macs(self.topology), stop_reason=stop_reason,
             seconds=elapsed, eval_split=self.config.eval_split,
-            extra={"removable": sum(self.base.map_counts[n] - 1 for n in self.scope)},
+            extra={"removable": sum(self.base.map_counts[n] - 1 for n in self.scope),
+                   **({"accuracy_before_final_tune": self.final_tune_from} if self.config.final_tune else {})},
         )
         write_json_atomic(self.dir.summary_path, summary.to_dict())
         self.dir.state_path.unlink(missing_ok=True)

@@ -73,29 +73,25 @@ def train(model: nn.Module, train_split: Split, config: TrainConfig,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
                                                    pct_start=0.15)
+    fine_tune(model, stream, optimizer, total, schedule, on_step)
+
+
+def fine_tune(model: nn.Module, stream: BatchStream, optimizer: torch.optim.Optimizer, iterations: int,
+              schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+              on_step: Callable[[int, int, float], None] | None = None) -> None:
+    """``iterations`` minibatch updates with an existing optimizer (base training and the
+    retraining protocols), leaving the model in eval mode."""
     model.train()
-    for step in range(total):
+    for step in range(iterations):
         x, y = next(stream)
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
+        if schedule is not None:
+            schedule.step()
         if on_step is not None:
-            on_step(step + 1, total, float(loss))
-    model.eval()
-
-
-def fine_tune(model: nn.Module, stream: BatchStream, optimizer: torch.optim.Optimizer,
-              iterations: int) -> None:
-    """``iterations`` minibatch updates with an existing optimizer (the retraining protocols)."""
-    model.train()
-    for _ in range(iterations):
-        x, y = next(stream)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            on_step(step + 1, iterations, float(loss))
     model.eval()
 
 
