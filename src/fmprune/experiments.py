@@ -36,7 +36,7 @@ SECTIONS = {"experiment", "settings", "axes", "runs", "quick"}
 EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint"}
 CONFIG_FIELDS = {f.name: f for f in fields(PruneConfig)}
 QUICK_DEFAULTS = {"steps": 6, "calibration": 100, "eval_size": 300, "save_every": 2}
-QUICK_RETRAIN_MAX = 3
+QUICK_RETRAIN_DIVISOR = 25   # retraining 10/50/100 becomes 1/2/4 iterations: still distinct
 # short names for run directories and legends
 SHORT = {"criterion": "", "normalize": "", "flops_lambda": "lambda", "scope": "", "retrain": "retrain",
          "retrain_only_pruned_layer": "layer-only", "rank_once": "rank-once", "maps_per_step": "k",
@@ -115,27 +115,30 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
     for combo in itertools.product(*axes.values()):
         for variant in variants:
             values = {**settings, **dict(zip(axes, combo)), **variant}
-            if quick:
-                values = _quicken(values, quick_table)
-            try:
-                config = PruneConfig(**values)
-            except FmpruneError as e:
-                raise _err(path, f"run {values}: {e}") from None
-            except TypeError as e:
-                raise _err(path, f"run {values}: {e}") from None
-            runs.append((run_label(config, varying), config))
+            config = _config(path, values)
+            label = run_label(config, varying)        # quick runs keep the full runs' names
+            runs.append((label, _config(path, _quicken(values, quick_table)) if quick else config))
     labels = [label for label, _ in runs]
     if len(set(labels)) != len(labels):
         raise _err(path, "two runs have the same settings")
+    if quick:
+        name += "-quick"   # never mixed with, or mistaken for, the full-size runs
     return Experiment(path, name, str(meta.get("title", name)), str(meta.get("description", "")),
                       str(meta.get("checkpoint", "default")), runs, varying)
+
+
+def _config(path: Path, values: dict) -> PruneConfig:
+    try:
+        return PruneConfig(**values)
+    except (FmpruneError, TypeError) as e:
+        raise _err(path, f"run {values}: {e}") from None
 
 
 def _quicken(values: dict, overrides: dict) -> dict:
     """CI-sized version of a run: few steps, small evaluation and calibration sets."""
     out = {**values, **QUICK_DEFAULTS}
     if out.get("retrain"):
-        out["retrain"] = min(out["retrain"], QUICK_RETRAIN_MAX)
+        out["retrain"] = max(1, round(out["retrain"] / QUICK_RETRAIN_DIVISOR))
     for key in ("min_accuracy", "target_params", "target_macs"):
         out.pop(key, None)
     return {**out, **overrides}
