@@ -34,7 +34,7 @@ retrain = 5
 """))
     assert len(e.runs) == 8 and e.varying == ["criterion", "normalize", "retrain"]
     labels = [label for label, _ in e.runs]
-    assert labels[:2] == ["random_none_retrain0", "random_none_retrain5"]
+    assert labels[:2] == ["random+none+retrain0", "random+none+retrain5"]
     assert all(c.scope == "conv2" for _, c in e.runs)
 
 

@@ -37,6 +37,7 @@ EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint"}
 CONFIG_FIELDS = {f.name: f for f in fields(PruneConfig)}
 QUICK_DEFAULTS = {"steps": 6, "calibration": 100, "eval_size": 300, "save_every": 2}
 QUICK_RETRAIN_DIVISOR = 25   # retraining 10/50/100 becomes 1/2/4 iterations: still distinct
+LABEL_SEPARATOR = "+"   # between settings in a run's name; "_" occurs inside criterion names
 # short names for run directories and legends
 SHORT = {"criterion": "", "normalize": "", "flops_lambda": "lambda", "scope": "", "retrain": "retrain",
          "retrain_only_pruned_layer": "layer-only", "rank_once": "rank-once", "maps_per_step": "k",
@@ -154,4 +155,4 @@ def run_label(config: PruneConfig, varying: list[str]) -> str:
             parts.append(prefix if value else f"no-{prefix}")
         else:
             parts.append(f"{prefix}{value}" if prefix else str(value))
-    return "_".join(parts).replace("/", "-")
+    return LABEL_SEPARATOR.join(parts).replace("/", "-")

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .errors import FmpruneError  # noqa: E402
+from .experiments import LABEL_SEPARATOR  # noqa: E402
 from .runs import read_json  # noqa: E402
 
 THRESHOLDS = (0.99, 0.98, 0.90)
@@ -124,7 +125,7 @@ def discover(paths: list[Path]) -> list[Group]:
         runs = sorted(dict.fromkeys(runs), key=lambda r: (order.get(r.name, len(order)), r.name))
         groups.append(Group(manifest.get("name", parent.name), manifest.get("title", parent.name),
                             manifest.get("description", ""),
-                            [read_curve(r, r.name.replace("_", ", ")) for r in runs]))
+                            [read_curve(r, r.name) for r in runs]))
     return groups
 
 
@@ -135,6 +136,12 @@ def _x(curve: Curve, axis: str) -> list[float]:
     return [v / values[0] for v in values]
 
 
+def legend_label(curve: Curve) -> str:
+    """The run's settings without the scope (each panel shows one scope)."""
+    parts = [p for p in curve.label.split(LABEL_SEPARATOR) if p != curve.scope]
+    return ", ".join(parts) or curve.label
+
+
 def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
     """One figure, a panel per scope, a line per run; base accuracy and the 99 % line marked."""
     scopes = list(dict.fromkeys(c.scope for c in group.curves))
@@ -143,7 +150,7 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
     for ax, scope in zip(axes[0], scopes):
         curves = [c for c in group.curves if c.scope == scope]
         for c in curves:
-            ax.plot(_x(c, axis), c.accuracy, label=c.label + ("" if c.finished else " (unfinished)"), lw=1.4)
+            ax.plot(_x(c, axis), c.accuracy, label=legend_label(c) + ("" if c.finished else " (unfinished)"), lw=1.4)
         base = curves[0].accuracy[0]
         ax.axhline(base, color="0.35", ls=":", lw=1, label=f"base {base:.2%}")
         ax.axhline(0.99, color="tab:red", ls="--", lw=1, label="99 %")
@@ -170,7 +177,7 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
 def summary_rows(group: Group) -> list[dict[str, str]]:
     rows = []
     for c in group.curves:
-        row = {"run": c.label, "scope": c.scope, "steps": str(len(c.maps) - 1), "maps pruned": str(c.maps[-1])}
+        row = {"run": legend_label(c), "scope": c.scope, "steps": str(len(c.maps) - 1), "maps pruned": str(c.maps[-1])}
         for t in THRESHOLDS:
             n = c.maps_before_below(t)
             row[f"maps before < {t:.0%}"] = "-" if n is None else str(n)
