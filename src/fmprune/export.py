@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +39,11 @@ def export_model(ckpt: Checkpoint, out_dir: Path, onnx: bool = True) -> ExportRe
     out_dir.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = (_example(ckpt, 4, 0),)
-    program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
-    program_path = out_dir / "model.pt2"
-    torch.export.save(program, program_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
+        program_path = out_dir / "model.pt2"
+        torch.export.save(program, program_path)
     check = _example(ckpt, 33, 1)
     with torch.no_grad():
         expected = model(check)
@@ -66,9 +70,17 @@ def _export_onnx(model: torch.nn.Module, example: tuple[torch.Tensor], batch, pa
     except ImportError:
         raise FmpruneError("ONNX export needs onnx, onnxscript and onnxruntime: "
                            "pip install 'fmprune[export]' (or pass --no-onnx)") from None
-    with contextlib.redirect_stdout(io.StringIO()):   # the exporter prints its progress
-        torch.onnx.export(model, example, path, input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=({0: batch},), dynamo=True)
+    # the exporter prints its progress and warns about torch internals: neither is the user's business
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_logger.setLevel(logging.ERROR)
+        try:
+            torch.onnx.export(model, example, path, input_names=["images"], output_names=["logits"],
+                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+        finally:
+            onnx_logger.setLevel(level)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": check.numpy()})[0]
     return float((torch.from_numpy(got) - expected).abs().max())
