@@ -7,7 +7,7 @@ from torch import nn
 from fmprune.errors import PruningError
 from fmprune.metrics import total_macs, total_params
 from fmprune.models import LeNet
-from fmprune.surgery import remove_maps
+from fmprune.surgery import remove_maps, take
 from fmprune.topology import trace
 
 
@@ -120,3 +120,12 @@ def test_batchnorm_entries_are_removed_with_their_map():
     remove_maps(topo, "conv1", [2])
     assert model.bn1.running_mean.shape == (5,) and model.bn1.weight.shape == (5,)
     assert (model(x) - masked(x)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("keep", [[0, 1, 2, 4, 5], [3], [0, 2, 4, 6], list(range(1, 7)), [5, 1, 3]])
+def test_take_equals_index_select(keep):
+    t = torch.randn(7, 7, 4, 2)
+    index = torch.tensor(keep)
+    for dim in (0, 1):
+        assert torch.equal(take(t, dim, index), t.index_select(dim, index))
+    assert torch.equal(take(t, 1, index, max_runs=1), t.index_select(1, index))

@@ -22,7 +22,7 @@ from torch import nn
 
 from .criteria import Criterion, LayerContext, Scores, flops_regularize, mflops, normalize
 from .data import Split
-from .surgery import consumer_columns, remove_maps
+from .surgery import consumer_columns, remove_maps, take
 from .topology import Stage, Topology
 from .winners import WinnerContributions, winner_pool
 
@@ -55,11 +55,14 @@ def input_grad(stage: Stage, grad_z: torch.Tensor, input_shape: torch.Size) -> t
 
 
 class ActivationCache:
-    """Pre-activations ``z`` and consumer inputs ``p`` of every stage for a fixed set of inputs."""
+    """Pre-activations ``z`` and consumer inputs ``p`` of every stage for a fixed set of inputs.
 
-    def __init__(self, topology: Topology, split: Split) -> None:
-        self.topology, self.split = topology, split
-        self.z: list[torch.Tensor] = []
+    The first stage's ``z`` is the largest tensor and is read only by criteria (activations);
+    an evaluation cache passes ``first_z=False`` and never stores it."""
+
+    def __init__(self, topology: Topology, split: Split, first_z: bool = True) -> None:
+        self.topology, self.split, self.first_z = topology, split, first_z
+        self.z: list[torch.Tensor | None] = []
         self.p: list[torch.Tensor] = []
         self._vjp_graphs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._winners: dict[int, WinnerContributions] = {}
@@ -75,9 +78,10 @@ class ActivationCache:
             x = self.split.images[start:start + CHUNK]
             for i, s in enumerate(self.topology.stages):
                 z, x = stage_outputs(s, x)
-                zs[i].append(z)
+                if i > 0 or self.first_z:
+                    zs[i].append(z)
                 ps[i].append(x)
-        self.z = [torch.cat(c) for c in zs]
+        self.z = [torch.cat(c) if c else None for c in zs]
         self.p = [torch.cat(c) for c in ps]
         self._vjp_graphs.clear()
         self._winners.clear()
@@ -102,11 +106,12 @@ class ActivationCache:
     def apply_removal(self, index: int, keep: torch.Tensor, contribution: torch.Tensor) -> None:
         """Update the cache after surgery removed maps of stage ``index`` (keeping ``keep``)."""
         stages = self.topology.stages
-        self.z[index] = self.z[index].index_select(1, keep)
-        self.p[index] = self.p[index].index_select(1, keep)
+        if self.z[index] is not None:
+            self.z[index] = take(self.z[index], 1, keep)
+        self.p[index] = take(self.p[index], 1, keep)
         self._vjp_graphs = {i: g for i, g in self._vjp_graphs.items() if i < index}
         c = index + 1
-        self.z[c] = self.z[c] - contribution
+        self.z[c].sub_(contribution)  # no one else holds z[c]: stale graphs were dropped above
         self.p[c] = stages[c].reduce_maps(stages[c].activate(self.z[c]))
         self._update_winners(index, keep)
         for j in range(c + 1, len(stages)):
@@ -233,7 +238,7 @@ class PruningEngine:
         self.topology, self.criterion, self.scope = topology, criterion, scope
         self.normalization, self.flops_lambda = normalization, flops_lambda
         self.generator = torch.Generator().manual_seed(seed)
-        self.eval_cache = ActivationCache(topology, eval_split)
+        self.eval_cache = ActivationCache(topology, eval_split, first_z=False)
         self.calib_cache = ActivationCache(topology, calibration)
         self.alive: dict[str, list[int]] = {s.name: list(range(s.n_maps)) for s in topology.stages[:-1]}
         self._raw: dict[str, torch.Tensor | None] = {name: None for name in scope}

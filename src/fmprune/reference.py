@@ -74,10 +74,14 @@ class NaiveLoop:
         costs = {n: mflops(m) for n, m in self.topology.macs_per_map(self.counts()).items()}
         final = flops_regularize(normalize(raw, self.normalization), costs, self.flops_lambda)
         chosen = select_minimum(final, self.alive, k)
-        for sel in sorted(chosen, key=lambda s: -s.index):
-            self._mask(sel.layer, sel.original)
-            del self.alive[sel.layer][sel.index]
+        for sel in chosen:
+            self.remove_original(sel.layer, sel.original)
         return chosen, self.accuracy()
+
+    def remove_original(self, layer: str, original: int) -> None:
+        """Mask map ``original`` (unpruned numbering) of ``layer``, e.g. to replay another run."""
+        self._mask(layer, original)
+        self.alive[layer].remove(original)
 
     @torch.no_grad()
     def _mask(self, layer: str, original: int) -> None:

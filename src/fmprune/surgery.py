@@ -32,6 +32,18 @@ def keep_indices(n_maps: int, maps: Sequence[int], layer: str) -> torch.Tensor:
     return mask.nonzero().flatten()
 
 
+def take(t: torch.Tensor, dim: int, index: torch.Tensor, max_runs: int = 16) -> torch.Tensor:
+    """``t.index_select(dim, index)`` for sorted indices; when they form a few contiguous runs
+    (removing one map leaves two) it concatenates slices, which copies memory in blocks and is
+    about twice as fast on the large cached activations."""
+    idx = index.tolist()
+    starts = [0] + [i for i in range(1, len(idx)) if idx[i] != idx[i - 1] + 1]
+    if not idx or len(starts) > max_runs or any(b < a for a, b in zip(idx, idx[1:])):
+        return t.index_select(dim, index)
+    ends = starts[1:] + [len(idx)]
+    return torch.cat([t.narrow(dim, idx[a], b - a) for a, b in zip(starts, ends)], dim)
+
+
 def consumer_columns(keep: torch.Tensor, factor: int) -> torch.Tensor:
     """Input columns of the consumer that belong to the kept maps (channel-major flatten)."""
     return (keep[:, None] * factor + torch.arange(factor)[None, :]).flatten()
@@ -44,7 +56,7 @@ def remove_maps(topology: Topology, layer: str, maps: Sequence[int],
     producer = topology.stages[info.index]
     consumer = topology.stages[info.index + 1]
     keep = keep_indices(info.n_maps, maps, layer)
-    rows: Slicer = lambda t: t.index_select(0, keep)  # noqa: E731
+    rows: Slicer = lambda t: take(t, 0, keep)  # noqa: E731
     _slice_param(producer.module, "weight", rows, optimizer)
     _slice_param(producer.module, "bias", rows, optimizer)
     size_attr = "out_channels" if isinstance(producer.module, nn.Conv2d) else "out_features"
@@ -56,7 +68,7 @@ def remove_maps(topology: Topology, layer: str, maps: Sequence[int],
             _slice_param(norm, attr, rows, optimizer)
         norm.num_features = len(keep)
     cols_idx = consumer_columns(keep, info.flatten_factor)
-    cols: Slicer = lambda t: t.index_select(1, cols_idx)  # noqa: E731
+    cols: Slicer = lambda t: take(t, 1, cols_idx)  # noqa: E731
     _slice_param(consumer.module, "weight", cols, optimizer)
     if isinstance(consumer.module, nn.Conv2d):
         consumer.module.in_channels = len(keep)

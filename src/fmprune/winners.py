@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .surgery import take
 from .topology import Stage
 
 MEMORY_BUDGET = 2_500_000_000  # bytes ``U`` may take; larger layers use the dense backward
@@ -88,7 +89,7 @@ class WinnerContributions:
     def input_maps_removed(self, keep: torch.Tensor, z: torch.Tensor) -> None:
         """Producer maps were removed (``keep`` stay) and the consumer's ``z`` changed with them."""
         self.c_alive = self.c_alive[keep]
-        self.T = self.T.index_select(1, keep)
+        self.T = take(self.T, 1, keep)
         winners = self._winners(z)
         n, o, j = (winners != self.winners).nonzero(as_tuple=True)
         if len(n):
@@ -99,8 +100,8 @@ class WinnerContributions:
 
     def output_maps_removed(self, keep: torch.Tensor) -> None:
         self.o_alive = self.o_alive[keep]
-        self.T = self.T.index_select(2, keep)
-        self.winners = self.winners.index_select(1, keep)
+        self.T = take(self.T, 2, keep)
+        self.winners = take(self.winners, 1, keep)
 
     def grad_dot_input(self, grad_p: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """Per example and producer map, Σ dC/dx · x over the map (x the consumer's input),
