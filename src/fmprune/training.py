@@ -91,7 +91,7 @@ def fine_tune(model: nn.Module, stream: BatchStream, optimizer: torch.optim.Opti
         if schedule is not None:
             schedule.step()
         if on_step is not None:
-            on_step(step + 1, iterations, float(loss))
+            on_step(step + 1, iterations, loss.item())
     model.eval()
 
 
