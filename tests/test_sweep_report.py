@@ -113,3 +113,14 @@ def test_summary_counts_maps_before_each_threshold(tmp_path):
 def test_report_refuses_directories_without_runs(tmp_path):
     with pytest.raises(FmpruneError, match="no run directories"):
         write_report([tmp_path], tmp_path / "r")
+
+
+def test_line_styles_colour_by_criterion_and_style_by_the_rest():
+    from fmprune.report import line_styles
+    labels = [f"{c}, {n}" for n in ("none", "l1", "l2") for c in ("random", "min_weight", "mean_activation", "taylor")]
+    styles = line_styles(labels)
+    assert len({(s["color"], str(s["ls"])) for s in styles}) == 12          # every line distinct
+    assert styles[0]["color"] == styles[4]["color"] == styles[8]["color"]   # random: one colour
+    assert len({str(s["ls"]) for s in styles[:4]}) == 1                     # none: one style
+    many = line_styles([f"run{i}" for i in range(14)])
+    assert len({(str(s["color"]), str(s["ls"])) for s in many}) == 14

@@ -142,6 +142,22 @@ def legend_label(curve: Curve) -> str:
     return ", ".join(parts) or curve.label
 
 
+LINE_STYLES = ("-", "--", "-.", (0, (1, 1)))
+
+
+def line_styles(labels: list[str]) -> list[dict]:
+    """Colour by the first setting of a label, line style by the rest ("taylor, l2": colour for
+    taylor, style for l2), so a 4 × 3 sweep stays readable; one colour per line otherwise."""
+    parts = [(head, tail) for head, _, tail in (label.partition(", ") for label in labels)]
+    heads = list(dict.fromkeys(h for h, _ in parts))
+    tails = list(dict.fromkeys(t for _, t in parts))
+    if 1 < len(heads) <= 10 and 1 < len(tails) <= len(LINE_STYLES):
+        return [{"color": f"C{heads.index(h)}", "ls": LINE_STYLES[tails.index(t)]} for h, t in parts]
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return [{"color": cmap(i % cmap.N), "ls": LINE_STYLES[i // cmap.N % len(LINE_STYLES)]}
+            for i in range(len(labels))]
+
+
 def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
     """One figure, a panel per scope, a line per run; base accuracy and the 99 % line marked."""
     scopes = list(dict.fromkeys(c.scope for c in group.curves))
@@ -149,11 +165,13 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
     xlabel, log = X_AXES[axis]
     for ax, scope in zip(axes[0], scopes):
         curves = [c for c in group.curves if c.scope == scope]
-        for c in curves:
-            ax.plot(_x(c, axis), c.accuracy, label=legend_label(c) + ("" if c.finished else " (unfinished)"), lw=1.4)
+        styles = line_styles([legend_label(c) for c in curves])
+        for c, style in zip(curves, styles):
+            ax.plot(_x(c, axis), c.accuracy, label=legend_label(c) + ("" if c.finished else " (unfinished)"),
+                    lw=1.4, **style)
         base = curves[0].accuracy[0]
         ax.axhline(base, color="0.35", ls=":", lw=1, label=f"base {base:.2%}")
-        ax.axhline(0.99, color="tab:red", ls="--", lw=1, label="99 %")
+        ax.axhline(0.99, color="black", ls="--", lw=1, label="99 %")
         if log:
             ax.set_xscale("log")
             ax.invert_xaxis()
