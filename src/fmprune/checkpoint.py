@@ -56,7 +56,7 @@ def make_checkpoint(arch: str, topology: Topology, input_shape: tuple[int, ...],
     return Checkpoint(
         arch=arch, input_shape=tuple(input_shape), n_classes=n_classes,
         map_counts={s.name: s.n_maps for s in topology.stages[:-1]},
-        state_dict={k: v.detach().clone() for k, v in topology.model.state_dict().items()},
+        state_dict={k: v.detach().to("cpu", copy=True) for k, v in topology.model.state_dict().items()},
         **extra,
     )
 

@@ -16,6 +16,7 @@ from .compare import (compare_models, load_for_comparison, recipe_of, resolve_mo
                       scratch_checkpoint, scratch_path)
 from .criteria import NORMALIZATIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, load_splits
+from .devices import resolve_device
 from .errors import FmpruneError
 from .experiments import load_experiment
 from .export import export_model
@@ -30,6 +31,8 @@ from .training import TrainConfig, evaluate, train
 DATA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                         help="IDX directory (train-images-idx3-ubyte[.gz], ...) or mnist.pkl.gz; "
                              "default: MNIST from the cache, fetched on first use.")
+DEVICE = click.option("--device", default="cpu", show_default=True,
+                      help="Where runs compute: cpu, cuda or cuda:N (recorded in config.json).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -180,6 +183,7 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: runs/<criterion>-<normalize>-<scope>).")
+@DEVICE
 @DATA_DIR
 def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lambda: float, scope: str,
               steps: int | None, maps_per_step: float, calibration: int, eval_split: str,
@@ -187,7 +191,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               retrain_batch: int, rank_once: bool, min_accuracy: float | None,
               target_params: float | None, target_macs: float | None, final_tune: int,
               final_tune_lr: float, save_every: int, seed: int,
-              run_dir: Path | None, data_dir: Path | None) -> None:
+              run_dir: Path | None, device: str, data_dir: Path | None) -> None:
     """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt.
 
     Run again with the same options and run directory to resume an interrupted run."""
@@ -199,6 +203,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         min_accuracy=min_accuracy, target_params=target_params, target_macs=target_macs,
         save_every=save_every, final_tune=final_tune, final_tune_lr=final_tune_lr,
     )
+    resolve_device(device)   # an unusable device fails before any data is read
     splits = load_splits(data_dir)
     ckpt_path = resolve_checkpoint(checkpoint, splits)
     run_dir = run_dir or Path("runs") / f"{criterion}-{normalize}-{scope}"
@@ -214,7 +219,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         bar.refresh()
 
     try:
-        summary = run_pruning(ckpt_path, splits, config, run_dir, on_step)
+        summary = run_pruning(ckpt_path, splits, config, run_dir, on_step, device)
     finally:
         for bar in bars:
             bar.close()
@@ -293,10 +298,12 @@ def export_cmd(model: Path, out_dir: Path, onnx: bool) -> None:
 @click.option("--quick", is_flag=True, help="Shrink every run (few steps, small evaluation set), e.g. for CI.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Override the file's base checkpoint.")
+@DEVICE
 @DATA_DIR
 def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: bool,
-              checkpoint: Path | None, data_dir: Path | None) -> None:
+              checkpoint: Path | None, device: str, data_dir: Path | None) -> None:
     """Run every combination of an experiment file; rerun to resume (finished runs are skipped)."""
+    resolve_device(device)
     experiment = load_experiment(experiment_file, quick)
     splits = load_splits(data_dir)
     if checkpoint is None and experiment.checkpoint != "default":
@@ -312,7 +319,7 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
             bar.update(1)
             tqdm.write(f"{o.status:<8}{o.label}: {o.message}" + (f" ({o.seconds:.0f} s)" if o.seconds else ""))
         outcomes = run_sweep(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
-                             workers, quick, on_outcome)
+                             workers, quick, on_outcome, device)
     failed = [o for o in outcomes if o.status == "failed"]
     click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished; report: "
                f"fmprune report {out_dir / experiment.name}")

@@ -61,6 +61,12 @@ class Split:
             return self
         return Split(self.images[:n], self.labels[:n])
 
+    def to(self, device: torch.device) -> "Split":
+        """The same examples on ``device`` (the split itself when already there)."""
+        if self.images.device == device:
+            return self
+        return Split(self.images.to(device), self.labels.to(device))
+
 
 @dataclass(frozen=True)
 class Splits:

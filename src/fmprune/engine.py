@@ -99,8 +99,7 @@ class ActivationCache:
         """The dropped maps' share of the consumer's pre-activation, with the weights before surgery."""
         consumer = self.topology.stages[index + 1]
         cols = consumer_columns(drop, flatten_factor)
-        weight_slice = consumer_weight.index_select(1, cols)
-        return input_contribution(consumer, self.p[index].index_select(1, drop), weight_slice)
+        return input_contribution(consumer, take(self.p[index], 1, drop), take(consumer_weight, 1, cols))
 
     @torch.no_grad()
     def apply_removal(self, index: int, keep: torch.Tensor, contribution: torch.Tensor) -> None:
@@ -128,7 +127,7 @@ class ActivationCache:
         last = len(stages) - 1
         self._rounds_since_rebuild += 1
         g = torch.softmax(self.z[last], 1)
-        g[torch.arange(len(g)), self.split.labels] -= 1.0
+        g[torch.arange(len(g), device=g.device), self.split.labels] -= 1.0
         grad_p = g
         out: dict[int, torch.Tensor] = {}
         for i in range(last, first, -1):
@@ -252,7 +251,7 @@ class PruningEngine:
             for name in stale:
                 ctx = LayerContext(self.topology.stage(name), provider, self.generator)
                 with torch.no_grad():
-                    self._raw[name] = self.criterion.score_layer(ctx).detach().flatten().clone()
+                    self._raw[name] = self.criterion.score_layer(ctx).detach().flatten().cpu().clone()
         return {n: self._raw[n] for n in self.scope}
 
     def final_scores(self) -> Scores:

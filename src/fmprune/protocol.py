@@ -20,6 +20,7 @@ from . import __version__
 from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from .criteria import NORMALIZATIONS, create_criterion
 from .data import Split, Splits
+from .devices import device_description, resolve_device, rng_state, set_rng_state
 from .engine import PruningEngine, Selected
 from .errors import FmpruneError, PruningError
 from .metrics import total_macs, total_params
@@ -141,28 +142,34 @@ class PruningRun:
     """A pruning run bound to a run directory; :meth:`run` executes (or resumes) it."""
 
     def __init__(self, base: Checkpoint, splits: Splits, config: PruneConfig, run_dir: Path | str,
-                 base_path: str = "", on_step: Callable[[StepRecord, int], None] | None = None) -> None:
+                 base_path: str = "", on_step: Callable[[StepRecord, int], None] | None = None,
+                 device: str | torch.device | None = None) -> None:
         self.base, self.splits, self.config = base, splits, config
+        self.device = resolve_device(device)
         self.dir = RunDirectory(run_dir)
         self.on_step = on_step
         self.base_path = base_path
         self.criterion = create_criterion(config.criterion)
-        self.model, self.topology = base.build()
+        self.model, self.topology = self._build(base)
         self.scope = self.topology.scope(config.scope)
         self._check_data()
-        eval_split = getattr(splits, config.eval_split).subset(config.eval_size)
-        calibration = calibration_subset(splits.train, config.calibration, config.seed)
+        eval_split = getattr(splits, config.eval_split).subset(config.eval_size).to(self.device)
+        calibration = calibration_subset(splits.train, config.calibration, config.seed).to(self.device)
         self.engine = PruningEngine(self.topology, self.criterion, eval_split, calibration, self.scope,
                                     config.normalize, config.flops_lambda, config.seed)
         self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=config.retrain_lr)
                           if config.retrain else None)
-        self.stream = BatchStream(splits.train, config.retrain_batch, config.seed)
+        self.stream = BatchStream(splits.train.to(self.device), config.retrain_batch, config.seed)
         self.base_params, self.base_macs = total_params(self.topology), total_macs(self.topology)
         self.step = 0
         self.k_cap: int | None = None      # maps per step after a back-off (min-accuracy runs)
         self.ranking: list[tuple[str, int, float]] | None = None
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
+
+    def _build(self, checkpoint: Checkpoint) -> tuple[nn.Module, Topology]:
+        model, topology = checkpoint.build()
+        return model.to(self.device), topology   # moves the parameters in place: topology stays valid
 
     def _check_data(self) -> None:
         if tuple(self.splits.input_shape) != tuple(self.base.input_shape):
@@ -325,7 +332,7 @@ class PruningRun:
             "alive": {n: list(a) for n, a in self.engine.alive.items()},
             "raw_scores": {n: None if v is None else v.clone() for n, v in self.engine._raw.items()},
             "generator": self.engine.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": rng_state(self.device),
             "ranking": list(self.ranking) if self.ranking is not None else None,
             "k_cap": self.k_cap,
             "base_accuracy": self.base_accuracy,
@@ -336,14 +343,14 @@ class PruningRun:
 
     def _restore(self, state: dict) -> None:
         """Rebuild model, optimizer, engine and counters from :meth:`_state`'s output."""
-        self.model, self.topology = Checkpoint(**state["model"]).build()
+        self.model, self.topology = self._build(Checkpoint(**state["model"]))
         self.engine = PruningEngine(self.topology, self.criterion, self.engine.eval_cache.split,
                                     self.engine.calib_cache.split, self.scope, self.config.normalize,
                                     self.config.flops_lambda, self.config.seed)
         self.engine.alive = {n: list(a) for n, a in state["alive"].items()}
         self.engine._raw = dict(state["raw_scores"])
         self.engine.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_state(state["torch_rng"], self.device)
         if self.config.retrain:
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.retrain_lr)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -376,7 +383,8 @@ class PruningRun:
             p.unlink(missing_ok=True)
         torch.manual_seed(self.config.seed)  # dropout while retraining: same seed, same run
         write_json_atomic(self.dir.config_path, {**cfg_dict, "fmprune_version": __version__,
-                                                 "torch_version": torch.__version__})
+                                                 "torch_version": torch.__version__,
+                                                 "device": device_description(self.device)})
         self.base_accuracy = self.last_accuracy = self.engine.accuracy()
         self.dir.append_steps([{"step": 0, "layer": "", "map": "", "score": "",
                                 "accuracy": f"{self.base_accuracy:.8f}", "params": self.base_params,
@@ -386,7 +394,7 @@ class PruningRun:
 
     def _load_state(self) -> None:
         try:
-            state = torch.load(self.dir.state_path, weights_only=False)
+            state = torch.load(self.dir.state_path, map_location="cpu", weights_only=False)
         except Exception as e:
             raise FmpruneError(f"{self.dir.state_path}: unreadable resume state ({type(e).__name__})") from None
         self._restore(state)
@@ -418,10 +426,13 @@ class PruningRun:
 
 
 def run_pruning(checkpoint: Path | str, splits: Splits, config: PruneConfig, run_dir: Path | str,
-                on_step: Callable[[StepRecord, int], None] | None = None) -> RunSummary:
-    """Prune the model of ``checkpoint`` as ``config`` says, writing everything to ``run_dir``."""
+                on_step: Callable[[StepRecord, int], None] | None = None,
+                device: str | torch.device | None = None) -> RunSummary:
+    """Prune the model of ``checkpoint`` as ``config`` says, writing everything to ``run_dir``;
+    ``device`` (default cpu) is where it computes, recorded in ``config.json`` but not part of the
+    configuration: a run may resume on another device."""
     base = load_checkpoint(checkpoint)
     if base.data_fingerprint and base.data_fingerprint != splits.fingerprint():
         raise PruningError(f"{checkpoint}: trained on other data (fingerprint {base.data_fingerprint}, "
                            f"these data {splits.fingerprint()}); pass the --data-dir it was trained on")
-    return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step).run()
+    return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device).run()

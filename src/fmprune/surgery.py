@@ -39,7 +39,7 @@ def take(t: torch.Tensor, dim: int, index: torch.Tensor, max_runs: int = 16) -> 
     idx = index.tolist()
     starts = [0] + [i for i in range(1, len(idx)) if idx[i] != idx[i - 1] + 1]
     if not idx or len(starts) > max_runs or any(b < a for a, b in zip(idx, idx[1:])):
-        return t.index_select(dim, index)
+        return t.index_select(dim, index.to(t.device))
     ends = starts[1:] + [len(idx)]
     return torch.cat([t.narrow(dim, idx[a], b - a) for a, b in zip(starts, ends)], dim)
 

@@ -44,10 +44,10 @@ def _init_worker(data_dir: str | None, threads: int) -> None:
     _worker_splits = load_splits(data_dir)
 
 
-def _run_one(label: str, checkpoint: str, config: dict, run_dir: str) -> RunOutcome:
+def _run_one(label: str, checkpoint: str, config: dict, run_dir: str, device: str) -> RunOutcome:
     start = time.perf_counter()
     try:
-        summary = run_pruning(checkpoint, _worker_splits, PruneConfig.from_dict(config), run_dir)
+        summary = run_pruning(checkpoint, _worker_splits, PruneConfig.from_dict(config), run_dir, device=device)
     except FmpruneError as e:
         return RunOutcome(label, Path(run_dir), "failed", str(e), time.perf_counter() - start)
     except Exception as e:  # a bug must not stop the other runs; its trace is kept in the run dir
@@ -70,8 +70,10 @@ def write_experiment_manifest(experiment: Experiment, directory: Path, checkpoin
 
 def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None = None,
               workers: int | None = None, quick: bool = False,
-              on_outcome: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
-    """Run (or resume) every run of ``experiment``; returns one outcome per run."""
+              on_outcome: Callable[[RunOutcome], None] | None = None,
+              device: str = "cpu") -> list[RunOutcome]:
+    """Run (or resume) every run of ``experiment`` on ``device``; returns one outcome per run.
+    On a GPU the workers share it: its runs are small, so several keep it busier than one."""
     directory = out_dir / experiment.name
     directory.mkdir(parents=True, exist_ok=True)
     write_experiment_manifest(experiment, directory, checkpoint, quick)
@@ -89,7 +91,7 @@ def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: 
             if on_outcome:
                 on_outcome(outcome)
         else:
-            pending.append((label, checkpoint, config.to_dict(), str(run_dir)))
+            pending.append((label, checkpoint, config.to_dict(), str(run_dir), device))
     if not pending:
         return outcomes
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending)))

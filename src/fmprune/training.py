@@ -48,7 +48,7 @@ class BatchStream:
         if self.offset + self.batch_size > len(self._order):
             self.epoch, self.offset = self.epoch + 1, 0
             self._order = self._permutation()
-        idx = self._order[self.offset:self.offset + self.batch_size]
+        idx = self._order[self.offset:self.offset + self.batch_size].to(self.split.images.device)
         self.offset += self.batch_size
         return self.split.images[idx], self.split.labels[idx]
 

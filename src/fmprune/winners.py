@@ -52,8 +52,8 @@ class WinnerContributions:
     def __init__(self, stage: Stage, pool: nn.MaxPool2d, inputs: torch.Tensor, z: torch.Tensor) -> None:
         self.stage, self.pool = stage, pool
         self.U = self._contributions(stage.module, inputs)     # N × C0 × O0 × P, original size
-        self.c_alive = torch.arange(self.U.shape[1])
-        self.o_alive = torch.arange(self.U.shape[2])
+        self.c_alive = torch.arange(self.U.shape[1], device=self.U.device)
+        self.o_alive = torch.arange(self.U.shape[2], device=self.U.device)
         self.winners = self._winners(z)                          # N × O × J positions in P
         self.T = self._gather_all()                              # N × C × O × J
 
@@ -81,14 +81,14 @@ class WinnerContributions:
 
     def _gather_all(self) -> torch.Tensor:
         n, o, j = self.winners.shape
-        T = torch.empty(n, len(self.c_alive), o, j)
+        T = torch.empty(n, len(self.c_alive), o, j, device=self.U.device)
         for ci, c in enumerate(self.c_alive.tolist()):
             T[:, ci] = self.U[:, c].index_select(1, self.o_alive).gather(2, self.winners)
         return T
 
     def input_maps_removed(self, keep: torch.Tensor, z: torch.Tensor) -> None:
         """Producer maps were removed (``keep`` stay) and the consumer's ``z`` changed with them."""
-        self.c_alive = self.c_alive[keep]
+        self.c_alive = self.c_alive[keep.to(self.U.device)]
         self.T = take(self.T, 1, keep)
         winners = self._winners(z)
         n, o, j = (winners != self.winners).nonzero(as_tuple=True)
@@ -99,7 +99,7 @@ class WinnerContributions:
         self.winners = winners
 
     def output_maps_removed(self, keep: torch.Tensor) -> None:
-        self.o_alive = self.o_alive[keep]
+        self.o_alive = self.o_alive[keep.to(self.U.device)]
         self.T = take(self.T, 2, keep)
         self.winners = take(self.winners, 1, keep)
 
