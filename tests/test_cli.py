@@ -5,7 +5,6 @@ import sys
 
 import pytest
 
-from conftest import write_idx
 
 
 def fmprune(*args, check=True):

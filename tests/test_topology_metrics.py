@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from fmprune.errors import PruningError, TopologyError
-from fmprune.metrics import layer_costs, total_macs, total_params
+from fmprune.metrics import layer_costs, total_params
 from fmprune.models import available_models, create_model
 from fmprune.topology import trace
 

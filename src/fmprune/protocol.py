@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .atomic import write_atomically
 from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from .criteria import NORMALIZATIONS, create_criterion
 from .data import Split, Splits
@@ -362,9 +362,8 @@ class PruningRun:
 
     def save_state(self) -> None:
         """Write :meth:`_state` atomically to ``state.pt`` (a kill mid-write keeps the old one)."""
-        tmp = self.dir.state_path.with_name("state.pt.tmp")
-        torch.save(self._state(), tmp)
-        os.replace(tmp, self.dir.state_path)
+        state = self._state()
+        write_atomically(self.dir.state_path, lambda tmp: torch.save(state, tmp))
 
     def _resume_or_start(self) -> bool:
         cfg_dict = {**self.config.to_dict(), "base_checkpoint": self.base_path,

@@ -13,13 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomically
+
 STEP_FIELDS = ["step", "layer", "map", "score", "accuracy", "params", "macs", "seconds"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def read_json(path: Path) -> Any:
