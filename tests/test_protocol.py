@@ -99,6 +99,17 @@ def test_target_fraction_and_several_maps_per_step(small_ckpt, splits, tmp_path)
     assert len(first_step) == int(0.25 * 38)     # a quarter of the 38 maps in scope
 
 
+def test_params_and_macs_targets_together_stop_only_when_both_are_met(small_ckpt, splits, tmp_path):
+    config = PruneConfig(criterion="taylor", maps_per_step=0.1, target_params=0.5, target_macs=0.6)
+    summary = run_pruning(small_ckpt, splits, config, tmp_path / "r")
+    assert summary.stop_reason == "target size reached"
+    assert summary.final_params <= 0.5 * summary.base_params and summary.final_macs <= 0.6 * summary.base_macs
+    rows = read_steps(tmp_path / "r")
+    before_last = [r for r in rows if int(r["step"]) == summary.steps - 1][-1]
+    assert (int(before_last["params"]) > 0.5 * summary.base_params
+            or int(before_last["macs"]) > 0.6 * summary.base_macs)
+
+
 def test_retraining_changes_weights_and_only_the_pruned_layer_when_asked(small_ckpt, splits, tmp_path):
     cfg = dict(criterion="taylor", scope="fc1", steps=3, retrain=5, retrain_lr=1e-3)
     run_pruning(small_ckpt, splits, PruneConfig(**cfg, retrain_only_pruned_layer=True), tmp_path / "only")

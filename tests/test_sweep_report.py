@@ -6,7 +6,7 @@ import pytest
 
 from fmprune.errors import FmpruneError
 from fmprune.experiments import load_experiment
-from fmprune.report import read_curve, summary_rows, write_report
+from fmprune.report import X_AXES, read_curve, summary_rows, write_report
 from fmprune.sweep import run_sweep
 
 SHIPPED = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
@@ -62,7 +62,7 @@ def test_every_shipped_experiment_runs_quick(path, small_ckpt, idx_dir, tmp_path
     assert len(outcomes) == len(experiment.runs)
     report = write_report([tmp_path], tmp_path / "report")
     text = report.read_text()
-    assert text.count("![") == 3 and experiment.title in text
+    assert text.count("![") == len(X_AXES) == 4 and experiment.title in text
     assert (tmp_path / "report" / "figures" / f"{experiment.name}-accuracy-vs-maps.svg").is_file()
 
 
@@ -108,6 +108,8 @@ def test_summary_counts_maps_before_each_threshold(tmp_path):
     row = summary_rows(type("G", (), {"curves": [read_curve(run)]})())[0]
     assert (row["maps before < 99%"], row["maps before < 98%"], row["maps before < 90%"]) == ("1", "3", "4")
     assert row["maps pruned"] == "5" and row["params x"] == "2.0" and row["status"] == "unfinished"
+    assert (row["params x at 99%"], row["MACs x at 99%"]) == ("1.1", "1.1")   # step 1: 90 params, 900 MACs
+    assert read_curve(run).reduction_at(0.996) is None                       # the base is already under it
 
 
 def test_report_refuses_directories_without_runs(tmp_path):
@@ -124,3 +126,23 @@ def test_line_styles_colour_by_criterion_and_style_by_the_rest():
     assert len({str(s["ls"]) for s in styles[:4]}) == 1                     # none: one style
     many = line_styles([f"run{i}" for i in range(14)])
     assert len({(str(s["color"]), str(s["ls"])) for s in many}) == 14
+
+
+def fake_experiment(root: Path, title: str, config: str) -> Path:
+    run = root / "run"
+    run.mkdir(parents=True)
+    (root / "experiment.json").write_text(f'{{"name": "{root.name}", "title": "{title}", "runs": ["run"]}}')
+    (run / "config.json").write_text(config)
+    (run / "steps.csv").write_text("step,layer,map,score,accuracy,params,macs,seconds\n"
+                                   "0,,,,0.995,100,1000,0\n1,fc1,3,0.1,0.992,90,900,1\n")
+    return root
+
+
+def test_report_keeps_the_order_given_and_says_where_runs_ran(tmp_path):
+    later = fake_experiment(tmp_path / "a-exp", "Alpha", '{"scope": "all"}')
+    first = fake_experiment(tmp_path / "b-exp", "Beta",
+                            '{"scope": "all", "device": "cuda:0 (GPU)", "torch_version": "2.11.0"}')
+    text = write_report([first, later], tmp_path / "report").read_text()
+    assert text.index("## Beta") < text.index("## Alpha")
+    assert "Ran on cuda:0 (GPU), torch 2.11.0" in text
+    assert "Ran on cpu, torch unknown" in text

@@ -173,8 +173,10 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
 @click.option("--rank-once", is_flag=True, help="Rank all maps once before the first step; never recompute.")
 @click.option("--min-accuracy", type=float, default=None,
               help="Stop before accuracy falls under this fraction (keeps the last model above it).")
-@click.option("--target-params", type=float, default=None, help="Stop at this fraction of the base parameters.")
-@click.option("--target-macs", type=float, default=None, help="Stop at this fraction of the base MACs.")
+@click.option("--target-params", type=float, default=None,
+              help="Stop at this fraction of the base parameters (with --target-macs: once both are met).")
+@click.option("--target-macs", type=float, default=None,
+              help="Stop at this fraction of the base MACs (with --target-params: once both are met).")
 @click.option("--final-tune", default=0, show_default=True,
               help="After the last step, train this many iterations (one-cycle Adam) before the final measure.")
 @click.option("--final-tune-lr", default=1e-3, show_default=True, help="Peak learning rate of --final-tune.")

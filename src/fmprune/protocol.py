@@ -29,6 +29,7 @@ from .topology import Topology
 from .training import BatchStream, fine_tune
 
 EVAL_SPLITS = ("val", "test")
+ALL_PRUNED = "all maps of the scope pruned but one per layer"
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ class PruningRun:
         base_accuracy = self.base_accuracy
         accuracy = self.last_accuracy
         planned = self.total_steps()
-        stop_reason = "all maps of the scope pruned but one per layer"
+        stop_reason = ALL_PRUNED
         last_good: dict | None = None
         if resumed:
             log.info(f"{self.criterion.display_name}| Resumed at step {self.step}")
@@ -244,7 +245,7 @@ class PruningRun:
             k = self._k()
             chosen = self._select(k)
             if not chosen:
-                stop_reason = "nothing left to prune in the scope"
+                stop_reason = ALL_PRUNED   # fractional steps end here rather than at a planned count
                 break
             self.engine.remove_selected(chosen, self.optimizer)
             self._retrain(sorted({s.layer for s in chosen}))
@@ -297,10 +298,13 @@ class PruningRun:
         return tuned
 
     def _target_reached(self) -> bool:
+        """Every size target given is met (``--target-params`` and ``--target-macs`` together
+        mean both: a model ×80 smaller must also be ×7 cheaper)."""
         cfg = self.config
-        if cfg.target_params is not None and total_params(self.topology) <= cfg.target_params * self.base_params:
-            return True
-        return cfg.target_macs is not None and total_macs(self.topology) <= cfg.target_macs * self.base_macs
+        targets = [(cfg.target_params, total_params(self.topology), self.base_params),
+                   (cfg.target_macs, total_macs(self.topology), self.base_macs)]
+        given = [(t, now, base) for t, now, base in targets if t is not None]
+        return bool(given) and all(now <= t * base for t, now, base in given)
 
     def _record(self, chosen: list[Selected], accuracy: float) -> None:
         elapsed = self.elapsed_before + time.perf_counter() - self.started

@@ -19,9 +19,11 @@ from .runs import read_json  # noqa: E402
 THRESHOLDS = (0.99, 0.98, 0.90)
 X_AXES = {  # key: (x label, log scale)
     "maps": ("feature maps pruned", False),
+    "maps-zoom": ("feature maps pruned (zoom on where accuracy crosses 99 %)", False),
     "params": ("remaining parameters (fraction of the base model)", True),
     "macs": ("remaining MACs (fraction of the base model)", True),
 }
+ZOOM_ACCURACY = (0.95, 1.0)   # the zoomed figure's y range: the 99 % and 98 % crossings side by side
 
 
 @dataclass
@@ -43,20 +45,31 @@ class Curve:
         return self.config.get("scope", "all")
 
     @property
+    def environment(self) -> str:
+        """Where the run computed (runs recorded before devices existed ran on the CPU)."""
+        return f"{self.config.get('device', 'cpu')}, torch {self.config.get('torch_version', 'unknown')}"
+
+    @property
     def finished(self) -> bool:
         return self.summary is not None
 
-    def maps_before_below(self, threshold: float) -> int | None:
-        """Maps pruned at the last step before accuracy first fell under ``threshold``
-        (None if the base model is already under it)."""
+    def last_step_above(self, threshold: float) -> int | None:
+        """Index of the last step before accuracy first fell under ``threshold`` (None if the
+        base model is already under it)."""
         if self.accuracy[0] < threshold:
             return None
-        kept = 0
-        for m, a in zip(self.maps, self.accuracy):
-            if a < threshold:
-                break
-            kept = m
-        return kept
+        below = next((i for i, a in enumerate(self.accuracy) if a < threshold), len(self.accuracy))
+        return below - 1
+
+    def maps_before_below(self, threshold: float) -> int | None:
+        """Maps pruned at the last step before accuracy first fell under ``threshold``."""
+        i = self.last_step_above(threshold)
+        return None if i is None else self.maps[i]
+
+    def reduction_at(self, threshold: float) -> tuple[float, float] | None:
+        """Parameter and MAC reduction (×) at that step: the thesis' Table 4.1 figures."""
+        i = self.last_step_above(threshold)
+        return None if i is None else (self.params[0] / self.params[i], self.macs[0] / self.macs[i])
 
     def area(self) -> float:
         """Area under accuracy against the fraction of removable maps pruned (1.0 = no loss over
@@ -107,7 +120,7 @@ class Group:
 
 
 def discover(paths: list[Path]) -> list[Group]:
-    """Every run directory under ``paths``, grouped by experiment."""
+    """Every run directory under ``paths``, grouped by experiment, in the order ``paths`` name them."""
     by_parent: dict[Path, list[Path]] = {}
     for root in paths:
         if not root.exists():
@@ -119,7 +132,7 @@ def discover(paths: list[Path]) -> list[Group]:
     if not by_parent:
         raise FmpruneError(f"no run directories (config.json + steps.csv) under {', '.join(map(str, paths))}")
     groups = []
-    for parent, runs in sorted(by_parent.items()):
+    for parent, runs in by_parent.items():
         manifest = read_json(parent / "experiment.json") if (parent / "experiment.json").is_file() else {}
         order = {label: i for i, label in enumerate(manifest.get("runs", []))}
         runs = sorted(dict.fromkeys(runs), key=lambda r: (order.get(r.name, len(order)), r.name))
@@ -130,7 +143,7 @@ def discover(paths: list[Path]) -> list[Group]:
 
 
 def _x(curve: Curve, axis: str) -> list[float]:
-    if axis == "maps":
+    if axis.startswith("maps"):
         return curve.maps
     values = curve.params if axis == "params" else curve.macs
     return [v / values[0] for v in values]
@@ -175,7 +188,12 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
         if log:
             ax.set_xscale("log")
             ax.invert_xaxis()
-        ax.set_ylim(0, 1.005)
+        if axis == "maps-zoom":
+            crossings = [c.maps_before_below(0.99) or 0 for c in curves]
+            ax.set_xlim(0.8 * min(crossings), max(c.maps[-1] for c in curves) * 1.01)
+            ax.set_ylim(*ZOOM_ACCURACY)
+        else:
+            ax.set_ylim(0, 1.005)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{curves[0].config.get('eval_split', 'val')} accuracy")
         ax.set_title(f"scope: {scope}")
@@ -199,6 +217,8 @@ def summary_rows(group: Group) -> list[dict[str, str]]:
         for t in THRESHOLDS:
             n = c.maps_before_below(t)
             row[f"maps before < {t:.0%}"] = "-" if n is None else str(n)
+        at99 = c.reduction_at(0.99)
+        row["params x at 99%"], row["MACs x at 99%"] = ("-", "-") if at99 is None else (f"{at99[0]:.1f}", f"{at99[1]:.1f}")
         row["area"] = f"{c.area():.3f}"
         row["final accuracy"] = f"{c.accuracy[-1]:.4f}"
         row["params x"] = f"{c.params[0] / c.params[-1]:.1f}"
@@ -229,6 +249,8 @@ def write_report(paths: list[Path], out_dir: Path) -> Path:
         lines += [f"## {g.title}", ""]
         if g.description:
             lines += [g.description, ""]
+        environments = sorted({c.environment for c in g.curves})
+        lines += [f"Ran on {'; '.join(environments)} (the *seconds* column is wall time there).", ""]
         for axis in X_AXES:
             png = plot_group(g, axis, fig_dir)[0]
             lines += [f"![{g.title}: accuracy against {X_AXES[axis][0]}]({png.relative_to(out_dir)})", ""]
