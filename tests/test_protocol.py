@@ -1,12 +1,15 @@
 """The pruning loop end to end on a small trained LeNet and synthetic IDX data."""
 
 import csv
+import json
 import re
+import shutil
 
 import pytest
 import torch
 
-from fmprune.checkpoint import load_checkpoint
+from fmprune.checkpoint import load_checkpoint, save_checkpoint
+from fmprune.data import sha256_file
 from fmprune.errors import FmpruneError
 from fmprune.metrics import total_macs, total_params
 from fmprune.protocol import PruneConfig, run_pruning
@@ -152,6 +155,26 @@ def test_a_run_directory_is_never_overwritten_by_another_configuration(small_ckp
     with pytest.raises(FmpruneError, match="different configuration"):
         run_pruning(small_ckpt, splits, PruneConfig(criterion="taylor", steps=2), tmp_path / "r")
     assert len(read_steps(tmp_path / "r")) == 3
+
+
+def test_a_run_records_its_base_checkpoint_and_never_resumes_from_another(small_ckpt, splits, tmp_path):
+    base = tmp_path / "base.pt"
+    shutil.copy(small_ckpt, base)
+    cfg = PruneConfig(criterion="taylor", steps=4, retrain=2, save_every=1)
+
+    def crash_at_step_3(rec, total):
+        if rec.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pruning(base, splits, cfg, tmp_path / "r", on_step=crash_at_step_3)
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["base_checkpoint_sha256"] == sha256_file(small_ckpt)
+    changed = load_checkpoint(base)
+    changed.state_dict["fc2.bias"] += 1.0
+    save_checkpoint(changed, base)
+    with pytest.raises(FmpruneError, match="another base checkpoint"):
+        run_pruning(base, splits, cfg, tmp_path / "r")
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -19,7 +19,7 @@ from . import __version__
 from .atomic import write_atomically
 from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from .criteria import NORMALIZATIONS, create_criterion
-from .data import Split, Splits
+from .data import Split, Splits, sha256_file
 from .devices import device_description, resolve_device, rng_state, set_rng_state
 from .engine import PruningEngine, Selected
 from .errors import FmpruneError, PruningError
@@ -370,12 +370,17 @@ class PruningRun:
         write_atomically(self.dir.state_path, lambda tmp: torch.save(state, tmp))
 
     def _resume_or_start(self) -> bool:
+        base_sha = sha256_file(Path(self.base_path)) if Path(self.base_path).is_file() else ""
         cfg_dict = {**self.config.to_dict(), "base_checkpoint": self.base_path,
-                    "data_fingerprint": self.base.data_fingerprint}
+                    "base_checkpoint_sha256": base_sha, "data_fingerprint": self.base.data_fingerprint}
         if self.dir.config_path.exists():
             previous = read_json(self.dir.config_path)
             if {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict():
                 raise FmpruneError(f"{self.dir.path}: holds a run with a different configuration; "
+                                   "use another --run-dir")
+            if previous.get("base_checkpoint_sha256", base_sha) != base_sha:
+                raise FmpruneError(f"{self.dir.path}: holds a run from another base checkpoint "
+                                   f"(sha256 {previous['base_checkpoint_sha256'][:12]}…, now {base_sha[:12]}…); "
                                    "use another --run-dir")
             if self.dir.summary_path.exists():
                 raise FmpruneError(f"{self.dir.path}: this run is already finished (see summary.json)")
