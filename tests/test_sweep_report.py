@@ -146,3 +146,12 @@ def test_report_keeps_the_order_given_and_says_where_runs_ran(tmp_path):
     assert text.index("## Beta") < text.index("## Alpha")
     assert "Ran on cuda:0 (GPU), torch 2.11.0" in text
     assert "Ran on cpu, torch unknown" in text
+
+
+def test_the_same_runs_give_byte_identical_figures(tmp_path):
+    """No date stamp or random element ids: a regenerated report changes only where runs did."""
+    runs = fake_experiment(tmp_path / "exp", "Same", '{"scope": "all"}')
+    first, second = (write_report([runs], tmp_path / out).parent / "figures" for out in ("a", "b"))
+    names = sorted(p.name for p in first.iterdir())
+    assert any(n.endswith(".svg") for n in names) and any(n.endswith(".png") for n in names)
+    assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)

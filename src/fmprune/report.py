@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "fmprune"   # fixed SVG element ids: same runs, same files
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .errors import FmpruneError  # noqa: E402
@@ -206,7 +207,7 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
     stem = out_dir / f"{group.name}-accuracy-vs-{axis}"
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for p in paths:
-        fig.savefig(p, dpi=120)
+        fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
     plt.close(fig)
     return paths
 
