@@ -20,13 +20,13 @@ import time
 
 import torch
 
-from fmprune.checkpoint import load_checkpoint
+from fmprune.run.checkpoint import load_checkpoint
 from fmprune.cli import default_checkpoint_path
 from fmprune.criteria import create_criterion
 from fmprune.data import load_splits
-from fmprune.engine import PruningEngine
-from fmprune.protocol import PruneConfig, calibration_subset, run_pruning
-from fmprune.reference import NaiveLoop
+from fmprune.engine.chain import PruningEngine
+from fmprune.run.loop import PruneConfig, calibration_subset, run_pruning
+from fmprune.engine.reference import NaiveLoop
 
 
 def main() -> None:

@@ -79,8 +79,8 @@ def _isolated_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def small_ckpt(small_trained, splits, tmp_path_factory) -> Path:
     """``small_trained`` saved as a checkpoint bound to the synthetic data."""
-    from fmprune.checkpoint import make_checkpoint, save_checkpoint
-    from fmprune.topology import trace
+    from fmprune.run.checkpoint import make_checkpoint, save_checkpoint
+    from fmprune.graph.chain import trace
     from fmprune.training import evaluate
 
     ckpt = make_checkpoint("lenet", trace(small_trained, splits.input_shape), splits.input_shape,

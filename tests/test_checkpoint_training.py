@@ -3,11 +3,11 @@ import copy
 import pytest
 import torch
 
-from fmprune.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from fmprune.run.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from fmprune.errors import CheckpointError
 from fmprune.models import LeNet
 from fmprune.surgery import remove_maps
-from fmprune.topology import trace
+from fmprune.graph.chain import trace
 from fmprune.training import TrainConfig, evaluate, train
 
 

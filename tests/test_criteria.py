@@ -5,10 +5,10 @@ import torch.nn.functional as F
 from fmprune.criteria import (Criterion, LayerContext, create_criterion, flops_regularize, mflops,
                               normalize)
 from fmprune.data import Split
-from fmprune.engine import CachedProvider, ActivationCache, PruningEngine
+from fmprune.engine.chain import CachedProvider, ActivationCache, PruningEngine
 from fmprune.errors import FmpruneError
 from fmprune.models import LeNet
-from fmprune.topology import trace
+from fmprune.graph.chain import trace
 
 
 @pytest.fixture

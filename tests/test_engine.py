@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fmprune.criteria import create_criterion
-from fmprune.engine import PruningEngine
-from fmprune.reference import NaiveLoop
-from fmprune.topology import trace
+from fmprune.engine.chain import PruningEngine
+from fmprune.engine.reference import NaiveLoop
+from fmprune.graph.chain import trace
 
 
 @pytest.mark.parametrize("criterion, norm, lam, scope, k", [
@@ -52,7 +52,7 @@ def test_whole_scope_prunes_down_to_one_map_per_layer(small_trained, splits):
 def test_winner_fast_path_equals_the_dense_backward_through_removals(small_trained, splits):
     """Taylor products of conv1 from conv2's pool winners == the transposed-conv backward, also
     after conv1 removals (winners move) and conv2 removals (rows drop)."""
-    from fmprune.engine import ActivationCache
+    from fmprune.engine.chain import ActivationCache
     from fmprune.surgery import remove_maps
 
     model = copy.deepcopy(small_trained)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from fmprune.checkpoint import load_checkpoint
-from fmprune.compare import Comparison, ModelRow, compare_models, reinitialize, train_from_scratch, recipe_of
-from fmprune.export import export_model
-from fmprune.metrics import total_params
-from fmprune.protocol import PruneConfig, run_pruning
+from fmprune.run.checkpoint import load_checkpoint
+from fmprune.study.compare import Comparison, ModelRow, compare_models, reinitialize, train_from_scratch, recipe_of
+from fmprune.study.export import export_model
+from fmprune.costs import total_params
+from fmprune.run.loop import PruneConfig, run_pruning
 
 LOAD_WITHOUT_FMPRUNE = """
 import sys

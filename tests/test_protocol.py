@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from fmprune.checkpoint import load_checkpoint, save_checkpoint
+from fmprune.run.checkpoint import load_checkpoint, save_checkpoint
 from fmprune.data import sha256_file
 from fmprune.errors import FmpruneError
-from fmprune.metrics import total_macs, total_params
-from fmprune.protocol import PruneConfig, run_pruning
+from fmprune.costs import total_macs, total_params
+from fmprune.run.loop import PruneConfig, run_pruning
 from fmprune.training import evaluate
 
 LOG_LINE = re.compile(r"^\[\d+\] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO (\w+)\| "

@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 from fmprune.errors import PruningError
-from fmprune.metrics import total_macs, total_params
+from fmprune.costs import total_macs, total_params
 from fmprune.models import LeNet
 from fmprune.surgery import remove_maps, take
-from fmprune.topology import trace
+from fmprune.graph.chain import trace
 
 
 def masked_copy(model: LeNet, removed: dict[str, list[int]]) -> LeNet:

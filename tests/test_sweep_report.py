@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from fmprune.errors import FmpruneError
-from fmprune.experiments import load_experiment
-from fmprune.report import X_AXES, read_curve, summary_rows, write_report
-from fmprune.sweep import run_sweep
+from fmprune.study.experiments import load_experiment
+from fmprune.study.report import X_AXES, read_curve, summary_rows, write_report
+from fmprune.study.sweep import run_sweep
 
 SHIPPED = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
 
@@ -118,7 +118,7 @@ def test_report_refuses_directories_without_runs(tmp_path):
 
 
 def test_line_styles_colour_by_criterion_and_style_by_the_rest():
-    from fmprune.report import line_styles
+    from fmprune.study.report import line_styles
     labels = [f"{c}, {n}" for n in ("none", "l1", "l2") for c in ("random", "min_weight", "mean_activation", "taylor")]
     styles = line_styles(labels)
     assert len({(s["color"], str(s["ls"])) for s in styles}) == 12          # every line distinct

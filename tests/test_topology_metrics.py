@@ -3,9 +3,9 @@ import torch
 from torch import nn
 
 from fmprune.errors import PruningError, TopologyError
-from fmprune.metrics import layer_costs, total_params
+from fmprune.costs import layer_costs, total_params
 from fmprune.models import available_models, create_model
-from fmprune.topology import trace
+from fmprune.graph.chain import trace
 
 
 def test_lenet_matches_thesis_table_3_1():

@@ -11,21 +11,21 @@ import click
 import torch
 from tqdm import tqdm
 
-from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from .compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path,
+from .run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .study.compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path,
                       scratch_checkpoint, scratch_path)
 from .criteria import NORMALIZATIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, load_splits
 from .devices import resolve_device
 from .errors import FmpruneError
-from .experiments import load_experiment
-from .export import export_model
-from .metrics import format_cost_table, layer_costs
+from .study.experiments import load_experiment
+from .study.export import export_model
+from .costs import format_cost_table, layer_costs
 from .models import available_models, create_model
-from .protocol import PruneConfig, StepRecord, run_pruning
-from .report import write_report
-from .sweep import RunOutcome, run_sweep
-from .topology import trace
+from .run.loop import PruneConfig, StepRecord, run_pruning
+from .study.report import write_report
+from .study.sweep import RunOutcome, run_sweep
+from .graph.chain import trace
 from .training import TrainConfig, evaluate, train
 
 DATA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .errors import PruningError
-from .topology import Topology
+from .graph.chain import Topology
 
 Slicer = Callable[[torch.Tensor], torch.Tensor]
 

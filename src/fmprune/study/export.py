@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpoint
-from .errors import FmpruneError
+from ..run.checkpoint import Checkpoint
+from ..errors import FmpruneError
 
 MAX_BATCH = 65536
 

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .criteria import Criterion, LayerContext, Scores, flops_regularize, mflops, normalize
-from .data import Split
-from .surgery import consumer_columns, remove_maps, take
-from .topology import Stage, Topology
-from .winners import WinnerContributions, winner_pool
+from ..criteria import Criterion, LayerContext, Scores, flops_regularize, mflops, normalize
+from ..data import Split
+from ..surgery import consumer_columns, remove_maps, take
+from ..graph.chain import Stage, Topology
+from ..engine.winners import WinnerContributions, winner_pool
 
 CHUNK = 1000  # examples per forward chunk, bounds peak memory of the full-size passes
 

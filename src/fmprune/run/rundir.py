@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomically
+from ..atomic import write_atomically
 
 STEP_FIELDS = ["step", "layer", "map", "score", "accuracy", "params", "macs", "seconds"]
 

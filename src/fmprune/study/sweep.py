@@ -18,10 +18,10 @@ from typing import Callable
 
 import torch
 
-from .errors import FmpruneError
-from .experiments import Experiment
-from .protocol import PruneConfig, run_pruning
-from .runs import read_json, write_json_atomic
+from ..errors import FmpruneError
+from ..study.experiments import Experiment
+from ..run.loop import PruneConfig, run_pruning
+from ..run.rundir import read_json, write_json_atomic
 
 
 @dataclass
@@ -40,7 +40,7 @@ def _init_worker(data_dir: str | None, threads: int) -> None:
     """Each worker loads the data once and uses ``threads`` torch threads."""
     global _worker_splits
     torch.set_num_threads(threads)
-    from .data import load_splits
+    from ..data import load_splits
     _worker_splits = load_splits(data_dir)
 
 

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import FmpruneError
+from ..errors import FmpruneError
 
 
 class LeNet(nn.Module):

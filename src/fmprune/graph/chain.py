@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .errors import PruningError, TopologyError
+from ..errors import PruningError, TopologyError
 
 _LAYER_TYPES = (nn.Conv2d, nn.Linear)
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)

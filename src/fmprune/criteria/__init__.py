@@ -16,8 +16,8 @@ from typing import ClassVar, Protocol
 
 import torch
 
-from .errors import FmpruneError
-from .topology import Stage
+from ..errors import FmpruneError
+from ..graph.chain import Stage
 
 Scores = dict[str, torch.Tensor]
 READS_ALL = frozenset({"weights", "activations", "gradients"})

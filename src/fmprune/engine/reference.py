@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .criteria import Criterion, LayerContext, flops_regularize, mflops, normalize
-from .data import Split
-from .engine import Selected, select_minimum
-from .topology import Topology, trace
-from .training import accuracy, predict
+from ..criteria import Criterion, LayerContext, flops_regularize, mflops, normalize
+from ..data import Split
+from ..engine.chain import Selected, select_minimum
+from ..graph.chain import Topology, trace
+from ..training import accuracy, predict
 
 
 class AutogradProvider:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .topology import Topology, stage_macs
+from .graph.chain import Topology, stage_macs
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import FmpruneError
-from .protocol import PruneConfig
+from ..errors import FmpruneError
+from ..run.loop import PruneConfig
 
 SECTIONS = {"experiment", "settings", "axes", "runs", "quick"}
 EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint"}

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .atomic import write_atomically
-from .errors import CheckpointError
-from .models import create_model
-from .surgery import remove_maps
-from .topology import Topology, trace
+from ..atomic import write_atomically
+from ..errors import CheckpointError
+from ..models import create_model
+from ..surgery import remove_maps
+from ..graph.chain import Topology, trace
 
 FORMAT = "fmprune-checkpoint/1"
 

