@@ -340,6 +340,8 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
     load_checkpoint(ckpt_path)   # a bad checkpoint fails here once, not in every worker
     del splits
     click.echo(f"{experiment.title}: {len(experiment.runs)} runs -> {out_dir / experiment.name}")
+    if experiment.quick:
+        click.echo(f"warning: {experiment.quick_warning}; the runs are shrunk to check that they work")
     with tqdm(total=len(experiment.runs), desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         def on_outcome(o: RunOutcome) -> None:
             bar.update(1)

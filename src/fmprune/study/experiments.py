@@ -53,6 +53,18 @@ class Experiment:
     checkpoint: str
     runs: list[tuple[str, PruneConfig]] = field(default_factory=list)   # (label, config)
     varying: list[str] = field(default_factory=list)
+    quick: bool = False   # shrunk by --quick: checks that every run works, gives no results
+
+    @property
+    def quick_warning(self) -> str:
+        """What every output of a quick sweep says first ("" for a full-size one)."""
+        return quick_mode_warning([getattr(c, "steps", None) for _, c in self.runs]) if self.quick else ""
+
+
+def quick_mode_warning(steps: list[int | None]) -> str:
+    """"quick mode: 6 steps, not the full experiment": quick runs must never read like results."""
+    counts = sorted({s for s in steps if s is not None})
+    return f"quick mode: {'/'.join(map(str, counts)) or 'few'} steps, not the full experiment"
 
 
 def _err(path: Path, message: str) -> FmpruneError:
@@ -125,7 +137,7 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
     if quick:
         name += "-quick"   # never mixed with, or mistaken for, the full-size runs
     return Experiment(path, name, str(meta.get("title", name)), str(meta.get("description", "")),
-                      str(meta.get("checkpoint", "default")), runs, varying)
+                      str(meta.get("checkpoint", "default")), runs, varying, quick=quick)
 
 
 def _config(path: Path, values: dict) -> PruneConfig:

@@ -12,19 +12,22 @@ import matplotlib
 matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "fmprune"   # fixed SVG element ids: same runs, same files
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from ..errors import FmpruneError  # noqa: E402
-from ..study.experiments import LABEL_SEPARATOR  # noqa: E402
+from ..study.experiments import LABEL_SEPARATOR, quick_mode_warning  # noqa: E402
+from ..study.legend import run_names, style_keys  # noqa: E402
 from ..run.rundir import read_json  # noqa: E402
 
 THRESHOLDS = (0.99, 0.98, 0.90)
 FLOOR = THRESHOLDS[0]   # the thesis' 99 %: marked in every figure, the zoom's focus, the reduction column
 X_AXES = {  # key: (x label, log scale)
-    "maps": ("feature maps pruned", False),
-    "maps-zoom": ("feature maps pruned (zoom on where accuracy crosses 99 %)", False),
-    "params": ("remaining parameters (fraction of the base model)", True),
-    "macs": ("remaining MACs (fraction of the base model)", True),
+    "maps": ("feature maps pruned (count)", False),
+    "maps-zoom": ("feature maps pruned (count; zoom on where accuracy crosses 99 %)", False),
+    "params": ("remaining parameters (fraction of the base model, log scale)", True),
+    "macs": ("remaining MACs per image (fraction of the base model, log scale)", True),
 }
+NOT_REACHED = "not reached"   # the run stopped before accuracy fell under the threshold
 ZOOM_ACCURACY = (0.95, 1.0)   # the zoomed figure's y range: the 99 % and 98 % crossings side by side
 
 
@@ -62,6 +65,16 @@ class Curve:
             return None
         below = next((i for i, a in enumerate(self.accuracy) if a < threshold), len(self.accuracy))
         return below - 1
+
+    def crossed(self, threshold: float) -> bool:
+        """Accuracy fell under ``threshold`` within the run, or the run stopped because its next
+        step would have fallen under a --min-accuracy floor at or under it. Otherwise the run stopped early
+        and where it would have crossed is unknown."""
+        if min(self.accuracy) < threshold:
+            return True
+        floor = self.config.get("min_accuracy")
+        stop = str((self.summary or {}).get("stop_reason", ""))
+        return floor is not None and threshold >= floor and stop.startswith("accuracy would fall under")
 
     def maps_before_below(self, threshold: float) -> int | None:
         """Maps pruned at the last step before accuracy first fell under ``threshold``."""
@@ -119,6 +132,17 @@ class Group:
     title: str
     description: str
     curves: list[Curve]
+    quick: bool = False   # shrunk by ``fmprune sweep --quick``: a check that runs work, not results
+
+    @property
+    def quick_warning(self) -> str:
+        """"quick mode: N steps, not the full experiment" for quick groups, "" otherwise."""
+        return quick_warning([self]) if self.quick else ""
+
+
+def quick_warning(groups: list[Group]) -> str:
+    """The warning quick runs carry, with the steps they were cut to (recorded, or as run)."""
+    return quick_mode_warning([c.config.get("steps") or len(c.maps) - 1 for g in groups for c in g.curves])
 
 
 def discover(paths: list[Path]) -> list[Group]:
@@ -140,7 +164,7 @@ def discover(paths: list[Path]) -> list[Group]:
         runs = sorted(dict.fromkeys(runs), key=lambda r: (order.get(r.name, len(order)), r.name))
         groups.append(Group(manifest.get("name", parent.name), manifest.get("title", parent.name),
                             manifest.get("description", ""),
-                            [read_curve(r, r.name) for r in runs]))
+                            [read_curve(r, r.name) for r in runs], bool(manifest.get("quick"))))
     return groups
 
 
@@ -151,10 +175,11 @@ def _x(curve: Curve, axis: str) -> list[float]:
     return [v / values[0] for v in values]
 
 
-def legend_label(curve: Curve) -> str:
-    """The run's settings without the scope (each panel shows one scope)."""
-    parts = [p for p in curve.label.split(LABEL_SEPARATOR) if p != curve.scope]
-    return ", ".join(parts) or curve.label
+def legend_labels(curves: list[Curve]) -> list[str]:
+    """What tells these runs apart, in words ("Taylor + L2", "retraining 50 it./step"); the run
+    directory's name where the settings cannot."""
+    fallbacks = [", ".join(p for p in c.label.split(LABEL_SEPARATOR) if p != c.scope) or c.label for c in curves]
+    return run_names([c.config for c in curves], fallbacks)
 
 
 LINE_STYLES = ("-", "--", "-.", (0, (1, 1)))
@@ -180,13 +205,14 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
     xlabel, log = X_AXES[axis]
     for ax, scope in zip(axes[0], scopes):
         curves = [c for c in group.curves if c.scope == scope]
-        styles = line_styles([legend_label(c) for c in curves])
-        for c, style in zip(curves, styles):
-            ax.plot(_x(c, axis), c.accuracy, label=legend_label(c) + ("" if c.finished else " (unfinished)"),
+        styles = line_styles(style_keys([c.config for c in curves]))
+        for c, name, style in zip(curves, legend_labels(curves), styles):
+            ax.plot(_x(c, axis), c.accuracy, label=name + ("" if c.finished else " (unfinished)"),
                     lw=1.4, **style)
         base = curves[0].accuracy[0]
-        ax.axhline(base, color="0.35", ls=":", lw=1, label=f"base {base:.2%}")
-        ax.axhline(FLOOR, color="black", ls="--", lw=1, label=f"{FLOOR * 100:.0f} %")
+        ax.axhline(base, color="0.35", ls=":", lw=1, label=f"base model {base:.2%}")
+        if base >= FLOOR:   # the thesis' floor means something only for a base model above it
+            ax.axhline(FLOOR, color="black", ls="--", lw=1, label=f"{FLOOR:.0%} floor (thesis)")
         if log:
             ax.set_xscale("log")
             ax.invert_xaxis()
@@ -197,11 +223,14 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
         else:
             ax.set_ylim(0, 1.005)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{curves[0].config.get('eval_split', 'val')} accuracy")
+        split = {"val": "validation", "test": "test"}.get(curves[0].config.get("eval_split", "val"), "")
+        ax.set_ylabel(f"{split} accuracy (%)".strip())
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if axis != "maps-zoom" else 1))
         ax.set_title(f"scope: {scope}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
-    fig.suptitle(group.title)
+    fig.suptitle(f"{group.title} ({group.quick_warning})" if group.quick else group.title,
+                 color="firebrick" if group.quick else "black")
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{group.name}-accuracy-vs-{axis}"
@@ -214,14 +243,15 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
 
 def summary_rows(group: Group) -> list[dict[str, str]]:
     rows = []
-    for c in group.curves:
-        row = {"run": legend_label(c), "scope": c.scope, "steps": str(len(c.maps) - 1), "maps pruned": str(c.maps[-1])}
+    for c, name in zip(group.curves, legend_labels(group.curves)):
+        row = {"run": name, "scope": c.scope, "steps": str(len(c.maps) - 1), "maps pruned": str(c.maps[-1])}
         for t in THRESHOLDS:
             n = c.maps_before_below(t)
-            row[f"maps before < {t:.0%}"] = "-" if n is None else str(n)
+            row[f"maps before < {t:.0%}"] = "-" if n is None else str(n) if c.crossed(t) else NOT_REACHED
         at_floor = c.reduction_at(FLOOR)
         row[f"params x at {FLOOR:.0%}"], row[f"MACs x at {FLOOR:.0%}"] = (
-            ("-", "-") if at_floor is None else (f"{at_floor[0]:.1f}", f"{at_floor[1]:.1f}"))
+            ("-", "-") if at_floor is None else (f"{at_floor[0]:.1f}", f"{at_floor[1]:.1f}") if c.crossed(FLOOR)
+            else (NOT_REACHED, NOT_REACHED))
         row["area"] = f"{c.area():.3f}"
         row["final accuracy"] = f"{c.accuracy[-1]:.4f}"
         row["params x"] = f"{c.params[0] / c.params[-1]:.1f}"
@@ -247,9 +277,15 @@ def write_report(paths: list[Path], out_dir: Path) -> Path:
              "Accuracy after every pruning step (the evaluation split of each run), from "
              f"{sum(len(g.curves) for g in groups)} runs. *maps before < 99 %*: maps pruned before accuracy "
              "first fell under 99 %; *area*: area under accuracy against the fraction of removable maps "
-             "pruned (1.0 would be no loss over a complete run).", ""]
+             "pruned (1.0 would be no loss over a complete run); *not reached*: the run stopped before "
+             "accuracy fell under that threshold.", ""]
+    quick = [g for g in groups if g.quick]
+    if quick:
+        lines[1:1] = ["", f"> **Warning: {quick_warning(quick)}.** Runs made by `fmprune sweep --quick` are "
+                      "shrunk (few steps, small calibration and evaluation sets) to check that everything runs; "
+                      "their numbers are not the experiment's results."]
     for g in groups:
-        lines += [f"## {g.title}", ""]
+        lines += [f"## {g.title}", ""] + ([f"> **Warning: {g.quick_warning}.**", ""] if g.quick else [])
         if g.description:
             lines += [g.description, ""]
         environments = sorted({c.environment for c in g.curves})
