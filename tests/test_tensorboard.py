@@ -1,0 +1,54 @@
+"""TensorBoard event files: what the logger writes is what TensorBoard reads back."""
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from fmprune.errors import FmpruneError
+from fmprune.run.tensorboard import TensorBoardLogger, TensorBoardMissing, require_tensorboard
+
+
+def read_scalars(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_pruning_and_training_steps_become_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    with TensorBoardLogger(tmp_path / "prune") as tb:
+        for step, acc in enumerate([0.99, 0.98, 0.5]):
+            tb.on_prune_step(SimpleNamespace(step=step, accuracy=acc, params=1000 - step, macs=5000 - 10 * step), 3)
+        tb.on_prune_step(SimpleNamespace(step=3, accuracy=0.4, params=990, macs=4900, loss=1.25), 3)
+    scalars = read_scalars(tmp_path / "prune")
+    assert scalars["accuracy"] == [(0, pytest.approx(0.99)), (1, pytest.approx(0.98)), (2, 0.5), (3, pytest.approx(0.4))]
+    assert scalars["params"] == [(0, 1000), (1, 999), (2, 998), (3, 990)]
+    assert scalars["macs"][-1] == (3, 4900)
+    assert scalars["loss"] == [(3, 1.25)]              # a step without a loss writes none
+    with TensorBoardLogger(tmp_path / "train", prefix="train/") as tb:
+        for step in range(1, 4):
+            tb.on_train_step(step, 3, 2.0 / step)
+    assert read_scalars(tmp_path / "train") == {"train/loss": [(1, 2.0), (2, 1.0), (3, pytest.approx(2 / 3))]}
+
+
+def test_a_resumed_run_replaces_the_steps_it_redoes(tmp_path):
+    pytest.importorskip("tensorboard")
+    with TensorBoardLogger(tmp_path) as tb:
+        for step in range(6):
+            tb.log(step, accuracy=0.9)
+    with TensorBoardLogger(tmp_path, purge_step=4) as tb:   # resumed from the state saved at step 4
+        for step in range(4, 6):
+            tb.log(step, accuracy=0.5)
+    assert read_scalars(tmp_path)["accuracy"] == [(s, pytest.approx(0.9 if s < 4 else 0.5)) for s in range(6)]
+
+
+def test_without_tensorboard_one_line_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)          # import tensorboard -> ImportError
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    with pytest.raises(TensorBoardMissing, match=r"needs the tensorboard package: pip install 'fmprune\[tensorboard\]'"):
+        TensorBoardLogger(tmp_path / "tb")
+    with pytest.raises(FmpruneError):
+        require_tensorboard()
+    assert not (tmp_path / "tb").exists()
