@@ -3,9 +3,9 @@
 
 For each layer and density the weight matrix gets magnitude-pruned random weights (exactly
 ``round((1 - density) * size)`` zeros), and the product of a batch with it is timed three ways:
-``F.linear`` on the dense matrix (zeros and all), ``torch.sparse.mm`` with the matrix in
-``torch.sparse_csr`` form, and the same in COO form. Dense and sparse take turns inside every
-repeat so a noisy shared machine hits both alike; medians are printed, with the sparse/dense
+``F.linear`` on the dense matrix (zeros and all: its time does not depend on them),
+``torch.sparse.mm`` with the matrix in ``torch.sparse_csr`` form, and the same in COO form. All
+variants of a layer take turns inside every repeat so a noisy shared machine hits them alike; medians are printed, with the sparse/dense
 time ratio and, per batch size, the crossover: the density under which CSR becomes faster
 (log-linear interpolation between the measured densities). Also prints the storage bytes.
 
@@ -45,7 +45,7 @@ def median_times(fns: list, repeats: int, warmup: int = 3) -> list[float]:
 
 
 def repeats_for(n_in: int, n_out: int, batch: int, budget: float) -> int:
-    """Enough repeats for a stable median within about ``budget`` seconds per layer and density."""
+    """Enough repeats for a stable median within about ``budget`` seconds per variant of a layer."""
     flops = 2 * n_in * n_out * batch
     return max(5, min(400, int(budget / max(flops / 2e9, 1e-5))))
 
@@ -80,25 +80,29 @@ def main() -> None:
     for batch in batches:
         print(f"\nbatch {batch}")
         print(f"{'layer':<11}{'density':>8}{'dense':>10}{'CSR':>10}{'COO':>10}{'CSR/dense':>11}"
-              f"{'dense B':>10}{'CSR B':>9}")
-        whole_dense = {d: 0.0 for d in densities}
-        whole_csr = {d: 0.0 for d in densities}
+              f"{'dense bytes':>13}{'CSR bytes':>12}")
+        whole_dense, whole_csr = 0.0, {d: 0.0 for d in densities}
         for n_in, n_out in LAYERS:
             x = torch.randn(batch, n_in)
             xt = x.t().contiguous()
-            for i, d in enumerate(densities):
-                w = sparse_weight(n_in, n_out, d, seed=i)
-                csr, coo = w.to_sparse_csr(), w.to_sparse_coo()
-                dense_t, csr_t, coo_t = median_times(
-                    [lambda: F.linear(x, w), lambda: torch.sparse.mm(csr, xt), lambda: torch.sparse.mm(coo, xt)],
-                    repeats_for(n_in, n_out, batch, args.budget))
+            weights = [sparse_weight(n_in, n_out, d, seed=i) for i, d in enumerate(densities)]
+            csrs = [w.to_sparse_csr() for w in weights]
+            coos = [w.to_sparse_coo() for w in weights]
+            dense = weights[0]   # a dense kernel's time does not depend on how many zeros it multiplies
+            fns = [lambda: F.linear(x, dense)]
+            fns += [lambda c=c: torch.sparse.mm(c, xt).t() for c in csrs]
+            fns += [lambda c=c: torch.sparse.mm(c, xt).t() for c in coos]
+            times = median_times(fns, repeats_for(n_in, n_out, batch, args.budget))   # all interleaved
+            dense_t, csr_ts, coo_ts = times[0], times[1:1 + len(densities)], times[1 + len(densities):]
+            whole_dense += dense_t
+            for d, w, csr, csr_t, coo_t in zip(densities, weights, csrs, csr_ts, coo_ts):
                 assert torch.allclose(torch.sparse.mm(csr, xt).t(), F.linear(x, w), atol=1e-3)
-                whole_dense[d] += dense_t
                 whole_csr[d] += csr_t
                 nnz = int(csr.values().numel())
-                print(f"{n_in}x{n_out:<6}{d:>8.0%}{dense_t * 1e6:>10.1f}{csr_t * 1e6:>10.1f}{coo_t * 1e6:>10.1f}"
-                      f"{csr_t / dense_t:>11.2f}{w.numel() * 4:>10,}{nnz * 8 + (n_out + 1) * 4:>9,}")
-        ratios = [whole_csr[d] / whole_dense[d] for d in densities]
+                print(f"{f'{n_in}x{n_out}':<11}{d:>8.0%}{dense_t * 1e6:>10.1f}{csr_t * 1e6:>10.1f}"
+                      f"{coo_t * 1e6:>10.1f}{csr_t / dense_t:>11.2f}{w.numel() * 4:>13,}"
+                      f"{nnz * 8 + (n_out + 1) * 4:>12,}")
+        ratios = [whole_csr[d] / whole_dense for d in densities]
         print("whole MLP: " + ", ".join(f"{d:.0%}: CSR/dense {r:.2f}" for d, r in zip(densities, ratios)))
         print(f"crossover at batch {batch}: {crossover(densities, ratios)}")
 

@@ -68,7 +68,12 @@ def finalize(model: nn.Module) -> nn.Module:
 
 
 class MaskHold:
-    """Keep pruned entries at zero through ``optimizer`` (a step post-hook), momentum included."""
+    """Keep pruned entries at zero through ``optimizer``, momentum included.
+
+    :meth:`enforce` after each mask change is what matters: with the parameter and its state zero
+    where the mask is, a zero gradient keeps them zero in SGD (momentum, weight decay), Adam and
+    AdamW. The step post-hook repeats it after every step, so masks changed with torch's API
+    directly (without calling :meth:`enforce`) are held from the next step on."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.model, self.optimizer = model, optimizer
