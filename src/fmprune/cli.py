@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
 import time
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Callable
 
 import click
 import torch
+from click.core import ParameterSource
 from tqdm import tqdm
 
 from .run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
@@ -21,7 +24,9 @@ from .errors import FmpruneError
 from .study.experiments import load_experiment
 from .study.export import export_model
 from .costs import format_cost_table, layer_costs
-from .models import available_models, create_model
+from .models import available_models, available_zoo, check_output, create_model, torchvision_classifiers
+from .models.request import ModelRequest
+from .models.spec import ModelSpec, build_model
 from .run.loop import PruneConfig, StepRecord, run_pruning
 from .study.report import write_report
 from .study.sweep import RunOutcome, run_sweep
@@ -29,10 +34,42 @@ from .graph.chain import trace
 from .training import TrainConfig, evaluate, train
 
 DATA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                        help="IDX directory (train-images-idx3-ubyte[.gz], ...) or mnist.pkl.gz; "
+                        help="A CIFAR-10/100 folder (cifar-10-batches-py, cifar-100-python, "
+                             "cifar-10-batches-bin, ...), its parent or its .tar.gz; an MNIST IDX directory "
+                             "(train-images-idx3-ubyte[.gz], ...) or mnist.pkl.gz; or mnist3x32 (the cached "
+                             "MNIST as 3x32x32 images; mnist3x32:PATH for MNIST files at PATH); "
                              "default: MNIST from the cache, fetched on first use.")
 DEVICE = click.option("--device", default="cpu", show_default=True,
                       help="Where runs compute: cpu, cuda or cuda:N (recorded in config.json).")
+
+
+def MODEL_OPTIONS(command: Callable) -> Callable:  # noqa: N802 - used like the option constants above
+    """``--model``, ``--model-arg``, ``--input-shape``, ``--num-classes``, handed to the command as
+    one ``model: ModelRequest`` (``model.spec(data_shape, data_classes)`` makes the spec;
+    ``model.explicit`` tells whether --model was given)."""
+    @functools.wraps(command)
+    def wrapper(*args, model: str, model_args: tuple[str, ...], input_shape: str | None,
+                num_classes: int | None, **kwargs):
+        source = click.get_current_context().get_parameter_source("model")
+        request = ModelRequest.from_options(model, model_args, input_shape, num_classes,
+                                            explicit=source is not ParameterSource.DEFAULT)
+        return command(*args, model=request, **kwargs)
+
+    options = [
+        click.option("--model", default="lenet", show_default=True,
+                     help="Zoo name (`fmprune models`), torchvision:NAME, path/to/file.py:factory or "
+                          "package.module:factory."),
+        click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                     help="Constructor argument of the model, repeatable; values are read as int, float, "
+                          "true/false, none, a,b tuple or string (e.g. --model-arg shortcut=A)."),
+        click.option("--input-shape", default=None, metavar="C,H,W",
+                     help="Input image shape (default: the data's, else the zoo entry's, e.g. 3,32,32)."),
+        click.option("--num-classes", type=click.IntRange(min=1), default=None,
+                     help="Classes of the output layer (default: the data's, else 10)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def output_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -65,21 +102,51 @@ def data_fetch() -> None:
 
 @data.command("info")
 @DATA_DIR
-def data_info(data_dir: Path | None) -> None:
-    """Print split sizes, image shape and the data fingerprint."""
+@MODEL_OPTIONS
+def data_info(data_dir: Path | None, model: ModelRequest) -> None:
+    """Print split sizes, image shape, classes and the data fingerprint; with --model, whether
+    that model takes these images."""
     splits = load_splits(data_dir)
+    click.echo(f"dataset     {splits.name or 'unnamed'}")
     click.echo(f"source      {splits.source}")
     for name in ("train", "val", "test"):
         click.echo(f"{name:<12}{len(getattr(splits, name)):>7,} images")
     click.echo(f"image shape {tuple(splits.input_shape)}, {splits.n_classes} classes")
+    click.echo(f"augments    {', '.join(splits.augmentation) or 'none'} (training recipe default)")
     click.echo(f"fingerprint {splits.fingerprint()}")
+    if model.explicit:
+        spec = model.spec(splits.input_shape, splits.n_classes)
+        check_output(build_model(spec), spec)
+        click.echo(f"model       {spec.describe()}: takes these images")
 
 
 @cli.command("models")
-def models_cmd() -> None:
-    """List the registered architectures."""
-    for name in available_models():
-        click.echo(name)
+@click.option("--torchvision", "list_torchvision", is_flag=True,
+              help="List torchvision's classification models instead (for --model torchvision:NAME).")
+@MODEL_OPTIONS
+def models_cmd(list_torchvision: bool, model: ModelRequest) -> None:
+    """List the zoo (name, input, parameters at 10 classes); with --model, build that model
+    (any form) and show its parameters and output shape."""
+    if list_torchvision:
+        for name in torchvision_classifiers():
+            click.echo(f"torchvision:{name}")
+        return
+    if model.explicit:
+        spec = model.spec()
+        net = build_model(spec)
+        check_output(net, spec)
+        with torch.no_grad():
+            out = net.eval()(torch.zeros(1, *spec.input_shape))
+        click.echo(spec.describe())
+        click.echo(f"parameters  {sum(p.numel() for p in net.parameters()):,}")
+        click.echo(f"output      {tuple(out.shape)} for input {(1, *spec.input_shape)}")
+        return
+    click.echo(f"{'name':<13}{'input':<10}{'params':>12}  description")
+    for name, (shape, summary) in available_zoo().items():
+        with torch.device("meta"):   # sizes only: no memory, no initialisation
+            n = sum(p.numel() for p in build_model(ModelSpec(name, {}, 10, shape)).parameters())
+        click.echo(f"{name:<13}{'x'.join(map(str, shape)):<10}{n:>12,}  {summary}")
+    click.echo("also: torchvision:NAME (see --torchvision), path/to/file.py:factory, package.module:factory")
 
 
 @cli.command("criteria")

@@ -72,6 +72,9 @@ class SGDConfig:
     optimizer: str = field(default="sgd", init=False)   # tells the recipes apart in a checkpoint
     schedule: str = field(default="cosine", init=False)
 
+    def __post_init__(self) -> None:
+        self.augmentation()   # unknown augmentation names fail here, before any work
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["augment"] = None if self.augment is None else list(self.augment)
