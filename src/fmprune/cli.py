@@ -432,6 +432,113 @@ def report_cmd(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
     click.echo(f"report: {report}")
 
 
+@cli.command("score")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--model", "arch", default=None, help="Score an architecture instead (no trained weights).")
+@click.option("--input-shape", default=None,
+              help="C,H,W of one example, with --model (default: the input the architecture was designed for).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Classes of the output layer, with --model.")
+@click.option("--qw", type=int, default=None,
+              help="Bits per weight (default: the quantisation run's bits, 32 for a float checkpoint).")
+@click.option("--qa", type=int, default=None,
+              help="Bits per activation (default: the quantisation run's bits, 32 for a float checkpoint).")
+@click.option("--save", is_flag=True,
+              help="Write score.json (with the checkpoint's recorded accuracy) for `fmprune report`.")
+@click.option("--label", default=None, help="Label of the saved point (default: the run or file name).")
+def score_cmd(path: Path | None, arch: str | None, input_shape: str | None, num_classes: int, qw: int | None,
+              qa: int | None, save: bool, label: str | None) -> None:
+    """The lab's params+ops efficiency score of PATH (a checkpoint, a pruning run or a quantisation
+    run directory) or of an architecture: every input of the formula, both terms and the total."""
+    from .efficiency import format_score, save_checkpoint_score, score_checkpoint, score_model
+    from .models import default_input_shape, parse_input_shape
+    from .quantize import score_target
+
+    if (path is None) == (arch is None):
+        raise FmpruneError("give either PATH (a checkpoint or run directory) or --model NAME --input-shape C,H,W")
+    if path is None:
+        if save:
+            raise FmpruneError("--save needs a checkpoint: an architecture has no accuracy to plot")
+        shape = parse_input_shape(input_shape) if input_shape else default_input_shape(arch)
+        if shape is None:
+            raise FmpruneError(f"{arch} has no default input: give --input-shape C,H,W")
+        report = score_model(create_model(arch, shape, num_classes), torch.zeros(1, *shape), qw or 32, qa or 32,
+                             sparsity=False)
+        click.echo(f"{'model':<12}{arch}, architecture only, input {'x'.join(map(str, shape))}")
+        click.echo(format_score(report, "given" if qw or qa else "float, the default"))
+        return
+    target = score_target(path)
+    ckpt = load_checkpoint(target.checkpoint)
+    q_w, q_a = qw or target.weight_bits, qa or target.activation_bits
+    report = score_checkpoint(ckpt, q_w, q_a)
+    source = target.bits_source if (q_w, q_a) == (target.weight_bits, target.activation_bits) else "given"
+    click.echo(f"{'model':<12}{ckpt.arch} from {target.checkpoint}, input {'x'.join(map(str, ckpt.input_shape))}")
+    click.echo(format_score(report, source))
+    if save:
+        if target.quantized:
+            raise FmpruneError(f"{path}: fmprune quantize already wrote its score.json")
+        if (q_w, q_a) != (target.weight_bits, target.activation_bits):
+            raise FmpruneError("--save records the accuracy the checkpoint was measured at, in float; "
+                               "use `fmprune quantize` to measure and score other bits")
+        click.echo(f"written: {save_checkpoint_score(path, target.checkpoint, ckpt, report, label)}")
+
+
+@cli.command("quantize")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--mode", type=click.Choice(["ptq", "qat"]), default="ptq", show_default=True,
+              help="ptq: calibrate only; qat: train through the quantisation (--retrain N).")
+@click.option("--bits", type=int, default=8, show_default=True,
+              help="Bits of weights and activations: 8 gives a real int8 model (torch.ao, x86 backend); "
+                   "2..16 otherwise are fake-quantised (simulated in float).")
+@click.option("--weight-bits", type=int, default=None, help="Override --bits for the weights (fake quantisation).")
+@click.option("--activation-bits", type=int, default=None,
+              help="Override --bits for the activations (fake quantisation).")
+@click.option("--fake", is_flag=True, help="Fake-quantise even at 8 bits (to compare with the real int8 model).")
+@click.option("--calibration", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Training images the activation ranges are calibrated on.")
+@click.option("--retrain", type=click.IntRange(min=0), default=0, show_default=True,
+              help="QAT minibatch iterations (--mode qat).")
+@click.option("--retrain-lr", default=1e-4, show_default=True, help="Adam learning rate of QAT.")
+@click.option("--retrain-batch", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Images per QAT minibatch.")
+@click.option("--eval-split", type=click.Choice(["val", "test"]), default="test", show_default=True,
+              help="Split the accuracies are measured on.")
+@click.option("--onnx/--no-onnx", default=True, show_default=True,
+              help="Also write the int8 model as QDQ ONNX and check it in onnxruntime.")
+@click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Timed forwards per model at batch 1 (a third of them at batch 100).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the calibration images and QAT batches.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
+              help="Output directory (default: runs/quantize-<kind>-<mode>).")
+@DATA_DIR
+def quantize_cmd(checkpoint: Path, mode: str, bits: int, weight_bits: int | None, activation_bits: int | None,
+                 fake: bool, calibration: int, retrain: int, retrain_lr: float, retrain_batch: int,
+                 eval_split: str, onnx: bool, repeats: int, seed: int, run_dir: Path | None,
+                 data_dir: Path | None) -> None:
+    """Quantise CHECKPOINT (or a run directory's model.pt); report accuracy, size on disk and
+    latency against float, and the efficiency score. The int8 model is TorchScript
+    (torch.jit.load, no fmprune needed) and QDQ ONNX."""
+    from .quantize import QuantizeConfig, quantize_checkpoint
+
+    config = QuantizeConfig(mode=mode, weight_bits=weight_bits or bits, activation_bits=activation_bits or bits,
+                            fake=fake, calibration=calibration, retrain=retrain, retrain_lr=retrain_lr,
+                            retrain_batch=retrain_batch, eval_split=eval_split, onnx=onnx, repeats=repeats,
+                            seed=seed)
+    config.check()
+    ckpt_path = resolve_model_path(checkpoint)
+    load_checkpoint(ckpt_path)   # a bad checkpoint fails before the data is read
+    splits = load_splits(data_dir)
+    run_dir = run_dir or Path("runs") / f"quantize-{config.kind.replace(' ', '-')}-{mode}"
+    if mode == "qat":
+        bar, on_step = train_bar("qat")
+        with bar:
+            result = quantize_checkpoint(ckpt_path, splits, config, run_dir, on_step)
+    else:
+        result = quantize_checkpoint(ckpt_path, splits, config, run_dir)
+    click.echo(result.to_text())
+    click.echo(f"run directory: {run_dir} ({', '.join(result.files + ['quantize.json', 'score.json'])})")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:

@@ -18,6 +18,7 @@ from ..errors import FmpruneError  # noqa: E402
 from ..study.experiments import LABEL_SEPARATOR, quick_mode_warning  # noqa: E402
 from ..study.legend import run_names, style_keys  # noqa: E402
 from ..run.rundir import read_json  # noqa: E402
+from ..efficiency import ScoreRecord, read_score_record  # noqa: E402
 
 THRESHOLDS = (0.99, 0.98, 0.90)
 FLOOR = THRESHOLDS[0]   # the thesis' 99 %: marked in every figure, the zoom's focus, the reduction column
@@ -124,6 +125,10 @@ def read_curve(run_dir: Path, label: str | None = None) -> Curve:
     return curve
 
 
+class NoRunsError(FmpruneError):
+    """No pruning run directory under the paths given to the report."""
+
+
 @dataclass
 class Group:
     """The runs of one experiment (a sweep's directory), or loose runs sharing a parent."""
@@ -156,7 +161,7 @@ def discover(paths: list[Path]) -> list[Group]:
             if (c.parent / "steps.csv").is_file():
                 by_parent.setdefault(c.parent.parent, []).append(c.parent)
     if not by_parent:
-        raise FmpruneError(f"no run directories (config.json + steps.csv) under {', '.join(map(str, paths))}")
+        raise NoRunsError(f"no run directories (config.json + steps.csv) under {', '.join(map(str, paths))}")
     groups = []
     for parent, runs in by_parent.items():
         manifest = read_json(parent / "experiment.json") if (parent / "experiment.json").is_file() else {}
@@ -270,15 +275,21 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 def write_report(paths: list[Path], out_dir: Path) -> Path:
     """Figures for every experiment found under ``paths`` and ``report.md`` embedding them."""
-    groups = discover(paths)
+    try:
+        groups = discover(paths)
+    except NoRunsError:
+        if not find_score_records(paths):   # scored results alone still make a report
+            raise
+        groups = []
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
-    lines = ["# fmprune report", "",
-             "Accuracy after every pruning step (the evaluation split of each run), from "
-             f"{sum(len(g.curves) for g in groups)} runs. *maps before < 99 %*: maps pruned before accuracy "
-             "first fell under 99 %; *area*: area under accuracy against the fraction of removable maps "
-             "pruned (1.0 would be no loss over a complete run); *not reached*: the run stopped before "
-             "accuracy fell under that threshold.", ""]
+    lines = ["# fmprune report", ""]
+    if groups:
+        lines += ["Accuracy after every pruning step (the evaluation split of each run), from "
+                  f"{sum(len(g.curves) for g in groups)} runs. *maps before < 99 %*: maps pruned before accuracy "
+                  "first fell under 99 %; *area*: area under accuracy against the fraction of removable maps "
+                  "pruned (1.0 would be no loss over a complete run); *not reached*: the run stopped before "
+                  "accuracy fell under that threshold.", ""]
     quick = [g for g in groups if g.quick]
     if quick:
         lines[1:1] = ["", f"> **Warning: {quick_warning(quick)}.** Runs made by `fmprune sweep --quick` are "
@@ -294,6 +305,104 @@ def write_report(paths: list[Path], out_dir: Path) -> Path:
             png = plot_group(g, axis, fig_dir)[0]
             lines += [f"![{g.title}: accuracy against {X_AXES[axis][0]}]({png.relative_to(out_dir)})", ""]
         lines += [markdown_table(summary_rows(g)), ""]
+    lines += score_section(paths, out_dir)
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+# --- accuracy against the efficiency score (the lab recipe's figure and table) -------------------
+
+SCORE_TARGET = 0.90   # the course's bar: beat ResNet-18 on CIFAR-10 at >= 90 % test accuracy
+SCORE_FILES = ("score.json", "*.score.json")
+
+
+def find_score_records(paths: list[Path]) -> list[tuple[Path, ScoreRecord]]:
+    """Every score record (written by ``fmprune quantize`` or ``fmprune score --save``) under ``paths``."""
+    found: dict[Path, None] = {}
+    for root in paths:
+        if root.is_file() and root.name.endswith("score.json"):
+            found[root] = None
+        elif root.is_dir():
+            for pattern in SCORE_FILES:
+                found.update(dict.fromkeys(sorted(root.rglob(pattern))))
+    return [(p, read_score_record(p)) for p in found]
+
+
+def pareto_front(records: list[ScoreRecord]) -> list[ScoreRecord]:
+    """The records no other beats on both counts (lower or equal score and higher or equal
+    accuracy, one of them strictly), by increasing score; records without accuracy are left out."""
+    ordered = sorted((r for r in records if r.accuracy is not None), key=lambda r: (r.score, -r.accuracy))
+    front, best = [], float("-inf")
+    for r in ordered:
+        if r.accuracy > best:
+            front.append(r)
+            best = r.accuracy
+    return front
+
+
+def plot_accuracy_vs_score(records: list[ScoreRecord], out_dir: Path, stem: str = "accuracy-vs-score") -> list[Path]:
+    """Accuracy against score (log x), a colour and marker per method, the 90 % line, the Pareto
+    front drawn as steps with its points named."""
+    points = [r for r in records if r.accuracy is not None]
+    if not points:
+        raise FmpruneError("no score record has an accuracy to plot")
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
+    methods = list(dict.fromkeys(r.method for r in points))
+    markers = "osD^vP*X<>"
+    for i, method in enumerate(methods):
+        mine = [r for r in points if r.method == method]
+        ax.scatter([r.score for r in mine], [r.accuracy for r in mine], label=method, s=40, zorder=3,
+                   color=f"C{i % 10}", marker=markers[i % len(markers)], alpha=0.8)
+    front = pareto_front(points)
+    ax.step([r.score for r in front], [r.accuracy for r in front], where="post", color="0.2", lw=1,
+            ls="--", zorder=2, label="Pareto front")
+    for r in front:
+        ax.annotate(r.label, (r.score, r.accuracy), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.axhline(SCORE_TARGET, color="black", ls=":", lw=1, label=f"{SCORE_TARGET:.0%}")
+    ax.set_xscale("log")
+    ax.set_xlabel("efficiency score (params + ops; lower is better)")
+    splits = sorted({r.split for r in points})
+    ax.set_ylabel(f"{'/'.join(splits)} accuracy")
+    ax.set_title("Accuracy against efficiency score")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
+    plt.close(fig)
+    return paths
+
+
+def score_rows(records: list[ScoreRecord]) -> list[dict[str, str]]:
+    """One row per record, by increasing score: the table under the figure."""
+    front = {id(r) for r in pareto_front(records)}
+    rows = []
+    for r in sorted(records, key=lambda r: (r.score, -(r.accuracy or 0.0))):
+        v = r.values
+        rows.append({
+            "result": r.label, "method": r.method,
+            "accuracy": "-" if r.accuracy is None else f"{r.accuracy:.4f}", "split": r.split or "-",
+            "score": f"{r.score:.4g}", "param term": f"{v.get('param_term', 0.0):.4g}",
+            "MAC term": f"{v.get('mac_term', 0.0):.4g}", "w": f"{v.get('w', 0):,}", "f": f"{v.get('f', 0):,}",
+            "p_u": f"{v.get('p_u', 0.0):.3f}", "q_w/q_a": f"{v.get('q_w', 32)}/{v.get('q_a', 32)}",
+            "Pareto": "yes" if id(r) in front else "",
+        })
+    return rows
+
+
+def score_section(paths: list[Path], out_dir: Path) -> list[str]:
+    """The report's accuracy-vs-score section (figure and table), or nothing without score records."""
+    records = [r for _, r in find_score_records(paths)]
+    if not records:
+        return []
+    lines = ["## Accuracy against efficiency score", "",
+             f"{len(records)} scored results (`fmprune quantize`, `fmprune score --save`). Score: "
+             "[1 − (p_s + p_u)] · q_w/32 · w / 5.6e6 + (1 − p_s) · max(q_w, q_a)/32 · f / 2.8e8 "
+             f"(ResNet-18 at 16 bits scores 2.0); the dotted line is the course's {SCORE_TARGET:.0%} bar.", ""]
+    if any(r.accuracy is not None for r in records):
+        png = plot_accuracy_vs_score(records, out_dir / "figures")[0]
+        lines += [f"![accuracy against efficiency score]({png.relative_to(out_dir)})", ""]
+    return lines + [markdown_table(score_rows(records)), ""]
