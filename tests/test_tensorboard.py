@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from fmprune.errors import FmpruneError
-from fmprune.run.tensorboard import TensorBoardLogger, TensorBoardMissing, require_tensorboard
+from fmprune.run.tensorboard import TensorBoardLogger, TensorBoardMissing, chain, require_tensorboard
 
 
 def read_scalars(log_dir):
@@ -28,9 +28,19 @@ def test_pruning_and_training_steps_become_scalars(tmp_path):
     assert scalars["macs"][-1] == (3, 4900)
     assert scalars["loss"] == [(3, 1.25)]              # a step without a loss writes none
     with TensorBoardLogger(tmp_path / "train", prefix="train/") as tb:
-        for step in range(1, 4):
-            tb.on_train_step(step, 3, 2.0 / step)
-    assert read_scalars(tmp_path / "train") == {"train/loss": [(1, 2.0), (2, 1.0), (3, pytest.approx(2 / 3))]}
+        for epoch in range(2):                     # a recipe that numbers iterations per epoch
+            for step in range(1, 3):
+                tb.on_train_step(step, 2, 1.0 / (2 * epoch + step))
+            tb.on_train_epoch(epoch, 2, {"val": 0.5 + epoch / 4})
+    assert read_scalars(tmp_path / "train") == {
+        "train/loss": [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3)), (4, 0.25)],
+        "train/accuracy": [(2, 0.5), (4, 0.75)]}
+
+
+def test_hooks_chain_in_order():
+    seen = []
+    chain(lambda *a: seen.append(("bar",) + a), None, lambda *a: seen.append(("tb",) + a))(1, 10, 0.5)
+    assert seen == [("bar", 1, 10, 0.5), ("tb", 1, 10, 0.5)]
 
 
 def test_a_resumed_run_replaces_the_steps_it_redoes(tmp_path):
@@ -52,3 +62,4 @@ def test_without_tensorboard_one_line_says_how_to_install_it(tmp_path, monkeypat
     with pytest.raises(FmpruneError):
         require_tensorboard()
     assert not (tmp_path / "tb").exists()
+

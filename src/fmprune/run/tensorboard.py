@@ -6,7 +6,7 @@ without it, asking for TensorBoard output fails at once with one line, before an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import FmpruneError
 
@@ -20,8 +20,10 @@ class TensorBoardMissing(FmpruneError):
 class TensorBoardLogger:
     """Writes scalars under ``log_dir`` (tags ``<prefix>accuracy``, ``params``, ``macs``, ``loss``).
 
-    Its methods fit fmprune's progress hooks: :meth:`on_train_step` is a training ``on_step``
-    (``step, total, loss``), :meth:`on_prune_step` a pruning run's (``record, total``, the record
+    Its methods fit fmprune's progress hooks: :meth:`on_train_step` and :meth:`on_train_epoch`
+    are training's ``on_step`` (``step, total, loss``; steps are counted here, since a recipe may
+    number them per epoch) and ``on_epoch`` (``epoch, epochs, {"val": accuracy}``, logged at the
+    epoch's last iteration); :meth:`on_prune_step` is a pruning run's (``record, total``, the record
     having ``step``, ``accuracy``, ``params``, ``macs`` and optionally ``loss``). ``purge_step``:
     a resumed run drops the events an interrupted one wrote from that step on, so curves never
     double back. Use as a context manager, or call :meth:`close`.
@@ -34,6 +36,7 @@ class TensorBoardLogger:
         self.log_dir = Path(log_dir)
         self.prefix = prefix
         self._writer = SummaryWriter(str(self.log_dir), purge_step=purge_step)
+        self.iterations = 0   # training iterations seen so far
 
     def log(self, step: int, **scalars: float | int | None) -> None:
         """One value per tag at ``step``; ``None`` values are skipped (e.g. no loss without retraining)."""
@@ -42,7 +45,12 @@ class TensorBoardLogger:
                 self._writer.add_scalar(self.prefix + tag, float(value), step)
 
     def on_train_step(self, step: int, total: int, loss: float) -> None:
-        self.log(step, loss=loss)
+        self.iterations += 1
+        self.log(self.iterations, loss=loss)
+
+    def on_train_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        self.log(self.iterations, **{"accuracy" if split == "val" else f"accuracy_{split}": value
+                                     for split, value in metrics.items()})
 
     def on_prune_step(self, record: Any, total: int | None = None) -> None:
         self.log(record.step, accuracy=record.accuracy, params=record.params, macs=record.macs,
@@ -59,6 +67,17 @@ class TensorBoardLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def chain(*hooks: Callable[..., None] | None) -> Callable[..., None]:
+    """One hook calling each given hook in turn (``None`` entries skipped): a progress bar and a
+    TensorBoard logger on the same ``on_step``."""
+    present = [h for h in hooks if h is not None]
+
+    def call(*args: Any) -> None:
+        for hook in present:
+            hook(*args)
+    return call
 
 
 def require_tensorboard() -> None:
