@@ -61,7 +61,7 @@ def MODEL_OPTIONS(command: Callable) -> Callable:  # noqa: N802 - used like the 
                           "package.module:factory."),
         click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
                      help="Constructor argument of the model, repeatable; values are read as int, float, "
-                          "true/false, none, a,b tuple or string (e.g. --model-arg shortcut=A)."),
+                          "true/false, none, a,b tuple or string (e.g. --model-arg shortcut=A; default: the model's own)."),
         click.option("--input-shape", default=None, metavar="C,H,W",
                      help="Input image shape (default: the data's, else the zoo entry's, e.g. 3,32,32)."),
         click.option("--num-classes", type=click.IntRange(min=1), default=None,
@@ -122,7 +122,8 @@ def data_info(data_dir: Path | None, model: ModelRequest) -> None:
 
 @cli.command("models")
 @click.option("--torchvision", "list_torchvision", is_flag=True,
-              help="List torchvision's classification models instead (for --model torchvision:NAME).")
+              help="List torchvision's classification models instead (for --model torchvision:NAME; "
+                   "default: the fmprune zoo).")
 @MODEL_OPTIONS
 def models_cmd(list_torchvision: bool, model: ModelRequest) -> None:
     """List the zoo (name, input, parameters at 10 classes); with --model, build that model
@@ -434,7 +435,8 @@ def report_cmd(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
 
 @cli.command("score")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--model", "arch", default=None, help="Score an architecture instead (no trained weights).")
+@click.option("--model", "arch", default=None,
+              help="Score an architecture instead, no trained weights (default: score PATH).")
 @click.option("--input-shape", default=None,
               help="C,H,W of one example, with --model (default: the input the architecture was designed for).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True,
@@ -444,7 +446,8 @@ def report_cmd(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
 @click.option("--qa", type=int, default=None,
               help="Bits per activation (default: the quantisation run's bits, 32 for a float checkpoint).")
 @click.option("--save", is_flag=True,
-              help="Write score.json (with the checkpoint's recorded accuracy) for `fmprune report`.")
+              help="Write score.json (with the checkpoint's recorded accuracy) for `fmprune report` "
+                   "(default: print only).")
 @click.option("--label", default=None, help="Label of the saved point (default: the run or file name).")
 def score_cmd(path: Path | None, arch: str | None, input_shape: str | None, num_classes: int, qw: int | None,
               qa: int | None, save: bool, label: str | None) -> None:
@@ -490,10 +493,12 @@ def score_cmd(path: Path | None, arch: str | None, input_shape: str | None, num_
 @click.option("--bits", type=int, default=8, show_default=True,
               help="Bits of weights and activations: 8 gives a real int8 model (torch.ao, x86 backend); "
                    "2..16 otherwise are fake-quantised (simulated in float).")
-@click.option("--weight-bits", type=int, default=None, help="Override --bits for the weights (fake quantisation).")
+@click.option("--weight-bits", type=int, default=None,
+              help="Override --bits for the weights (fake quantisation; default: --bits).")
 @click.option("--activation-bits", type=int, default=None,
-              help="Override --bits for the activations (fake quantisation).")
-@click.option("--fake", is_flag=True, help="Fake-quantise even at 8 bits (to compare with the real int8 model).")
+              help="Override --bits for the activations (fake quantisation; default: --bits).")
+@click.option("--fake", is_flag=True,
+              help="Fake-quantise even at 8 bits, to compare with the real int8 model (default: real int8 at 8 bits).")
 @click.option("--calibration", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Training images the activation ranges are calibrated on.")
 @click.option("--retrain", type=click.IntRange(min=0), default=0, show_default=True,
