@@ -12,6 +12,7 @@ import torch
 
 from fmprune.data import load_splits
 from fmprune.models import LeNet
+from fmprune.models.spec import ModelSpec
 from fmprune.training import TrainConfig, train
 
 
@@ -61,6 +62,9 @@ def splits(idx_dir):
     return load_splits(idx_dir)
 
 
+SMALL_SPEC = ModelSpec("lenet", kwargs={"widths": (6, 8, 24)}, num_classes=10, input_shape=(1, 28, 28))
+
+
 @pytest.fixture(scope="session")
 def small_trained(splits) -> LeNet:
     """A narrow LeNet (6, 8, 24 maps) trained briefly on the synthetic digits."""
@@ -80,11 +84,9 @@ def _isolated_home(tmp_path, monkeypatch):
 def small_ckpt(small_trained, splits, tmp_path_factory) -> Path:
     """``small_trained`` saved as a checkpoint bound to the synthetic data."""
     from fmprune.run.checkpoint import make_checkpoint, save_checkpoint
-    from fmprune.graph.chain import trace
     from fmprune.training import evaluate
 
-    ckpt = make_checkpoint("lenet", trace(small_trained, splits.input_shape), splits.input_shape,
-                           splits.n_classes, data_fingerprint=splits.fingerprint(),
+    ckpt = make_checkpoint(small_trained, SMALL_SPEC, data_fingerprint=splits.fingerprint(),
                            accuracies={"val": evaluate(small_trained, splits.val)}, seed=0,
                            recipe={"epochs": 3, "batch_size": 50, "lr": 3e-3, "weight_decay": 0.0, "seed": 0})
     return save_checkpoint(ckpt, tmp_path_factory.mktemp("ckpt") / "small.pt")

@@ -6,26 +6,28 @@ import torch
 from fmprune.run.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from fmprune.errors import CheckpointError
 from fmprune.models import LeNet
-from fmprune.surgery import remove_maps
-from fmprune.graph.chain import trace
+import fmprune
+from conftest import SMALL_SPEC
 from fmprune.training import TrainConfig, evaluate, train
 
 
 def test_round_trip_of_a_pruned_model_keeps_sizes_outputs_and_metadata(small_trained, splits, tmp_path):
     model = copy.deepcopy(small_trained)
-    topo = trace(model, (1, 28, 28))
-    remove_maps(topo, "conv2", [1, 5])
-    remove_maps(topo, "fc1", [0, 3, 23])
-    ckpt = make_checkpoint("lenet", topo, (1, 28, 28), 10, data_fingerprint=splits.fingerprint(),
+    graph = fmprune.trace(model, torch.zeros(1, 1, 28, 28))
+    graph.remove("conv2", [1, 5])
+    graph.remove("fc1", [0, 3, 23])
+    graph.remove("fc1", [0])
+    ckpt = make_checkpoint(model, SMALL_SPEC, graph, data_fingerprint=splits.fingerprint(),
                            accuracies={"val": 0.5}, seed=3, recipe={"epochs": 1})
     path = save_checkpoint(ckpt, tmp_path / "sub" / "p.pt")
     loaded = load_checkpoint(path)
-    assert loaded.map_counts == {"conv1": 6, "conv2": 6, "fc1": 21}
+    assert loaded.alive == {"conv2": [0, 2, 3, 4, 6, 7], "fc1": [2] + list(range(4, 23))}
+    assert loaded.map_counts() == {"conv1": 6, "conv2": 6, "fc1": 20}
     assert (loaded.data_fingerprint, loaded.accuracies, loaded.seed) == (splits.fingerprint(), {"val": 0.5}, 3)
-    rebuilt, rtopo = loaded.build()
+    rebuilt, rgraph = loaded.build_traced()
     x = splits.test.images[:50]
     assert torch.equal(rebuilt(x), model.eval()(x))
-    assert rtopo.map_counts() == topo.map_counts()
+    assert rgraph.alive("fc1") == graph.alive("fc1")   # the unpruned numbering survives the round trip
     assert not list(tmp_path.glob("sub/*.tmp"))
 
 
@@ -52,11 +54,29 @@ def test_truncated_and_foreign_files_are_refused(small_ckpt, tmp_path):
         load_checkpoint(foreign)
 
 
-def test_impossible_map_counts_are_refused(small_ckpt):
+def test_impossible_alive_maps_are_refused(small_ckpt):
     ckpt = load_checkpoint(small_ckpt)
-    ckpt.map_counts["conv1"] = 40
-    with pytest.raises(CheckpointError, match="'conv1' has 40 maps; the architecture allows 1..32"):
+    ckpt.alive["conv1"] = [0, 40]
+    with pytest.raises(CheckpointError, match="keeps maps \\[0, 40\\]… of group 'conv1', which has maps 0..5"):
         ckpt.build()
+    ckpt.alive = {"conv7": [0]}
+    with pytest.raises(CheckpointError, match="group 'conv7', which lenet does not have"):
+        ckpt.build()
+
+
+def test_checkpoints_of_the_first_format_still_load(tmp_path):
+    """fmprune-checkpoint/1 (arch name + kept-map counts, the first maps kept) loads as the same model."""
+    torch.manual_seed(0)
+    model = LeNet()
+    fmprune.trace(model, torch.zeros(1, 1, 28, 28)).remove("conv2", [60, 61, 62, 63])
+    payload = {"format": "fmprune-checkpoint/1", "arch": "lenet", "input_shape": [1, 28, 28], "n_classes": 10,
+               "map_counts": {"conv1": 32, "conv2": 60, "fc1": 1024}, "state_dict": model.state_dict(),
+               "data_fingerprint": "x", "accuracies": {}, "seed": 0, "recipe": {}, "origin": {}}
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.alive == {"conv2": list(range(60))}
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(loaded.build()(x), model.eval()(x))
 
 
 def test_short_training_beats_chance_clearly(small_trained, splits):

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from fmprune.criteria import (Criterion, LayerContext, create_criterion, flops_regularize, mflops,
                               normalize)
 from fmprune.data import Split
-from fmprune.engine.chain import CachedProvider, ActivationCache, PruningEngine
+from fmprune.engine.chain import CachedProvider, ActivationCache, layer_context
+from engine_helpers import chain_engine
 from fmprune.errors import FmpruneError
 from fmprune.models import LeNet
 from fmprune.graph.chain import trace
@@ -24,7 +25,7 @@ def scores_for(name, topo, split):
     provider = CachedProvider(ActivationCache(topo, split), 0)
     g = torch.Generator().manual_seed(0)
     crit = create_criterion(name)
-    return {n: crit.score_layer(LayerContext(topo.stage(n), provider, g)) for n in topo.prunable_names}
+    return {n: crit.score_layer(layer_context(topo.stage(n), provider, g)) for n in topo.prunable_names}
 
 
 def test_min_weight_is_sum_of_absolute_filter_weights(tiny):
@@ -88,7 +89,7 @@ def test_random_is_seeded():
     picks = []
     for _ in range(2):
         topo = trace(LeNet(widths=(4, 5, 6)), (1, 28, 28))
-        eng = PruningEngine(topo, create_criterion("random"), split, split, topo.prunable_names, seed=5)
+        eng = chain_engine(topo, create_criterion("random"), split, split, topo.prunable_names, seed=5)
         picks.append([(s.layer, s.original) for _ in range(6) for s in _step(eng)])
     assert picks[0] == picks[1]
 
@@ -106,12 +107,12 @@ class LargestBiasFirst(Criterion):
     reads = frozenset({"weights"})
 
     def score_layer(self, ctx: LayerContext) -> torch.Tensor:
-        return -ctx.stage.module.bias.detach()
+        return -ctx.module.bias.detach()
 
 
 def test_user_criterion_works_by_name(tiny):
     model, topo, split = tiny
-    eng = PruningEngine(topo, create_criterion("test_largest_bias"), split, split, ["fc1"])
+    eng = chain_engine(topo, create_criterion("test_largest_bias"), split, split, ["fc1"])
     expected = int(model.fc1.bias.argmax())
     assert _step(eng)[0].original == expected
     assert "test_largest_bias" in Criterion.registry

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fmprune.criteria import create_criterion
-from fmprune.engine.chain import PruningEngine
+from engine_helpers import chain_engine
 from fmprune.engine.reference import NaiveLoop
 from fmprune.graph.chain import trace
 
@@ -25,7 +25,7 @@ def test_engine_makes_the_naive_loops_decisions(small_trained, splits, criterion
     scope_layers = topo.scope(scope)
     ev, cal = splits.val, splits.train.subset(128)
     naive = NaiveLoop(model, (1, 28, 28), create_criterion(criterion), ev, cal, scope_layers, norm, lam)
-    engine = PruningEngine(topo, create_criterion(criterion), ev, cal, scope_layers, norm, lam)
+    engine = chain_engine(topo, create_criterion(criterion), ev, cal, scope_layers, norm, lam)
     removable = sum(topo.stage(n).n_maps - 1 for n in scope_layers)
     for _ in range(removable // k):
         ref, ref_acc = naive.step(k)
@@ -42,7 +42,7 @@ def test_engine_makes_the_naive_loops_decisions(small_trained, splits, criterion
 def test_whole_scope_prunes_down_to_one_map_per_layer(small_trained, splits):
     model = copy.deepcopy(small_trained).eval()
     topo = trace(model, (1, 28, 28))
-    engine = PruningEngine(topo, create_criterion("taylor"), splits.val, splits.train.subset(64),
+    engine = chain_engine(topo, create_criterion("taylor"), splits.val, splits.train.subset(64),
                            topo.prunable_names, "l2")
     while chosen := engine.select(4):
         engine.remove_selected(chosen)
@@ -53,7 +53,7 @@ def test_winner_fast_path_equals_the_dense_backward_through_removals(small_train
     """Taylor products of conv1 from conv2's pool winners == the transposed-conv backward, also
     after conv1 removals (winners move) and conv2 removals (rows drop)."""
     from fmprune.engine.chain import ActivationCache
-    from fmprune.surgery import remove_maps
+    from engine_helpers import remove_maps
 
     model = copy.deepcopy(small_trained)
     topo = trace(model, (1, 28, 28))

@@ -10,7 +10,7 @@ import torch
 from fmprune.run.checkpoint import load_checkpoint
 from fmprune.study.compare import Comparison, ModelRow, compare_models, reinitialize, train_from_scratch, recipe_of
 from fmprune.study.export import export_model
-from fmprune.costs import total_params
+from fmprune.costs import count_params
 from fmprune.run.loop import PruneConfig, run_pruning
 
 LOAD_WITHOUT_FMPRUNE = """
@@ -40,7 +40,7 @@ def test_exported_model_loads_without_fmprune_and_matches(pruned_run, splits, tm
     np.save(tmp_path / "x.npy", x)
     subprocess.run([sys.executable, "-c", LOAD_WITHOUT_FMPRUNE, tmp_path / "exp", tmp_path / "x.npy",
                     tmp_path / "a.npy", tmp_path / "b.npy"], check=True, capture_output=True)
-    model, _ = ckpt.build()
+    model = ckpt.build()
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     assert np.abs(np.load(tmp_path / "a.npy") - expected).max() <= 1e-5
@@ -51,14 +51,14 @@ def test_exported_model_loads_without_fmprune_and_matches(pruned_run, splits, tm
 def test_scratch_model_has_the_pruned_shape_and_fresh_weights(pruned_run, small_ckpt, splits):
     base, pruned = load_checkpoint(small_ckpt), load_checkpoint(pruned_run / "model.pt")
     scratch = train_from_scratch(pruned, splits, recipe_of(base))
-    assert scratch.map_counts == pruned.map_counts
+    assert scratch.alive == pruned.alive and scratch.map_counts() == pruned.map_counts()
     assert not torch.equal(scratch.state_dict["conv1.weight"], pruned.state_dict["conv1.weight"])
-    model, topo = scratch.build()
-    assert total_params(topo) == total_params(pruned.build()[1])
+    model = scratch.build()
+    assert count_params(model) == count_params(pruned.build())
 
 
 def test_reinitialize_uses_the_pruned_fan_in(small_ckpt):
-    model, topo = load_checkpoint(small_ckpt).build()
+    model = load_checkpoint(small_ckpt).build()
     torch.manual_seed(0)
     reinitialize(model)
     bound = 1 / (8 * 49) ** 0.5          # default init bound for fc1 with 8 conv2 maps of 7x7

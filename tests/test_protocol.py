@@ -11,7 +11,6 @@ import torch
 from fmprune.run.checkpoint import load_checkpoint, save_checkpoint
 from fmprune.data import sha256_file
 from fmprune.errors import FmpruneError
-from fmprune.costs import total_macs, total_params
 from fmprune.run.loop import PruneConfig, run_pruning
 from fmprune.training import evaluate
 
@@ -42,9 +41,9 @@ def test_no_retrain_run_writes_seed_log_steps_and_a_compact_model(small_ckpt, sp
     assert [int(m.group(3)) for m in matches] == list(range(removable + 1))
     assert [m.group(2) for m in matches] == [r["accuracy"] for r in rows]
     # the compact model is what the last row says, and scores what it says
-    model, topo = load_checkpoint(run / "model.pt").build()
-    assert topo.map_counts() == {"conv1": 1, "conv2": 1, "fc1": 1, "fc2": 10}
-    assert (total_params(topo), total_macs(topo)) == (int(rows[-1]["params"]), int(rows[-1]["macs"]))
+    model, graph = load_checkpoint(run / "model.pt").build_traced()
+    assert graph.sizes() == {"conv1": 1, "conv2": 1, "fc1": 1} and model.fc2.out_features == 10
+    assert (graph.total_params(), graph.total_macs()) == (int(rows[-1]["params"]), int(rows[-1]["macs"]))
     assert evaluate(model, splits.val) == pytest.approx(float(rows[-1]["accuracy"]), abs=1e-7)
     assert summary.steps == removable and summary.final_params == int(rows[-1]["params"])
     config = (run / "config.json").read_text()
@@ -63,8 +62,8 @@ def test_min_accuracy_keeps_the_last_model_at_or_above_the_floor(small_ckpt, spl
     rows = read_steps(tmp_path / "run")
     assert summary.stop_reason == f"accuracy would fall under {floor}"
     assert all(float(r["accuracy"]) >= floor for r in rows)
-    model, topo = load_checkpoint(tmp_path / "run" / "model.pt").build()
-    assert total_params(topo) == int(rows[-1]["params"])
+    model, graph = load_checkpoint(tmp_path / "run" / "model.pt").build_traced()
+    assert graph.total_params() == int(rows[-1]["params"])
     assert evaluate(model, splits.val) == pytest.approx(summary.final_accuracy, abs=1e-7)
     assert summary.final_accuracy >= floor
     assert "Stopped: step" in (tmp_path / "run" / "run.log").read_text()
@@ -207,5 +206,5 @@ def test_final_tuning_runs_after_the_last_step_and_never_lowers_accuracy(small_c
     assert before == pytest.approx(float(rows[-1]["accuracy"]), abs=1e-7)
     assert summary.final_accuracy >= before
     assert "Final tuning (30 iterations)" in (tmp_path / "r" / "run.log").read_text()
-    model, _ = load_checkpoint(tmp_path / "r" / "model.pt").build()
+    model = load_checkpoint(tmp_path / "r" / "model.pt").build()
     assert evaluate(model, splits.val) == pytest.approx(summary.final_accuracy, abs=1e-7)

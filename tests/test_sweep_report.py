@@ -84,7 +84,7 @@ scope = ["conv1", "conv2"]
     second = run_sweep(load_experiment(path), str(small_ckpt), tmp_path / "out", str(idx_dir), workers=2)
     status = {o.label: o.status for o in second}
     assert status == {"conv1": "skipped", "conv2": "done", "conv9": "failed"}
-    assert "unknown layer 'conv9'" in next(o.message for o in second if o.label == "conv9")
+    assert "unknown group 'conv9'" in next(o.message for o in second if o.label == "conv9")
 
 
 def test_same_file_and_seed_give_the_same_steps(small_ckpt, idx_dir, tmp_path):

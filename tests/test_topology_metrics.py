@@ -3,18 +3,20 @@ import torch
 from torch import nn
 
 from fmprune.errors import PruningError, TopologyError
-from fmprune.costs import layer_costs, total_params
+import fmprune
 from fmprune.models import available_models, create_model
 from fmprune.graph.chain import trace
 
 
 def test_lenet_matches_thesis_table_3_1():
-    topo = trace(create_model("lenet"), (1, 28, 28))
-    costs = {c.name: c for c in layer_costs(topo)}
+    model = create_model("lenet")
+    graph = fmprune.trace(model, torch.zeros(1, 1, 28, 28))
+    costs = {c.name: c for c in graph.layer_costs()}
     assert [costs[n].weights for n in ("conv1", "conv2", "fc1", "fc2")] == [800, 51_200, 3_211_264, 10_240]
     assert [costs[n].macs for n in ("conv1", "conv2", "fc1", "fc2")] == [627_200, 10_035_200, 3_211_264, 10_240]
-    assert total_params(topo) == 3_274_634
-    assert total_params(topo) == sum(p.numel() for p in topo.model.parameters())
+    assert graph.total_params() == 3_274_634 == sum(p.numel() for p in model.parameters())
+    assert graph.total_macs() == 13_883_904
+    assert fmprune.costs.count_macs(model, torch.zeros(2, 1, 28, 28)) == 13_883_904
 
 
 def test_lenet_topology_prunable_maps_and_consumers():
@@ -27,6 +29,8 @@ def test_lenet_topology_prunable_maps_and_consumers():
     # a conv1 map costs its filter (784 positions x 25 taps) and its slice of conv2 (196 x 64 x 25)
     assert topo.macs_per_map()["conv1"] == 784 * 25 + 196 * 64 * 25
     assert topo.macs_per_map()["fc1"] == 3136 + 10
+    graph = fmprune.trace(topo.model, torch.zeros(1, 1, 28, 28))
+    assert graph.macs_per_map() == topo.macs_per_map()
 
 
 def test_chain_forward_equals_module():

@@ -1,3 +1,17 @@
-"""fmprune: feature-map (structured) pruning of convolutional networks."""
+"""fmprune: feature-map (structured) pruning of convolutional networks.
+
+    import fmprune
+    graph = fmprune.trace(model, example_inputs)
+    for g in graph.groups: print(g.name, g.size)
+    graph.remove(name, indices)
+"""
 
 __version__ = "0.1.0"
+
+from . import costs  # noqa: E402
+from .errors import FmpruneError, UnsupportedModelError  # noqa: E402
+from .graph import Graph, Group, trace  # noqa: E402
+from .layers import LayerAdapter, register_layer  # noqa: E402
+
+__all__ = ["trace", "Graph", "Group", "UnsupportedModelError", "FmpruneError", "register_layer",
+           "LayerAdapter", "__version__"]

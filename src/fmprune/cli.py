@@ -22,16 +22,18 @@ from .data import Splits, fetch_mnist, fmprune_home, load_splits
 from .devices import resolve_device
 from .errors import FmpruneError
 from .study.experiments import load_experiment
-from .study.export import export_model
-from .costs import format_cost_table, layer_costs
+from .study.export import export_model, export_sparse
+from .costs import format_cost_table, format_group_table
 from .models import available_models, available_zoo, check_output, create_model, torchvision_classifiers
-from .models.request import ModelRequest
-from .models.spec import ModelSpec, build_model
 from .run.loop import PruneConfig, StepRecord, run_pruning
+from .run.tensorboard import TensorBoardLogger, chain, require_tensorboard
 from .study.report import write_report
 from .study.sweep import RunOutcome, run_sweep
-from .graph.chain import trace
-from .training import TrainConfig, evaluate, train
+from .graph import trace as trace_graph
+from .models.request import ModelRequest
+from .models.spec import ModelSpec, build_model
+from .unstructured import METHODS as SPARSIFY_METHODS, RoundRecord, SparsifyConfig, run_sparsify
+from .training import Recipe, TrainConfig, default_recipe, steps_per_epoch, train_model
 
 DATA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                         help="A CIFAR-10/100 folder (cifar-10-batches-py, cifar-100-python, "
@@ -159,63 +161,161 @@ def criteria_cmd() -> None:
 
 
 @cli.command("count")
-@click.option("--model", "arch", default="lenet", show_default=True,
-              help="Architecture name (one of `fmprune models`).")
+@click.option("--model", default="lenet", show_default=True,
+              help="Zoo name (`fmprune models`), torchvision:NAME, path/to/file.py:factory or package.module:factory.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="Constructor argument of the model (repeatable; default: the model's own).")
+@click.option("--input-shape", default=None, metavar="C,H,W",
+              help="Input image shape (default: the zoo entry's, e.g. 1,28,28 for lenet).")
+@click.option("--num-classes", type=int, default=None, help="Classes of the output layer (default: 10).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Count a (pruned) checkpoint instead (default: the dense --model).")
-def count_cmd(arch: str, checkpoint: Path | None) -> None:
-    """Per-layer parameters and MACs (multiply-accumulates per image)."""
+def count_cmd(model: str, model_args: tuple[str, ...], input_shape: str | None, num_classes: int | None,
+              checkpoint: Path | None) -> None:
+    """Per-layer parameters and MACs (multiply-accumulates per image); totals are the row sums."""
     if checkpoint is not None:
-        _, topology = load_checkpoint(checkpoint).build()
+        ckpt = load_checkpoint(checkpoint)
+        _, graph = ckpt.build_traced()
+        base = ckpt.spec
     else:
-        model = create_model(arch)
-        topology = trace(model, (1, 28, 28))
-    click.echo(format_cost_table(layer_costs(topology)))
+        base = ModelRequest.from_options(model, model_args, input_shape, num_classes).spec()
+        graph = trace_graph(build_model(base), torch.zeros(1, *base.input_shape))
+    pruned = {g.name: (g.size, g.traced_size) for g in graph.groups if g.size < g.traced_size}
+    click.echo(format_cost_table(graph.layer_costs(), pruned or None))
+    if pruned:
+        full = trace_graph(build_model(base), torch.zeros(1, *base.input_shape))
+        click.echo(f"pruned from {full.total_params():,} params (x{full.total_params() / graph.total_params():.1f} fewer) "
+                   f"and {full.total_macs():,} MACs (x{full.total_macs() / graph.total_macs():.1f} fewer)")
+    rows = [(g.name, g.size, len(g.records), *graph.map_cost(g.name)) for g in graph.groups]
+    click.echo("")
+    click.echo(format_group_table(rows))
+    for note in graph.notes:
+        click.echo(f"note: {note}")
 
 
-def default_checkpoint_path(splits: Splits, seed: int) -> Path:
-    return fmprune_home() / "checkpoints" / f"lenet-{splits.fingerprint()}-seed{seed}.pt"
+def default_checkpoint_path(splits: Splits, seed: int, spec: ModelSpec | None = None) -> Path:
+    """The cached checkpoint of ``spec`` (default: LeNet) trained on these data with ``seed``."""
+    slug = "lenet" if spec is None else spec.slug()
+    return fmprune_home() / "checkpoints" / f"{slug}-{splits.fingerprint()}-seed{seed}.pt"
 
 
-def train_checkpoint(splits: Splits, config: TrainConfig, out: Path) -> Checkpoint:
-    """Train LeNet with a progress bar and save the checkpoint."""
-    torch.manual_seed(config.seed)
-    model = create_model("lenet", splits.input_shape, splits.n_classes)
-    start = time.perf_counter()
-    bar, on_step = train_bar("train")
-    with bar:
-        train(model, splits.train, config, on_step)
-    seconds = time.perf_counter() - start
-    val, test = evaluate(model, splits.val), evaluate(model, splits.test)
-    topology = trace(model, splits.input_shape)
-    ckpt = make_checkpoint("lenet", topology, splits.input_shape, splits.n_classes,
-                           data_fingerprint=splits.fingerprint(), accuracies={"val": val, "test": test},
-                           seed=config.seed, recipe={**config.to_dict(), "train_seconds": round(seconds, 1)})
+class TrainProgress:
+    """Two bars: epochs (with the validation accuracy after each, where the recipe measures it)
+    and the iterations of the current epoch."""
+
+    def __init__(self, n_train: int, recipe: Recipe, quiet: bool) -> None:
+        self.per_epoch = steps_per_epoch(n_train, recipe.batch_size)
+        self.total, self.done = recipe.iterations(n_train), 0
+        bar = functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True, disable=quiet)
+        self.epochs = bar(total=math.ceil(self.total / self.per_epoch), desc="epochs", unit="ep", position=0)
+        self.iters = bar(total=min(self.per_epoch, self.total), desc="iters", unit="it", position=1, leave=False)
+
+    def on_step(self, step: int, total: int, loss: float) -> None:
+        self.done += 1
+        self.iters.update(1)
+        if self.done % 20 == 0:
+            self.iters.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if self.done % self.per_epoch == 0 and self.done < self.total:
+            self.epochs.update(1)
+            self.iters.reset(total=min(self.per_epoch, self.total - self.done))
+
+    def on_epoch(self, epoch: int, epochs: int, metrics: dict) -> None:
+        self.epochs.set_postfix(val=f"{metrics['val']:.4f}")
+
+    def close(self) -> None:
+        if self.done >= self.total:
+            self.epochs.update(self.epochs.total - self.epochs.n)
+        self.iters.close()
+        self.epochs.close()
+
+
+def train_checkpoint(splits: Splits, recipe: Recipe, out: Path, spec: ModelSpec | None = None,
+                     device: torch.device | str = "cpu", quiet: bool = False,
+                     tensorboard: Path | None = None) -> Checkpoint:
+    """Train ``spec`` (default: LeNet for these data) with progress bars and save the checkpoint."""
+    spec = spec or ModelSpec("lenet", num_classes=splits.n_classes, input_shape=tuple(splits.input_shape))
+    progress = TrainProgress(len(splits.train), recipe, quiet)
+    tb = TensorBoardLogger(tensorboard, prefix="train/") if tensorboard else None
+    try:
+        trained = train_model(spec, splits, recipe, device, chain(progress.on_step, tb and tb.on_train_step),
+                              chain(progress.on_epoch, tb and tb.on_train_epoch))
+    finally:
+        progress.close()
+        if tb:
+            tb.close()
+    ckpt = make_checkpoint(trained.model, trained.spec, data_fingerprint=splits.fingerprint(),
+                           accuracies=trained.accuracies, seed=recipe.seed,
+                           recipe={**trained.recipe, "data": splits.name})
     save_checkpoint(ckpt, out)
-    click.echo(f"trained in {seconds:.0f} s: validation accuracy {val:.4%}, test accuracy {test:.4%}")
+    epochs = progress.done / progress.per_epoch
+    click.echo(f"trained {trained.spec.describe()} in {trained.seconds:.0f} s ({trained.seconds / epochs:.1f} s per "
+               f"epoch): validation accuracy {trained.accuracies['val']:.4%}, test accuracy "
+               f"{trained.accuracies['test']:.4%}")
     click.echo(f"checkpoint: {out}")
     return ckpt
 
 
+def parse_augment(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(a.strip() for a in text.split(",") if a.strip())
+    return () if names in ((), ("none",)) else names
+
+
 @cli.command("train")
+@MODEL_OPTIONS
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint path (default: the cached default checkpoint).")
+              help="Checkpoint path (default: in the cache, named by model, data fingerprint and seed).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the initial weights and the batch order.")
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
-              help="Passes over the training split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True,
-              help="Images per minibatch.")
-@click.option("--lr", default=TrainConfig.lr, show_default=True, help="Peak learning rate (one-cycle Adam).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Passes over the training split (default: 4 for lenet, 20 for fc, 200 for the others).")
+@click.option("--max-iters", type=click.IntRange(min=1), default=None,
+              help="Stop after N minibatches, the schedule ending there too (quick runs; default: no limit).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per minibatch (default: 100 for lenet and fc, 128 for the others).")
+@click.option("--lr", type=float, default=None,
+              help="Peak learning rate (default: 0.002 for lenet's one-cycle Adam, 0.05 for fc, 0.1 for the "
+                   "others' cosine SGD).")
+@click.option("--weight-decay", type=float, default=None,
+              help="Weight decay (default: 0 for lenet and fc, 5e-4 for the others).")
+@click.option("--augment", default=None, metavar="LIST",
+              help="SGD recipe: crop,flip, crop, flip or none (default: what suits the data: crop,flip for "
+                   "CIFAR, none for digits).")
+@click.option("--input-norm/--no-input-norm", default=None,
+              help="SGD recipe: normalise inputs by the training images' per-channel mean/std, as the "
+                   "model's first layer (default: on).")
+@click.option("--amp/--no-amp", default=None, help="SGD recipe on CUDA: bfloat16 autocast (default: on).")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="SGD recipe on CUDA: channels-last tensors (default: on).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
+              help="Write TensorBoard event files (loss per iteration, validation accuracy per epoch) to this "
+                   "directory; needs the tensorboard extra (default: none).")
+@click.option("--quiet", is_flag=True, help="No progress bars (default: shown).")
+@DEVICE
 @DATA_DIR
-def train_cmd(out: Path | None, seed: int, epochs: int, batch_size: int, lr: float,
-              data_dir: Path | None) -> None:
-    """Train LeNet on the training split; report validation and test accuracy."""
+def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | None, max_iters: int | None,
+              batch_size: int | None, lr: float | None, weight_decay: float | None, augment: str | None,
+              input_norm: bool | None, amp: bool | None, channels_last: bool | None, quiet: bool,
+              tensorboard_dir: Path | None, device: str, data_dir: Path | None) -> None:
+    """Train a model on the training split; report validation and test accuracy.
+
+    lenet trains with the thesis' recipe (Adam, one-cycle learning rate, 4 epochs). Every other
+    model (zoo, torchvision, your own) trains with SGD, Nesterov momentum 0.9, weight decay 5e-4,
+    a cosine schedule, batch 128, 200 epochs, crop+flip augmentation on CIFAR, inputs normalised
+    by a first layer of the model."""
+    torch_device = resolve_device(device)
+    if tensorboard_dir:
+        require_tensorboard()   # before the data and the training, not after
     splits = load_splits(data_dir)
-    if batch_size > len(splits.train):
-        raise FmpruneError(f"--batch-size {batch_size} is larger than the {len(splits.train):,} training "
+    spec = model.spec(splits.input_shape, splits.n_classes)
+    recipe = default_recipe(spec.name, seed=seed, epochs=epochs, max_iters=max_iters, batch_size=batch_size,
+                            lr=lr, weight_decay=weight_decay, augment=parse_augment(augment),
+                            normalize=input_norm, amp=amp, channels_last=channels_last)
+    if recipe.batch_size > len(splits.train):
+        raise FmpruneError(f"--batch-size {recipe.batch_size} is larger than the {len(splits.train):,} training "
                            "images; choose a smaller one")
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    train_checkpoint(splits, config, out or default_checkpoint_path(splits, seed))
+    train_checkpoint(splits, recipe, out or default_checkpoint_path(splits, seed, spec), spec, torch_device, quiet,
+                     tensorboard_dir)
 
 
 def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
@@ -372,9 +472,19 @@ def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | 
 @click.option("--out-dir", type=click.Path(path_type=Path), required=True, callback=output_dir,
               help="Output directory, created if missing (no default: required).")
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx.")
-def export_cmd(model: Path, out_dir: Path, onnx: bool) -> None:
+@click.option("--sparse", is_flag=True,
+              help="Also write model.sparse.pt: weights in CSR form where smaller (for `fmprune sparsify` models); "
+                   "prints its size against dense. Load: fmprune.unstructured.load_sparse(path).build(). "
+                   "Default: dense files only.")
+def export_cmd(model: Path, out_dir: Path, onnx: bool, sparse: bool) -> None:
     """Write MODEL (a checkpoint or run directory) as model.pt2 (plain PyTorch) and model.onnx."""
     ckpt = load_checkpoint(resolve_model_path(model))
+    if sparse:
+        packed = export_sparse(ckpt, out_dir)
+        stored = packed.stored
+        click.echo(f"{stored.path}: {stored.bytes:,} bytes against {stored.dense_bytes:,} dense "
+                   f"(x{stored.ratio:.1f} smaller; CSR: {', '.join(stored.csr_tensors) or 'none, no tensor is sparse enough'}); "
+                   f"reloaded, max |diff| {packed.max_diff:.2e}")
     result = export_model(ckpt, out_dir, onnx)
     click.echo(f"{result.program}: reloaded with torch.export.load, max |diff| {result.max_diff_program:.2e}")
     if result.onnx is not None:
@@ -400,7 +510,9 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
     resolve_device(device)
     experiment = load_experiment(experiment_file, quick)
     splits = load_splits(data_dir)
-    if checkpoint is None and experiment.checkpoint != "default":
+    if checkpoint is None and experiment.checkpoint.startswith("default:"):   # e.g. default:fc
+        checkpoint = cached_checkpoint(experiment.checkpoint.split(":", 1)[1], splits)
+    elif checkpoint is None and experiment.checkpoint != "default":
         checkpoint = Path(experiment.checkpoint)
         if not checkpoint.is_absolute():
             checkpoint = experiment_file.parent / checkpoint
@@ -542,6 +654,81 @@ def quantize_cmd(checkpoint: Path, mode: str, bits: int, weight_bits: int | None
         result = quantize_checkpoint(ckpt_path, splits, config, run_dir)
     click.echo(result.to_text())
     click.echo(f"run directory: {run_dir} ({', '.join(result.files + ['quantize.json', 'score.json'])})")
+
+
+def cached_checkpoint(name: str, splits: Splits, model: ModelRequest | None = None) -> Path:
+    """The checkpoint `fmprune train --model NAME` cached for these data (seed 0), or one line
+    saying how to make it."""
+    spec = (model or ModelRequest(name)).spec(splits.input_shape, splits.n_classes)
+    path = default_checkpoint_path(splits, 0, spec)
+    if not path.is_file():
+        raise FmpruneError(f"no cached {name} checkpoint for these data ({path}): run "
+                           f"`fmprune train --model {name}` first, or pass --checkpoint FILE")
+    return path
+
+
+@cli.command("sparsify")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Trained model (default: the cached default LeNet checkpoint, trained if missing).")
+@click.option("--method", type=click.Choice(SPARSIFY_METHODS), default="magnitude", show_default=True,
+              help="magnitude: zero the smallest |w|; random: as many weights at random (seeded); "
+                   "unit: remove the units/filters with the smallest L2 norm (never the output layer).")
+@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True,
+              help="layer: the amount of each layer; global: the amount of all layers together.")
+@click.option("--amount", type=float, required=True,
+              help="Fraction K in [0, 1) of the weights (units) pruned: exactly round(K * size).")
+@click.option("--layers", default=None, metavar="A,B",
+              help="Only these layers (default: every Linear/Conv layer, the output layer included, for "
+                   "weight pruning; every prunable group for unit pruning).")
+@click.option("--retrain", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Training iterations (minibatches) after each round, masks held; 0: none.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Reach the amount in R equal steps (Han et al.); needs --retrain.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
+              help="Retraining optimizer (sgd: momentum 0.9, as Han et al.).")
+@click.option("--retrain-lr", default=1e-4, show_default=True, help="Learning rate for retraining.")
+@click.option("--retrain-batch", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Images per retraining minibatch.")
+@click.option("--eval-split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="Split the accuracies are measured on.")
+@click.option("--eval-size", type=click.IntRange(min=1), default=None,
+              help="Evaluate on the first N images of the split only (default: all).")
+@click.option("--seed", default=0, show_default=True, help="Seed of random selection, batch order and dropout.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
+              help="Output directory (default: runs/sparsify-<method>-<scope>-<amount>).")
+@MODEL_OPTIONS
+@DEVICE
+@DATA_DIR
+def sparsify_cmd(checkpoint: Path | None, method: str, scope: str, amount: float, layers: str | None,
+                 retrain: int, rounds: int, optimizer: str, retrain_lr: float, retrain_batch: int,
+                 eval_split: str, eval_size: int | None, seed: int, run_dir: Path | None,
+                 model: ModelRequest, device: str, data_dir: Path | None) -> None:
+    """Weight or unit pruning (Han et al. 2015): zero the smallest weights, or remove the weakest
+    units; writes model.pt (a plain model), config.json, summary.json and run.log."""
+    config = SparsifyConfig(method=method, scope=scope, amount=amount, layers=layers, retrain=retrain,
+                            rounds=rounds, optimizer=optimizer, retrain_lr=retrain_lr, retrain_batch=retrain_batch,
+                            eval_split=eval_split, eval_size=eval_size, seed=seed)
+    resolve_device(device)
+    if checkpoint is not None and model.explicit and load_checkpoint(checkpoint).arch != model.name:
+        raise FmpruneError(f"{checkpoint} holds a {load_checkpoint(checkpoint).arch} model, not --model {model.name}")
+    splits = load_splits(data_dir)
+    if checkpoint is None and model.name != "lenet":
+        checkpoint = cached_checkpoint(model.name, splits, model)
+    ckpt_path = resolve_checkpoint(checkpoint, splits)
+    run_dir = run_dir or Path("runs") / f"sparsify-{method}-{scope}-{amount:g}"
+
+    def on_round(record: RoundRecord, total: int) -> None:
+        retrained = f", retrained {record.accuracy:.4%}" if retrain else ""
+        click.echo(f"round {record.round}/{total}: {record.amount:.2%} pruned, non-zero weights "
+                   f"{record.nonzero:,}, accuracy {record.accuracy_pruned:.4%}{retrained}")
+
+    summary = run_sparsify(ckpt_path, splits, config, run_dir, device, on_round)
+    click.echo(f"{summary.eval_split} accuracy {summary.base_accuracy:.4%} -> {summary.final_accuracy:.4%}")
+    click.echo(f"non-zero weights {summary.nonzero_before:,} -> {summary.nonzero_after:,} of {summary.weights:,} "
+               f"({summary.density:.2%} density)")
+    if summary.params_after != summary.params_before:
+        click.echo(f"params {summary.params_before:,} -> {summary.params_after:,}; units left {summary.units_after}")
+    click.echo(f"run directory: {run_dir} ({summary.seconds:.1f} s)")
 
 
 def main() -> None:

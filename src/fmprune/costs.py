@@ -6,44 +6,51 @@ from __future__ import annotations
 import io
 import statistics
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .graph.chain import Topology, stage_macs
+from .graph import LayerCost
 
 
-@dataclass(frozen=True)
-class LayerCost:
-    name: str
-    maps: int
-    weights: int
-    biases: int
-    macs: int
-
-    @property
-    def params(self) -> int:
-        return self.weights + self.biases
+def count_params(model: nn.Module) -> int:
+    """All parameters of the model (weights, biases, norm affines)."""
+    return sum(p.numel() for p in model.parameters())
 
 
-def layer_costs(topology: Topology) -> list[LayerCost]:
-    """Per-layer weights, biases and MACs per example (BatchNorm affine counted as biases)."""
-    modules = dict(topology.model.named_modules())
-    out = []
-    for s in topology.stages:
-        bias = s.module.bias.numel() if s.module.bias is not None else 0
-        bias += sum(p.numel() for n in s.norms for p in modules[n].parameters())
-        out.append(LayerCost(s.name, s.n_maps, s.module.weight.numel(), bias, stage_macs(s)))
-    return out
+def count_macs(model: nn.Module, example_inputs) -> int:
+    """Multiply-accumulates per example of one forward, counted by the layer adapters (conv,
+    linear, ... as in ``fmprune count``) with hooks: works on any model, traceable or not."""
+    from .layers import adapter_for   # adapters know their own cost; costs need no layer list
 
+    total = 0
+    hooks = []
 
-def total_params(topology: Topology) -> int:
-    return sum(c.params for c in layer_costs(topology))
-
-
-def total_macs(topology: Topology) -> int:
-    return sum(c.macs for c in layer_costs(topology))
+    def count(module, inputs, output):
+        nonlocal total
+        adapter = adapter_for(module)
+        if adapter is not None and torch.is_tensor(output) and inputs and torch.is_tensor(inputs[0]):
+            n_in = inputs[0].shape[1] if inputs[0].dim() > 1 else inputs[0].shape[0]
+            n_out = output.shape[1] if output.dim() > 1 else output.shape[0]
+            if adapter.acts_on_channels(module, inputs[0].dim()):
+                total += adapter.cost(module, tuple(output.shape), n_in, n_out)[1]
+            else:   # e.g. a Linear over the last axis: cost per row, times the rows
+                rows = inputs[0].numel() // inputs[0].shape[0] // inputs[0].shape[-1]
+                total += rows * adapter.cost(module, (1, output.shape[-1]), inputs[0].shape[-1], output.shape[-1])[1]
+    for m in model.modules():
+        if adapter_for(m) is not None:
+            hooks.append(m.register_forward_hook(count))
+    examples = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*examples)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total   # the adapters count per example
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -73,14 +80,31 @@ def measure_latencies(models: list[nn.Module], input_shape: tuple[int, ...], bat
     return [statistics.median(t) for t in times]
 
 
-def format_cost_table(costs: list[LayerCost]) -> str:
-    """The per-layer table ``fmprune count`` prints (weights, biases, params, MACs)."""
-    head = f"{'layer':<8}{'maps':>7}{'weights':>13}{'biases':>9}{'params':>13}{'MACs':>14}"
+def format_cost_table(costs: list[LayerCost], alive: dict[str, tuple[int, int]] | None = None) -> str:
+    """The per-layer table ``fmprune count`` prints; totals are the sums of the rows. ``alive``
+    (layer -> (maps now, maps unpruned)) adds the maps left of a pruned model."""
+    width = max([8] + [len(c.name) + 2 for c in costs])
+    head = f"{'layer':<{width}}{'maps':>7}{'weights':>13}{'biases':>9}{'params':>13}{'MACs':>14}"
+    if alive:
+        head += f"{'unpruned':>10}"
     lines = [head, "-" * len(head)]
     for c in costs:
-        lines.append(f"{c.name:<8}{c.maps:>7}{c.weights:>13,}{c.biases:>9,}{c.params:>13,}{c.macs:>14,}")
+        maps = f"{c.maps:>7}" if c.maps is not None else f"{'-':>7}"
+        row = f"{c.name:<{width}}{maps}{c.weights:>13,}{c.biases:>9,}{c.params:>13,}{c.macs:>14,}"
+        if alive and c.name in alive:
+            row += f"{alive[c.name][1]:>10}"
+        lines.append(row)
     lines.append("-" * len(head))
-    lines.append(f"{'total':<8}{sum(c.maps for c in costs[:-1]):>7}{sum(c.weights for c in costs):>13,}"
+    lines.append(f"{'total':<{width}}{sum(c.maps or 0 for c in costs):>7}{sum(c.weights for c in costs):>13,}"
                  f"{sum(c.biases for c in costs):>9,}{sum(c.params for c in costs):>13,}"
                  f"{sum(c.macs for c in costs):>14,}")
+    return "\n".join(lines)
+
+
+def format_group_table(rows: list[tuple[str, int, int, int, int]]) -> str:
+    """Groups with their maps, layers and what one map costs: (name, maps, layers, params, MACs)."""
+    width = max([8] + [len(r[0]) + 2 for r in rows])
+    head = f"{'group':<{width}}{'maps':>7}{'layers':>8}{'params/map':>13}{'MACs/map':>14}"
+    lines = [head, "-" * len(head)]
+    lines += [f"{n:<{width}}{m:>7}{k:>8}{p:>13,}{c:>14,}" for n, m, k, p, c in rows]
     return "\n".join(lines)

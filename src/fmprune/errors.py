@@ -13,9 +13,13 @@ class CheckpointError(FmpruneError):
     """A checkpoint cannot be read or does not fit the requested use."""
 
 
-class TopologyError(FmpruneError):
-    """A model contains an operation the tracer cannot follow for pruning."""
+class UnsupportedModelError(FmpruneError):
+    """The model contains something fmprune cannot prune safely; raised by ``trace`` before any
+    change, naming the graph node, the op or module type, and what the user can do."""
+
+
+TopologyError = UnsupportedModelError   # the chain tracer's name for the same problem
 
 
 class PruningError(FmpruneError):
-    """An impossible pruning request (unknown layer, last map, bad target)."""
+    """An impossible pruning request (unknown group, last map, bad target)."""

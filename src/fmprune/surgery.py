@@ -1,7 +1,10 @@
-"""Physical removal of feature maps: the producer's filters, bias and BatchNorm entries and the
-consumer's input slices are cut out of the tensors, in place, so the model stays the same plain
-``nn.Module`` (no masks, no hooks), only smaller. Optimizer state is sliced the same way so a
-retraining protocol keeps its Adam moments across removals."""
+"""Tensor surgery: cut positions out of a module's parameters and buffers, in place, so the model
+stays the same plain ``nn.Module`` (no masks, no hooks), only smaller. Optimizer state is sliced
+the same way so a retraining protocol keeps its Adam moments and momentum across removals.
+
+Which positions to cut is decided elsewhere (``graph``); how each layer type is cut lives in its
+adapter (``layers``); this module only does the slicing.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +14,21 @@ import torch
 from torch import nn
 
 from .errors import PruningError
-from .graph.chain import Topology
 
 Slicer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def keep_indices(n_maps: int, maps: Sequence[int], layer: str) -> torch.Tensor:
-    """Indices of the maps that stay; refuses duplicates, out-of-range maps and emptying a layer."""
+def keep_indices(n_maps: int, maps: Sequence[int], group: str) -> torch.Tensor:
+    """Indices of the maps that stay; refuses duplicates, out-of-range maps and emptying a group."""
     drop = sorted(set(int(m) for m in maps))
     if len(drop) != len(maps):
-        raise PruningError(f"layer {layer!r}: duplicate map indices in {list(maps)}")
+        raise PruningError(f"group {group!r}: duplicate map indices in {list(maps)}")
     if not drop:
-        raise PruningError(f"layer {layer!r}: no map to remove")
+        raise PruningError(f"group {group!r}: no map to remove")
     if drop[0] < 0 or drop[-1] >= n_maps:
-        raise PruningError(f"layer {layer!r}: map index out of range 0..{n_maps - 1} in {drop}")
+        raise PruningError(f"group {group!r}: map index out of range 0..{n_maps - 1} in {drop}")
     if len(drop) >= n_maps:
-        raise PruningError(f"layer {layer!r}: cannot remove its last map ({n_maps} left)")
+        raise PruningError(f"group {group!r}: cannot remove its last map ({n_maps} left)")
     mask = torch.ones(n_maps, dtype=torch.bool)
     mask[drop] = False
     return mask.nonzero().flatten()
@@ -35,7 +37,7 @@ def keep_indices(n_maps: int, maps: Sequence[int], layer: str) -> torch.Tensor:
 def take(t: torch.Tensor, dim: int, index: torch.Tensor, max_runs: int = 16) -> torch.Tensor:
     """``t.index_select(dim, index)`` for sorted indices; when they form a few contiguous runs
     (removing one map leaves two) it concatenates slices, which copies memory in blocks and is
-    about twice as fast on the large cached activations."""
+    about twice as fast on large tensors."""
     idx = index.tolist()
     starts = [0] + [i for i in range(1, len(idx)) if idx[i] != idx[i - 1] + 1]
     if not idx or len(starts) > max_runs or any(b < a for a, b in zip(idx, idx[1:])):
@@ -44,41 +46,10 @@ def take(t: torch.Tensor, dim: int, index: torch.Tensor, max_runs: int = 16) -> 
     return torch.cat([t.narrow(dim, idx[a], b - a) for a, b in zip(starts, ends)], dim)
 
 
-def consumer_columns(keep: torch.Tensor, factor: int) -> torch.Tensor:
-    """Input columns of the consumer that belong to the kept maps (channel-major flatten)."""
-    return (keep[:, None] * factor + torch.arange(factor)[None, :]).flatten()
-
-
-def remove_maps(topology: Topology, layer: str, maps: Sequence[int],
-                optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
-    """Remove ``maps`` (current indices) of ``layer``; return the kept indices."""
-    info = topology.prunable(layer)
-    producer = topology.stages[info.index]
-    consumer = topology.stages[info.index + 1]
-    keep = keep_indices(info.n_maps, maps, layer)
-    rows: Slicer = lambda t: take(t, 0, keep)  # noqa: E731
-    _slice_param(producer.module, "weight", rows, optimizer)
-    _slice_param(producer.module, "bias", rows, optimizer)
-    size_attr = "out_channels" if isinstance(producer.module, nn.Conv2d) else "out_features"
-    setattr(producer.module, size_attr, len(keep))
-    modules = dict(topology.model.named_modules())
-    for norm_name in producer.norms:
-        norm = modules[norm_name]
-        for attr in ("weight", "bias", "running_mean", "running_var"):
-            _slice_param(norm, attr, rows, optimizer)
-        norm.num_features = len(keep)
-    cols_idx = consumer_columns(keep, info.flatten_factor)
-    cols: Slicer = lambda t: take(t, 1, cols_idx)  # noqa: E731
-    _slice_param(consumer.module, "weight", cols, optimizer)
-    if isinstance(consumer.module, nn.Conv2d):
-        consumer.module.in_channels = len(keep)
-    else:
-        consumer.module.in_features = len(cols_idx)
-    return keep
-
-
-def _slice_param(module: nn.Module, attr: str, slicer: Slicer,
-                 optimizer: torch.optim.Optimizer | None) -> None:
+def slice_param(module: nn.Module, attr: str, slicer: Slicer,
+                optimizer: torch.optim.Optimizer | None) -> None:
+    """Replace ``module.attr`` (parameter or buffer; absent or None: nothing) by its sliced copy,
+    and move the optimizer's state for it along."""
     old = getattr(module, attr, None)
     if old is None:
         return

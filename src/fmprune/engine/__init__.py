@@ -1,0 +1,35 @@
+"""Computing what criteria read and keeping it exact across removals: the general autograd path
+for any traced graph, the fast path for chains (chosen automatically), the naive reference."""
+
+from __future__ import annotations
+
+from ..criteria import Criterion
+from ..data import Split
+from ..errors import TopologyError
+from ..graph import Graph
+from ..graph.chain import trace as trace_chain
+from .chain import ChainEngine
+from .general import GraphEngine, evaluate_model
+from .select import Selected, select_minimum
+
+Engine = ChainEngine | GraphEngine
+
+
+def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibration: Split,
+                  scope: list[str], normalization: str = "none", flops_lambda: float = 0.0,
+                  seed: int = 0, reduction: str = "sum", fast: bool = True) -> Engine:
+    """The chain fast path when the model is a plain chain of conv/linear stages (same decisions,
+    much faster), else the general path. ``fast=False`` forces the general path."""
+    if fast and graph.is_chain():
+        try:
+            topology = trace_chain(graph.model, tuple(graph.example_inputs[0].shape[1:]))
+        except TopologyError:
+            topology = None
+        if topology is not None and topology.prunable_names == graph.names:
+            return ChainEngine(graph, topology, criterion, eval_split, calibration, scope,
+                               normalization, flops_lambda, seed)
+    return GraphEngine(graph, criterion, eval_split, calibration, scope, normalization,
+                       flops_lambda, seed, reduction)
+
+
+__all__ = ["ChainEngine", "GraphEngine", "Engine", "create_engine", "evaluate_model", "Selected", "select_minimum"]

@@ -1,5 +1,6 @@
-"""The fast, exact pruning engine: score → select → remove → evaluate, without recomputing what
-a removal did not change.
+"""The chain fast path: score → select → remove → evaluate for plain chains of conv/linear
+stages (LeNet), without recomputing what a removal did not change. Chosen automatically when the
+graph is a chain; its decisions equal the general path's and the naive loop's.
 
 * Activations of the evaluation and calibration sets are cached at every stage boundary. Removing
   maps of stage *l* changes nothing before its consumer; the consumer's pre-activation changes by
@@ -13,7 +14,6 @@ Every decision and number equals the naive loop's (``fmprune.reference``) up to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -22,11 +22,24 @@ from torch import nn
 
 from ..criteria import Criterion, LayerContext, Scores, flops_regularize, mflops, normalize
 from ..data import Split
-from ..surgery import consumer_columns, remove_maps, take
+from ..graph import Graph
 from ..graph.chain import Stage, Topology
-from ..engine.winners import WinnerContributions, winner_pool
+from ..surgery import take
+from .select import Selected, select_minimum
+from .winners import WinnerContributions, winner_pool
 
 CHUNK = 1000  # examples per forward chunk, bounds peak memory of the full-size passes
+
+
+def consumer_columns(keep: torch.Tensor, factor: int) -> torch.Tensor:
+    """Input columns of the consumer that belong to the kept maps (channel-major flatten)."""
+    return (keep[:, None] * factor + torch.arange(factor)[None, :]).flatten()
+
+
+def layer_context(stage: Stage, provider, generator: torch.Generator) -> LayerContext:
+    """A criterion's view of one chain stage."""
+    return LayerContext(stage.name, stage.module, stage.n_maps, stage.map_numel,
+                        lambda: stage.module.weight.detach(), provider, generator)
 
 
 def stage_outputs(stage: Stage, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,74 +211,48 @@ class CachedProvider:
         return self._gda[self.cache.topology.index(layer)]
 
 
-@dataclass(frozen=True)
-class Selected:
-    layer: str
-    index: int        # current index in the (already shrunk) layer
-    original: int     # index in the unpruned model's numbering
-    score: float
+class ChainEngine:
+    """Scores, selects and physically removes maps of a chain model, keeping caches exact.
+    Surgery goes through the graph; the caches follow it."""
 
-
-def select_minimum(final: Scores, alive: dict[str, Sequence[int]], k: int) -> list[Selected]:
-    """The ``k`` lowest-scoring maps across layers (ties: layer order, then map order), never a
-    layer's last map. ``final[l][j]`` scores the map whose original index is ``alive[l][j]``."""
-    names = list(final)
-    flat = torch.cat([final[n].to(torch.float64) for n in names])
-    owner = torch.cat([torch.full((len(final[n]),), li) for li, n in enumerate(names)])
-    pos = torch.cat([torch.arange(len(final[n])) for n in names])
-    order = torch.sort(flat, stable=True).indices.tolist()
-    left = {n: len(final[n]) for n in names}
-    chosen: list[Selected] = []
-    for j in order:
-        if len(chosen) == k:
-            break
-        name = names[int(owner[j])]
-        if left[name] <= 1:
-            continue
-        left[name] -= 1
-        idx = int(pos[j])
-        chosen.append(Selected(name, idx, int(alive[name][idx]), float(flat[j])))
-    return chosen
-
-
-class PruningEngine:
-    """Scores, selects and physically removes maps of a model, keeping caches exact."""
-
-    def __init__(self, topology: Topology, criterion: Criterion, eval_split: Split,
+    def __init__(self, graph: Graph, topology: Topology, criterion: Criterion, eval_split: Split,
                  calibration: Split, scope: list[str], normalization: str = "none",
                  flops_lambda: float = 0.0, seed: int = 0) -> None:
-        self.topology, self.criterion, self.scope = topology, criterion, scope
+        self.graph, self.topology, self.criterion, self.scope = graph, topology, criterion, scope
         self.normalization, self.flops_lambda = normalization, flops_lambda
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_cache = ActivationCache(topology, eval_split, first_z=False)
         self.calib_cache = ActivationCache(topology, calibration)
-        self.alive: dict[str, list[int]] = {s.name: list(range(s.n_maps)) for s in topology.stages[:-1]}
-        self._raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
+        self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
 
     # -- scoring
     def raw_scores(self) -> Scores:
         """Criterion scores of every scope layer, recomputing only invalidated layers."""
-        stale = [n for n in self.scope if self._raw[n] is None]
+        stale = [n for n in self.scope if self.raw[n] is None]
         if stale:
             provider = CachedProvider(self.calib_cache, min(self.topology.index(n) for n in stale))
             for name in stale:
-                ctx = LayerContext(self.topology.stage(name), provider, self.generator)
+                ctx = layer_context(self.topology.stage(name), provider, self.generator)
                 with torch.no_grad():
-                    self._raw[name] = self.criterion.score_layer(ctx).detach().flatten().cpu().clone()
-        return {n: self._raw[n] for n in self.scope}
+                    self.raw[name] = self.criterion.score_layer(ctx).detach().flatten().cpu().clone()
+        return {n: self.raw[n] for n in self.scope}
 
     def final_scores(self) -> Scores:
         """Raw scores after per-layer normalisation and FLOPs regularisation."""
         scores = normalize(self.raw_scores(), self.normalization)
-        costs = {n: mflops(m) for n, m in self.topology.macs_per_map().items()}
+        costs = {n: mflops(m) for n, m in self.graph.macs_per_map().items()}
         return flops_regularize(scores, costs, self.flops_lambda)
 
     def select(self, k: int = 1) -> list[Selected]:
         return select_minimum(self.final_scores(), self.alive, k)
 
+    @property
+    def alive(self) -> dict[str, list[int]]:
+        return {n: self.graph.alive(n) for n in self.graph.names}
+
     def invalidate_all(self) -> None:
         """Forget every score and cache (the weights changed, e.g. by retraining)."""
-        self._raw = {name: None for name in self.scope}
+        self.raw = {name: None for name in self.scope}
         self.eval_cache.rebuild()
         self.calib_cache.rebuild()
 
@@ -278,16 +265,15 @@ class PruningEngine:
         consumer_weight = self.topology.stages[info.index + 1].module.weight.detach()
         caches = (self.eval_cache, self.calib_cache)
         contributions = [c.contribution(info.index, drop, consumer_weight, info.flatten_factor) for c in caches]
-        keep = remove_maps(self.topology, layer, drop.tolist(), optimizer)
+        keep = self.graph.remove(layer, drop.tolist(), optimizer)
         for cache, contribution in zip(caches, contributions):
             cache.apply_removal(info.index, keep, contribution)
-        self.alive[layer] = [self.alive[layer][int(j)] for j in keep]
-        if self._raw.get(layer) is not None:
-            self._raw[layer] = self._raw[layer][keep]
+        if self.raw.get(layer) is not None:
+            self.raw[layer] = self.raw[layer][keep]
         for j in self.criterion.invalidated_by(info.index, len(self.topology.stages)):
             name = self.topology.stages[j].name
-            if name in self._raw:
-                self._raw[name] = None
+            if name in self.raw:
+                self.raw[name] = None
 
     def remove_selected(self, chosen: list[Selected],
                         optimizer: torch.optim.Optimizer | None = None) -> None:

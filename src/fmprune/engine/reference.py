@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..criteria import Criterion, LayerContext, flops_regularize, mflops, normalize
+from ..criteria import Criterion, flops_regularize, mflops, normalize
 from ..data import Split
-from ..engine.chain import Selected, select_minimum
+from .chain import layer_context
+from .select import Selected, select_minimum
 from ..graph.chain import Topology, trace
 from ..training import accuracy, predict
 
@@ -69,7 +70,7 @@ class NaiveLoop:
         provider = AutogradProvider(self.topology, self.calibration)
         raw = {}
         for name in self.scope:
-            ctx = LayerContext(self.topology.stage(name), provider, self.generator)
+            ctx = layer_context(self.topology.stage(name), provider, self.generator)
             raw[name] = self.criterion.score_layer(ctx).detach().flatten()[self.alive[name]]
         costs = {n: mflops(m) for n, m in self.topology.macs_per_map(self.counts()).items()}
         final = flops_regularize(normalize(raw, self.normalization), costs, self.flops_lambda)

@@ -1,5 +1,8 @@
-"""Checkpoints: weights plus what is needed to rebuild the model (architecture, input shape,
-per-layer map counts, so pruned models load too), the data fingerprint, accuracies and seed."""
+"""Checkpoints: weights plus how to rebuild the model — its spec (zoo name, torchvision name or
+factory, arguments, input shape, classes) and, for a pruned model, the maps still alive in each
+group (original numbering) — the data fingerprint, accuracies and seed. Loaded with
+``torch.load(weights_only=True)``: nothing in a checkpoint can run code.
+"""
 
 from __future__ import annotations
 
@@ -10,53 +13,86 @@ import torch
 from torch import nn
 
 from ..atomic import write_atomically
-from ..errors import CheckpointError
-from ..models import create_model
-from ..surgery import remove_maps
-from ..graph.chain import Topology, trace
+from ..errors import CheckpointError, FmpruneError
+from ..graph import Graph, trace
+from ..models.spec import ModelSpec, build_model
 
-FORMAT = "fmprune-checkpoint/1"
+FORMAT = "fmprune-checkpoint/2"
+OLD_FORMAT = "fmprune-checkpoint/1"   # LeNet only: an ``arch`` name and kept-map counts
 
 
 @dataclass
 class Checkpoint:
-    arch: str
-    input_shape: tuple[int, int, int]
-    n_classes: int
-    map_counts: dict[str, int]
+    model_spec: dict                              # ModelSpec.to_dict() of the unpruned model
     state_dict: dict[str, torch.Tensor]
+    alive: dict[str, list[int]] = field(default_factory=dict)   # group -> original maps kept (pruned groups only)
     data_fingerprint: str = ""
     accuracies: dict[str, float] = field(default_factory=dict)
     seed: int | None = None
     recipe: dict = field(default_factory=dict)
     origin: dict = field(default_factory=dict)   # e.g. the base checkpoint a pruned model came from
 
-    def build(self) -> tuple[nn.Module, Topology]:
-        """The model with these weights, at its (possibly pruned) size, and its topology."""
-        model = create_model(self.arch, self.input_shape, self.n_classes)
-        topology = trace(model, self.input_shape)
-        for name, count in self.map_counts.items():
-            n = topology.stage(name).n_maps
-            if count > n or count < 1:
-                raise CheckpointError(f"checkpoint says layer {name!r} has {count} maps; "
-                                      f"the architecture allows 1..{n}")
-            if count < n:
-                remove_maps(topology, name, list(range(count, n)))
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self.model_spec)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.spec.input_shape
+
+    @property
+    def n_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def arch(self) -> str:
+        return self.spec.name
+
+    def build_traced(self) -> tuple[nn.Module, Graph]:
+        """The model at its (possibly pruned) size with these weights, in eval mode, and its graph."""
+        spec = self.spec
+        try:
+            model = build_model(spec)
+        except FmpruneError as e:
+            raise CheckpointError(f"cannot rebuild the checkpoint's model: {e}") from None
+        graph = trace(model, torch.zeros(1, *spec.input_shape))
+        for name, kept in self.alive.items():
+            try:
+                group = graph.group(name)
+            except FmpruneError:
+                raise CheckpointError(f"checkpoint prunes group {name!r}, which {spec.name} does not have "
+                                      f"(groups: {', '.join(graph.names)})") from None
+            wanted = set(kept)
+            if not wanted or not wanted <= set(group.original):
+                raise CheckpointError(f"checkpoint keeps maps {sorted(wanted)[:8]}… of group {name!r}, "
+                                      f"which has maps 0..{group.size - 1}")
+            drop = [i for i, o in enumerate(group.original) if o not in wanted]
+            if drop:
+                graph.remove(name, drop)
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"checkpoint weights do not fit {self.arch}: {first}") from None
+            raise CheckpointError(f"checkpoint weights do not fit {spec.describe()}: {first}") from None
         model.eval()
-        return model, topology
+        return model, graph
+
+    def build(self) -> nn.Module:
+        return self.build_traced()[0]
+
+    def map_counts(self) -> dict[str, int]:
+        """Maps per group of this model (pruned groups at their pruned size)."""
+        return self.build_traced()[1].sizes()
 
 
-def make_checkpoint(arch: str, topology: Topology, input_shape: tuple[int, ...], n_classes: int,
-                    **extra) -> Checkpoint:
+def make_checkpoint(model: nn.Module, spec: ModelSpec | dict, graph: Graph | None = None, **extra) -> Checkpoint:
+    """A checkpoint of ``model`` built from ``spec``; ``graph`` (the model's traced graph) records
+    which maps pruning kept, so the smaller model can be rebuilt from the spec."""
+    spec_dict = spec.to_dict() if isinstance(spec, ModelSpec) else dict(spec)
+    alive = {g.name: list(g.original) for g in graph.groups if g.size < g.traced_size} if graph is not None else {}
     return Checkpoint(
-        arch=arch, input_shape=tuple(input_shape), n_classes=n_classes,
-        map_counts={s.name: s.n_maps for s in topology.stages[:-1]},
-        state_dict={k: v.detach().to("cpu", copy=True) for k, v in topology.model.state_dict().items()},
+        model_spec=spec_dict, alive=alive,
+        state_dict={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         **extra,
     )
 
@@ -64,9 +100,23 @@ def make_checkpoint(arch: str, topology: Topology, input_shape: tuple[int, ...],
 def save_checkpoint(ckpt: Checkpoint, path: Path | str) -> Path:
     """Write atomically: a crash mid-write never leaves a half checkpoint behind."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, **ckpt.__dict__, "input_shape": list(ckpt.input_shape)}
+    payload = {"format": FORMAT, **ckpt.__dict__}
     return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _from_old_format(payload: dict) -> dict:
+    """fmprune-checkpoint/1 (LeNet, map counts: the first maps of each layer were kept)."""
+    shape = list(payload.pop("input_shape"))
+    spec = ModelSpec(name=payload.pop("arch"), num_classes=payload.pop("n_classes"), input_shape=tuple(shape))
+    counts = payload.pop("map_counts")
+    full = build_model(spec)
+    sizes = trace(full, torch.zeros(1, *spec.input_shape)).sizes()
+    payload["model_spec"] = spec.to_dict()
+    payload["alive"] = {n: list(range(c)) for n, c in counts.items() if n in sizes and c < sizes[n]}
+    return payload
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:
@@ -77,11 +127,14 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, OLD_FORMAT):
         raise CheckpointError(f"{path}: not an fmprune checkpoint (no '{FORMAT}' format tag)")
-    payload.pop("format")
-    payload["input_shape"] = tuple(payload["input_shape"])
+    fmt = payload.pop("format")
     try:
-        return Checkpoint(**payload)
-    except TypeError as e:
+        if fmt == OLD_FORMAT:
+            payload = _from_old_format(payload)
+        ckpt = Checkpoint(**payload)
+        ckpt.spec  # a spec that cannot be read fails here, naming the file
+    except (TypeError, KeyError, FmpruneError) as e:
         raise CheckpointError(f"{path}: malformed checkpoint ({e})") from None
+    return ckpt

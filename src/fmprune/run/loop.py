@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,78 +17,18 @@ from torch import nn
 
 from .. import __version__
 from ..atomic import write_atomically
-from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from ..criteria import NORMALIZATIONS, create_criterion
+from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .config import EVAL_SPLITS, PruneConfig
+from ..criteria import create_criterion
 from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device, rng_state, set_rng_state
-from ..engine.chain import PruningEngine, Selected
+from ..engine import Selected, create_engine
 from ..errors import FmpruneError, PruningError
-from ..costs import total_macs, total_params
-from ..run.rundir import RunDirectory, read_json, write_json_atomic
-from ..graph.chain import Topology
+from ..graph import Graph
+from .rundir import RunDirectory, read_json, write_json_atomic
 from ..training import BatchStream, fine_tune
 
-EVAL_SPLITS = ("val", "test")
 ALL_PRUNED = "all maps of the scope pruned but one per layer"
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Everything that decides a pruning run's results (saved as ``config.json``)."""
-
-    criterion: str = "taylor"
-    normalize: str = "l2"
-    flops_lambda: float = 0.0
-    scope: str = "all"
-    steps: int | None = None             # None: until every scope layer is down to one map
-    maps_per_step: float = 1             # an integer count, or a fraction (< 1) of maps left in scope
-    calibration: int = 1000              # training images the criterion is computed on
-    eval_split: str = "val"
-    eval_size: int | None = None         # None: the whole split
-    seed: int = 0
-    retrain: int = 0                     # minibatch updates after each step (0: no retraining)
-    retrain_only_pruned_layer: bool = False
-    retrain_lr: float = 1e-4
-    retrain_batch: int = 100
-    rank_once: bool = False
-    min_accuracy: float | None = None
-    target_params: float | None = None   # stop once params <= this fraction of the base model
-    target_macs: float | None = None
-    save_every: int = 10                 # steps between resume states (retraining runs)
-    final_tune: int = 0                  # iterations of one-cycle Adam after the last step
-    final_tune_lr: float = 1e-3          # its peak learning rate
-
-    def __post_init__(self) -> None:
-        create_criterion(self.criterion)
-        if self.normalize not in NORMALIZATIONS:
-            raise FmpruneError(f"unknown normalisation {self.normalize!r} (available: {', '.join(NORMALIZATIONS)})")
-        if self.eval_split not in EVAL_SPLITS:
-            raise FmpruneError(f"unknown evaluation split {self.eval_split!r} (available: val, test)")
-        if self.maps_per_step <= 0 or (self.maps_per_step >= 1 and self.maps_per_step != int(self.maps_per_step)):
-            raise FmpruneError(f"maps per step must be a positive integer or a fraction in (0, 1), "
-                               f"got {self.maps_per_step}")
-        if self.final_tune < 0:
-            raise FmpruneError(f"final tune iterations must be >= 0, got {self.final_tune}")
-        for name in ("steps", "calibration", "eval_size", "retrain_batch", "save_every"):
-            value = getattr(self, name)
-            if value is not None and value < (0 if name == "steps" else 1):
-                raise FmpruneError(f"{name.replace('_', ' ')} must be positive, got {value}")
-        if self.retrain < 0:
-            raise FmpruneError(f"retrain iterations must be >= 0, got {self.retrain}")
-        if self.retrain_only_pruned_layer and self.retrain == 0:
-            raise FmpruneError("--retrain-only-pruned-layer needs --retrain N with N > 0")
-        for name in ("min_accuracy", "target_params", "target_macs"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value <= 1:
-                raise FmpruneError(f"{name.replace('_', ' ')} must be a fraction in (0, 1], got {value}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PruneConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -151,26 +91,30 @@ class PruningRun:
         self.on_step = on_step
         self.base_path = base_path
         self.criterion = create_criterion(config.criterion)
-        self.model, self.topology = self._build(base)
-        self.scope = self.topology.scope(config.scope)
         self._check_data()
-        eval_split = getattr(splits, config.eval_split).subset(config.eval_size).to(self.device)
-        calibration = calibration_subset(splits.train, config.calibration, config.seed).to(self.device)
-        self.engine = PruningEngine(self.topology, self.criterion, eval_split, calibration, self.scope,
-                                    config.normalize, config.flops_lambda, config.seed)
+        self.eval_split = getattr(splits, config.eval_split).subset(config.eval_size).to(self.device)
+        self.calibration = calibration_subset(splits.train, config.calibration, config.seed).to(self.device)
+        self.model, self.graph = self._build(base)
+        self.scope = self.graph.scope(config.scope)
+        self.engine = self._engine()
         self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=config.retrain_lr)
                           if config.retrain else None)
         self.stream = BatchStream(splits.train.to(self.device), config.retrain_batch, config.seed)
-        self.base_params, self.base_macs = total_params(self.topology), total_macs(self.topology)
+        self.base_params, self.base_macs = self.graph.total_params(), self.graph.total_macs()
         self.step = 0
         self.k_cap: int | None = None      # maps per step after a back-off (min-accuracy runs)
         self.ranking: list[tuple[str, int, float]] | None = None
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
 
-    def _build(self, checkpoint: Checkpoint) -> tuple[nn.Module, Topology]:
-        model, topology = checkpoint.build()
-        return model.to(self.device), topology   # moves the parameters in place: topology stays valid
+    def _build(self, checkpoint: Checkpoint) -> tuple[nn.Module, Graph]:
+        model, graph = checkpoint.build_traced()
+        return model.to(self.device), graph   # moves the parameters in place: the graph stays valid
+
+    def _engine(self):
+        cfg = self.config
+        return create_engine(self.graph, self.criterion, self.eval_split, self.calibration, self.scope,
+                             cfg.normalize, cfg.flops_lambda, cfg.seed, cfg.group_reduction)
 
     def _check_data(self) -> None:
         if tuple(self.splits.input_shape) != tuple(self.base.input_shape):
@@ -180,7 +124,7 @@ class PruningRun:
     # -- the loop
     def total_steps(self) -> int | None:
         """Planned steps (None with a fractional step size, which runs until nothing is left)."""
-        removable = sum(self.topology.stage(n).n_maps - 1 for n in self.scope)
+        removable = sum(self.graph.group(n).size - 1 for n in self.scope)
         if self.config.maps_per_step < 1:
             planned = None
         else:
@@ -216,7 +160,7 @@ class PruningRun:
             return
         frozen: list[nn.Parameter] = []
         if self.config.retrain_only_pruned_layer:
-            allowed = {id(p) for n in layers for p in self.topology.stage(n).module.parameters()}
+            allowed = {id(p) for n in layers for m in self.graph.members(n) for p in m.module.parameters()}
             frozen = [p for p in self.model.parameters() if id(p) not in allowed and p.requires_grad]
             for p in frozen:
                 p.requires_grad_(False)
@@ -303,14 +247,14 @@ class PruningRun:
         cfg = self.config
         met = []   # sizes are counted only for the targets given: this runs every step
         if cfg.target_params is not None:
-            met.append(total_params(self.topology) <= cfg.target_params * self.base_params)
+            met.append(self.graph.total_params() <= cfg.target_params * self.base_params)
         if cfg.target_macs is not None:
-            met.append(total_macs(self.topology) <= cfg.target_macs * self.base_macs)
+            met.append(self.graph.total_macs() <= cfg.target_macs * self.base_macs)
         return bool(met) and all(met)
 
     def _record(self, chosen: list[Selected], accuracy: float) -> None:
         elapsed = self.elapsed_before + time.perf_counter() - self.started
-        params, macs = total_params(self.topology), total_macs(self.topology)
+        params, macs = self.graph.total_params(), self.graph.total_macs()
         pruned = self.maps_pruned_total()
         self.dir.append_steps([
             {"step": self.step, "layer": s.layer, "map": s.original, "score": f"{s.score:.9g}",
@@ -322,11 +266,11 @@ class PruningRun:
             self.on_step(StepRecord(self.step, chosen, accuracy, params, macs, elapsed), self.total_steps() or 0)
 
     def maps_pruned_total(self) -> int:
-        return sum(self.base.map_counts[n] - len(a) for n, a in self.engine.alive.items())
+        return sum(g.traced_size - g.size for g in self.graph.groups)
 
     # -- snapshots, resume, outputs
     def _snapshot(self) -> Checkpoint:
-        return make_checkpoint(self.base.arch, self.topology, self.base.input_shape, self.base.n_classes)
+        return make_checkpoint(self.model, self.base.model_spec, self.graph)
 
     def _state(self) -> dict:
         """Everything needed to continue exactly from the current step (resume, or revert)."""
@@ -335,8 +279,7 @@ class PruningRun:
             "model": dict(self._snapshot().__dict__),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer else None,
             "stream": self.stream.state(),
-            "alive": {n: list(a) for n, a in self.engine.alive.items()},
-            "raw_scores": {n: None if v is None else v.clone() for n, v in self.engine._raw.items()},
+            "raw_scores": {n: None if v is None else v.clone() for n, v in self.engine.raw.items()},
             "generator": self.engine.generator.get_state(),
             "torch_rng": rng_state(self.device),
             "ranking": list(self.ranking) if self.ranking is not None else None,
@@ -349,12 +292,9 @@ class PruningRun:
 
     def _restore(self, state: dict) -> None:
         """Rebuild model, optimizer, engine and counters from :meth:`_state`'s output."""
-        self.model, self.topology = self._build(Checkpoint(**state["model"]))
-        self.engine = PruningEngine(self.topology, self.criterion, self.engine.eval_cache.split,
-                                    self.engine.calib_cache.split, self.scope, self.config.normalize,
-                                    self.config.flops_lambda, self.config.seed)
-        self.engine.alive = {n: list(a) for n, a in state["alive"].items()}
-        self.engine._raw = dict(state["raw_scores"])
+        self.model, self.graph = self._build(Checkpoint(**state["model"]))
+        self.engine = self._engine()
+        self.engine.raw = dict(state["raw_scores"])
         self.engine.generator.set_state(state["generator"])
         set_rng_state(state["torch_rng"], self.device)
         if self.config.retrain:
@@ -415,19 +355,19 @@ class PruningRun:
     def _finish(self, base_accuracy: float, accuracy: float, stop_reason: str) -> RunSummary:
         elapsed = self.elapsed_before + time.perf_counter() - self.started
         origin = {"base_checkpoint": self.base_path, "pruning": self.config.to_dict()}
-        final = make_checkpoint(self.base.arch, self.topology, self.base.input_shape, self.base.n_classes,
-                                data_fingerprint=self.base.data_fingerprint, seed=self.config.seed,
+        final = make_checkpoint(self.model, self.base.model_spec, self.graph, data_fingerprint=self.base.data_fingerprint, seed=self.config.seed,
                                 accuracies={self.config.eval_split: accuracy}, recipe=self.base.recipe,
                                 origin=origin)
         save_checkpoint(final, self.dir.model_path)
-        counts = {n: len(a) for n, a in self.engine.alive.items()}
+        counts = self.graph.sizes()
+        traced = {g.name: g.traced_size for g in self.graph.groups}
         summary = RunSummary(
             base_accuracy=base_accuracy, final_accuracy=accuracy, steps=self.step,
-            maps_pruned={n: self.base.map_counts[n] - c for n, c in counts.items()}, maps_left=counts,
-            base_params=self.base_params, final_params=total_params(self.topology),
-            base_macs=self.base_macs, final_macs=total_macs(self.topology), stop_reason=stop_reason,
+            maps_pruned={n: traced[n] - c for n, c in counts.items()}, maps_left=counts,
+            base_params=self.base_params, final_params=self.graph.total_params(),
+            base_macs=self.base_macs, final_macs=self.graph.total_macs(), stop_reason=stop_reason,
             seconds=elapsed, eval_split=self.config.eval_split,
-            extra={"removable": sum(self.base.map_counts[n] - 1 for n in self.scope),
+            extra={"removable": sum(traced[n] - 1 for n in self.scope),
                    **({"accuracy_before_final_tune": self.final_tune_from} if self.config.final_tune else {})},
         )
         write_json_atomic(self.dir.summary_path, summary.to_dict())

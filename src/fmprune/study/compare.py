@@ -17,8 +17,8 @@ from torch import nn
 from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from ..data import Splits
 from ..errors import FmpruneError
-from ..costs import measure_latencies, model_bytes, total_macs, total_params
-from ..graph.chain import Topology
+from ..costs import measure_latencies, model_bytes
+from ..graph import Graph
 from ..training import TrainConfig, evaluate, train
 
 LATENCY_BATCHES = (1, 256)
@@ -101,16 +101,16 @@ def reinitialize(model: nn.Module) -> None:
 def train_from_scratch(pruned: Checkpoint, splits: Splits, recipe: TrainConfig,
                        on_step: Callable[[int, int, float], None] | None = None) -> Checkpoint:
     """The pruned architecture, freshly initialised and trained with the base model's recipe."""
-    model, topology = pruned.build()
+    model, graph = pruned.build_traced()
     torch.manual_seed(recipe.seed)
     reinitialize(model)
     start = time.perf_counter()
     train(model, splits.train, recipe, on_step)
     recipe_dict = {**recipe.to_dict(), "train_seconds": round(time.perf_counter() - start, 1)}
-    return make_checkpoint(pruned.arch, topology, pruned.input_shape, pruned.n_classes,
+    return make_checkpoint(model, pruned.model_spec, graph,
                            data_fingerprint=splits.fingerprint(), seed=recipe.seed, recipe=recipe_dict,
                            accuracies={"val": evaluate(model, splits.val)},
-                           origin={"from_scratch_of": pruned.map_counts})
+                           origin={"from_scratch_of": graph.sizes()})
 
 
 def recipe_of(base: Checkpoint) -> TrainConfig:
@@ -119,7 +119,7 @@ def recipe_of(base: Checkpoint) -> TrainConfig:
 
 
 def scratch_path(directory: Path, pruned: Checkpoint, recipe: TrainConfig) -> Path:
-    key = json.dumps([pruned.arch, pruned.map_counts, recipe.to_dict()], sort_keys=True)
+    key = json.dumps([pruned.model_spec, pruned.alive, recipe.to_dict()], sort_keys=True)
     return directory / f"scratch-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 
@@ -132,11 +132,11 @@ def resolve_model_path(path: Path) -> Path:
     return path
 
 
-def measure_row(label: str, ckpt: Checkpoint, splits: Splits) -> tuple[ModelRow, nn.Module, Topology]:
-    model, topology = ckpt.build()
-    row = ModelRow(label, evaluate(model, splits.test), total_params(topology), total_macs(topology),
+def measure_row(label: str, ckpt: Checkpoint, splits: Splits) -> tuple[ModelRow, nn.Module, Graph]:
+    model, graph = ckpt.build_traced()
+    row = ModelRow(label, evaluate(model, splits.test), graph.total_params(), graph.total_macs(),
                    model_bytes(model), {})
-    return row, model, topology
+    return row, model, graph
 
 
 def compare_models(base: Checkpoint, pruned: Checkpoint, splits: Splits, scratch: Checkpoint | None,
@@ -158,9 +158,9 @@ def load_for_comparison(base_path: Path, pruned_path: Path, splits: Splits) -> t
         if ckpt.data_fingerprint and ckpt.data_fingerprint != splits.fingerprint():
             raise FmpruneError(f"{path}: made on other data (fingerprint {ckpt.data_fingerprint}); "
                                "pass the --data-dir it was trained on")
-    if (base.arch, tuple(base.input_shape)) != (pruned.arch, tuple(pruned.input_shape)):
-        raise FmpruneError(f"{pruned_path} is a {pruned.arch} for {pruned.input_shape}, "
-                           f"not a pruned version of {base_path}")
+    if base.model_spec != pruned.model_spec:
+        raise FmpruneError(f"{pruned_path} is a {pruned.spec.describe()}, not a pruned version of "
+                           f"{base_path} ({base.spec.describe()})")
     return base, pruned
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ..run.checkpoint import Checkpoint
 from ..errors import FmpruneError
+from ..unstructured.storage import SparseFile, load_sparse, save_sparse
 
 MAX_BATCH = 65536
 
@@ -35,7 +36,7 @@ def _example(ckpt: Checkpoint, n: int, seed: int) -> torch.Tensor:
 def export_model(ckpt: Checkpoint, out_dir: Path, onnx: bool = True) -> ExportResult:
     """Write ``model.pt2``, ``model.onnx`` and ``model.json`` to ``out_dir``; verify both files by
     reloading them and comparing outputs with the in-memory model on a batch of another size."""
-    model, _ = ckpt.build()
+    model, graph = ckpt.build_traced()
     out_dir.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = (_example(ckpt, 4, 0),)
@@ -54,8 +55,8 @@ def export_model(ckpt: Checkpoint, out_dir: Path, onnx: bool = True) -> ExportRe
         diff_onnx = _export_onnx(model, example, batch, onnx_path, check, expected)
     manifest = out_dir / "model.json"
     manifest.write_text(json.dumps({
-        "arch": ckpt.arch, "input_shape": list(ckpt.input_shape), "n_classes": ckpt.n_classes,
-        "map_counts": ckpt.map_counts, "accuracies": ckpt.accuracies, "data_fingerprint": ckpt.data_fingerprint,
+        "model": ckpt.spec.describe(), "input_shape": list(ckpt.input_shape), "n_classes": ckpt.n_classes,
+        "map_counts": graph.sizes(), "accuracies": ckpt.accuracies, "data_fingerprint": ckpt.data_fingerprint,
         "input": "float32 N x C x H x W in [0, 1]; output: logits N x n_classes",
         "load": {"pytorch": "torch.export.load('model.pt2').module()",
                  "onnxruntime": "onnxruntime.InferenceSession('model.onnx')"},
@@ -84,3 +85,20 @@ def _export_onnx(model: torch.nn.Module, example: tuple[torch.Tensor], batch, pa
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": check.numpy()})[0]
     return float((torch.from_numpy(got) - expected).abs().max())
+
+
+@dataclass
+class SparseExportResult:
+    stored: SparseFile
+    max_diff: float
+
+
+def export_sparse(ckpt: Checkpoint, out_dir: Path) -> SparseExportResult:
+    """Write ``model.sparse.pt`` (weights as CSR where that is smaller; see
+    :mod:`fmprune.unstructured.storage`) and check that it loads back to the same outputs."""
+    stored = save_sparse(ckpt, out_dir / "model.sparse.pt")
+    check = _example(ckpt, 33, 1)
+    with torch.no_grad():
+        expected = ckpt.build()(check)
+        got = load_sparse(stored.path).build()(check)
+    return SparseExportResult(stored, float((got - expected).abs().max()))

@@ -1,0 +1,55 @@
+"""From raw criterion scores to the numbers selection compares: per-group normalisation, the
+FLOPs term, and how a group's producers combine into one score per map."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import FmpruneError
+from .base import Scores
+
+NORMALIZATIONS = ("none", "l1", "l2")
+REDUCTIONS = ("sum", "mean", "max")
+
+
+def normalize(scores: Scores, how: str) -> Scores:
+    """Per-group normalisation so groups of different sizes compete fairly (paper's eq. 9 left part)."""
+    if how == "none":
+        return dict(scores)
+    if how == "l1":
+        return {k: v / v.abs().sum().clamp_min(1e-30) for k, v in scores.items()}
+    if how == "l2":
+        return {k: v / v.norm().clamp_min(1e-30) for k, v in scores.items()}
+    raise FmpruneError(f"unknown normalisation {how!r} (available: {', '.join(NORMALIZATIONS)})")
+
+
+def flops_regularize(scores: Scores, flops_per_map: dict[str, float], lam: float) -> Scores:
+    """Θ − λ·Θ_flops (paper's eq. 9): cheaper-to-keep maps are protected, costly ones pushed out.
+
+    Θ_flops of a group is the FLOPs (2 × MACs) per example that removing one of its maps saves
+    (its own filters plus its slice of every consumer), in MFLOPs, recomputed as the network shrinks.
+    """
+    if lam == 0:
+        return dict(scores)
+    return {k: v - lam * flops_per_map[k] for k, v in scores.items()}
+
+
+def mflops(macs: int) -> float:
+    return 2 * macs / 1e6
+
+
+def reduce_members(per_member: list[tuple[torch.Tensor, torch.Tensor]], n_maps: int, how: str) -> torch.Tensor:
+    """One score per group map from its producers' scores: ``per_member`` holds (scores per
+    output position, group map of each position or -1). Positions of one map within one producer
+    add up (a depthwise multiplier); producers combine by ``how``: sum (default), mean or max."""
+    if how not in REDUCTIONS:
+        raise FmpruneError(f"unknown group reduction {how!r} (available: {', '.join(REDUCTIONS)})")
+    rows = []
+    for scores, index in per_member:
+        inside = index >= 0
+        row = torch.zeros(n_maps, dtype=scores.dtype)
+        rows.append(row.index_add_(0, index[inside], scores.flatten()[inside].cpu()))
+    stacked = torch.stack(rows)
+    if how == "sum" or len(rows) == 1:
+        return stacked.sum(0) if len(rows) > 1 else stacked[0]
+    return stacked.mean(0) if how == "mean" else stacked.max(0).values

@@ -1,0 +1,514 @@
+"""From a model to its dependency groups: trace with torch.fx, then let channel *labels* flow.
+
+Every tensor's channel axis (dim 1) carries one integer label per position. A layer that creates
+maps (Conv2d, Linear) gives its output fresh labels; channel-wise ops pass labels through; a
+concatenation concatenates them; a split or static slice slices them; a flatten repeats each
+label H·W times (channel-major); elementwise arithmetic *unifies* the labels of its operands
+position by position (union-find). After the pass, two positions anywhere in the model belong to
+the same map exactly when their labels share a root, so removal needs no index bookkeeping:
+every layer keeps the positions whose root was not removed. That is what makes concat offsets,
+flatten expansion and residual coupling correct by construction.
+
+Maps that must never go are *pinned*: the model's inputs and outputs, constants, and what an
+ignored or channel-mixing op touches. A pinned root is never part of a group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import UnsupportedModelError
+from ..layers import LayerAdapter, adapter_for, is_registered
+from . import ops
+
+Labels = np.ndarray
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+
+    def add(self, n: int) -> np.ndarray:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, a: Labels, b: Labels) -> None:
+        for x, y in zip(a.tolist(), b.tolist()):
+            rx, ry = self.find(x), self.find(y)
+            if rx != ry:   # the earlier label stays root: groups are named after the first producer
+                self.parent[max(rx, ry)] = min(rx, ry)
+
+    def roots(self, labels: Labels) -> Labels:
+        return np.fromiter((self.find(x) for x in labels.tolist()), dtype=np.int64, count=len(labels))
+
+
+@dataclass
+class LayerRecord:
+    """A module with an adapter, as the traced graph uses it."""
+
+    name: str
+    module: nn.Module
+    adapter: LayerAdapter
+    nodes: list[fx.Node] = field(default_factory=list)
+    inputs: Labels | None = None          # labels of its input channel axis (None: not a member)
+    outputs: Labels | None = None
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    feature_node: fx.Node | None = None   # where its maps are read (after norms/activations)
+
+
+@dataclass
+class TraceResult:
+    graph_module: fx.GraphModule
+    records: list[LayerRecord]
+    union: _UnionFind
+    pinned: set[int]
+    origin: dict[int, str]     # label -> module that created it
+    notes: list[str]
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer that keeps registered custom layers as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return is_registered(m) or super().is_leaf_module(m, qualname)
+
+
+def _as_tuple(example_inputs: Any) -> tuple:
+    return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:   # noqa: BLE001 - any tracing failure is the user's model's property
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedModelError(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {first}); "
+            "data-dependent control flow is not supported: make the branch static, or wrap the "
+            "part in a module and register it with fmprune.register_layer") from None
+    return fx.GraphModule(model, graph, class_name=type(model).__name__)
+
+
+def propagate_shapes(gm: fx.GraphModule, model: nn.Module, example_inputs: tuple) -> None:
+    """Record every node's output shape (node.meta['tensor_meta']) with one eval-mode forward
+    that changes nothing: no gradients, BatchNorm statistics untouched, train flags restored."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedModelError(f"{type(model).__name__} does not run on the example inputs "
+                                    f"({type(e).__name__}: {first})") from None
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _piece_shapes(node: fx.Node) -> list[tuple[int, ...]] | None:
+    """Shapes of a node that returns several tensors (split), else None."""
+    meta = node.meta.get("tensor_meta")
+    if meta is None or hasattr(meta, "shape") or not isinstance(meta, (tuple, list)):
+        return None
+    return [tuple(m.shape) if hasattr(m, "shape") else () for m in meta]
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+class LabelFlow:
+    """One pass over the traced graph that assigns channel labels to every tensor."""
+
+    def __init__(self, gm: fx.GraphModule, ignore: Iterable[str]) -> None:
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.ignore = tuple(ignore)
+        self.union = _UnionFind()
+        self.pinned_labels: list[Labels] = []
+        self.notes: list[str] = []
+        self.origin: dict[int, str] = {}
+        self.labels: dict[fx.Node, Any] = {}     # node -> Labels | list[Labels] | None
+        self.records: dict[str, LayerRecord] = {}
+        self._current = ""
+
+    # -- LabelContext for adapters
+    def fresh(self, n: int) -> Labels:
+        out = self.union.add(n)
+        for x in out.tolist():
+            self.origin[x] = self._current
+        return out
+
+    def pin(self, labels: Labels, reason: str) -> None:
+        if labels is not None and len(labels):
+            self.pinned_labels.append(labels)
+            if reason and reason not in self.notes:
+                self.notes.append(reason)
+
+    # -- the pass
+    def run(self) -> TraceResult:
+        for node in self.gm.graph.nodes:
+            self._current = str(node.target) if node.op == "call_module" else node.name
+            self.labels[node] = self._visit(node)
+        pinned = {self.union.find(x) for arr in self.pinned_labels for x in arr.tolist()}
+        records = [r for r in self.records.values() if r.outputs is not None or r.inputs is not None]
+        for r in records:
+            r.feature_node = _feature_node(r.nodes[0], self.modules) if r.nodes else None
+        return TraceResult(self.gm, records, self.union, pinned, self.origin, self.notes)
+
+    def _visit(self, node: fx.Node) -> Any:
+        if node.op == "placeholder":
+            return self._constant(node, "")   # the input's channels are the data's
+        if node.op == "get_attr":
+            return self._constant(node, f"maps combined with the constant tensor {node.target!r} are kept")
+        if node.op == "output":
+            for arg in _flat_nodes(node.args):
+                self.pin(self._tensor_labels(arg), "")   # the output layer is never a group
+            return None
+        if self._ignored(node):
+            return self._opaque(node, f"ignored {self._describe(node)}: the maps through it are kept")
+        if node.op == "call_module":
+            return self._call_module(node)
+        if node.op == "call_function" and node.target is getattr:
+            return None   # x.shape and friends
+        if _shape(node) is None and _piece_shapes(node) is None:
+            return None   # not a tensor (sizes, shapes, python numbers)
+        return self._call(node)
+
+    def _constant(self, node: fx.Node, reason: str) -> Labels | None:
+        shape = _shape(node)
+        if shape is None or len(shape) < 2:
+            return None
+        labels = self.fresh(shape[1])
+        self.pin(labels, reason)
+        return labels
+
+    def _opaque(self, node: fx.Node, reason: str) -> Any:
+        """Pin everything going in; what comes out gets new pinned labels."""
+        for arg in _flat_nodes((node.args, node.kwargs)):
+            self.pin(self._tensor_labels(arg), reason)
+        pieces = _piece_shapes(node)
+        if pieces is not None:
+            return [self._pinned_fresh(shape, reason) for shape in pieces]
+        return self._pinned_fresh(_shape(node) or (), reason)
+
+    def _pinned_fresh(self, shape: tuple[int, ...], reason: str) -> Labels | None:
+        if len(shape) < 2:
+            return None
+        labels = self.fresh(shape[1])
+        self.pin(labels, reason)
+        return labels
+
+    def _tensor_labels(self, node: Any) -> Labels | None:
+        value = self.labels.get(node) if isinstance(node, fx.Node) else None
+        return value if isinstance(value, np.ndarray) else None
+
+    # -- modules
+    def _call_module(self, node: fx.Node) -> Any:
+        module = self.modules[node.target]
+        adapter = adapter_for(module)
+        if adapter is not None:
+            return self._call_layer(node, module, adapter)
+        if ops.is_unary_module(module):
+            return self._unary(node)
+        if ops.is_flatten_module(module):
+            start = getattr(module, "start_dim", 1)
+            end = getattr(module, "end_dim", -1)
+            if start == 1 and end in (-1, len(_shape(node.args[0]) or ()) - 1):
+                return self._reshape(node, static=True)
+        raise self._unsupported(node)
+
+    def _call_layer(self, node: fx.Node, module: nn.Module, adapter: LayerAdapter) -> Any:
+        name = str(node.target)
+        source = node.args[0] if node.args else None
+        in_shape, out_shape = _shape(source), _shape(node)
+        inputs = self._tensor_labels(source)
+        if in_shape is None or out_shape is None or inputs is None or not adapter.acts_on_channels(module, len(in_shape)):
+            # e.g. a Linear over the last axis of a 3-D tensor: channels pass through untouched
+            if in_shape is not None and out_shape is not None and in_shape[:2] == out_shape[:2]:
+                return inputs
+            return self._opaque(node, f"{self._describe(node)} does not act on the channel axis: the maps through it are kept")
+        record = self.records.get(name)
+        if record is None:
+            record = self.records[name] = LayerRecord(name, module, adapter)
+        record.nodes.append(node)
+        record.output_shapes.append(out_shape)
+        outputs = adapter.output_labels(module, inputs, self, name)
+        if record.inputs is None:
+            record.inputs, record.outputs = inputs, outputs
+        else:   # the same layer called again: both calls see the same maps
+            self.union.union(record.inputs, inputs)
+            self.union.union(record.outputs, outputs)
+            outputs = record.outputs
+        return outputs
+
+    # -- functions and methods
+    def _call(self, node: fx.Node) -> Any:
+        target = node.target
+        if node.op == "call_function":
+            if target in ops.PAD_FUNCTIONS:
+                return self._pad(node)
+            if target in ops.UNARY_FUNCTIONS:
+                return self._unary(node)
+            if target in ops.BINARY_FUNCTIONS:
+                return self._binary(node)
+            if target in ops.CAT_FUNCTIONS:
+                return self._cat(node)
+            if target in ops.SPLIT_FUNCTIONS:
+                return self._split(node)
+            if target is ops.GETITEM:
+                return self._getitem(node)
+            if target in ops.FLATTEN_FUNCTIONS or target in ops.RESHAPE_FUNCTIONS:
+                return self._reshape(node, static=target in ops.FLATTEN_FUNCTIONS)
+            if target in ops.SQUEEZE_FUNCTIONS or target in ops.REDUCE_FUNCTIONS:
+                return self._keeps_channel_axis(node)
+        elif node.op == "call_method":
+            if target in ops.UNARY_METHODS:
+                return self._unary(node)
+            if target in ops.BINARY_METHODS:
+                return self._binary(node)
+            if target in ops.SPLIT_METHODS:
+                return self._split(node)
+            if target in ops.RESHAPE_METHODS:
+                return self._reshape(node, static=target == "flatten")
+            if target in ops.SQUEEZE_METHODS or target in ops.REDUCE_METHODS:
+                return self._keeps_channel_axis(node)
+        raise self._unsupported(node)
+
+    def _unary(self, node: fx.Node) -> Labels | None:
+        source = node.args[0] if node.args else node.kwargs.get("input")
+        in_shape, out_shape = _shape(source), _shape(node)
+        if in_shape is not None and out_shape is not None and len(in_shape) >= 2:
+            if len(out_shape) < 2 or out_shape[:2] != in_shape[:2]:
+                raise self._unsupported(node, "it changes the channel axis")
+        return self._tensor_labels(source)
+
+    def _pad(self, node: fx.Node) -> Labels | None:
+        """Padding; on the channel axis (He et al.'s option A shortcut) the added channels are
+        constants of the code, so they are kept, and so is every map an add couples with them."""
+        source = node.args[0]
+        in_shape, out_shape = _shape(source), _shape(node)
+        labels = self._tensor_labels(source)
+        if labels is None or in_shape is None or out_shape is None or out_shape[1] == in_shape[1]:
+            return labels
+        pad = _flat_ints(node.args[1] if len(node.args) > 1 else node.kwargs.get("pad", ()))
+        at = 2 * (len(in_shape) - 2)   # pad lists (before, after) from the last axis backwards
+        if len(pad) < at + 2:
+            raise self._unsupported(node, "it changes the channel axis")
+        reason = f"{node.name} pads channels with constants: the maps it adds are kept"
+        before = self._pinned_fresh((1, pad[at]), reason) if pad[at] else np.zeros(0, dtype=np.int64)
+        after = self._pinned_fresh((1, pad[at + 1]), reason) if pad[at + 1] else np.zeros(0, dtype=np.int64)
+        return np.concatenate([before, labels, after])
+
+    def _keeps_channel_axis(self, node: fx.Node) -> Labels | None:
+        """squeeze/unsqueeze/mean/sum over spatial axes: fine while batch and channels stay put."""
+        source = node.args[0] if node.args else node.kwargs.get("input")
+        in_shape, out_shape = _shape(source), _shape(node)
+        labels = self._tensor_labels(source)
+        if labels is None or in_shape is None:
+            return None
+        axes = _flat_ints(node.args[1:2]) + _flat_ints(node.kwargs.get("dim", ()))
+        rank = len(out_shape) if node.target in ("unsqueeze", torch.unsqueeze) else len(in_shape)
+        spatial_axes = all(a % rank >= 2 for a in axes) and (axes or node.target not in ops.REDUCE_METHODS | ops.REDUCE_FUNCTIONS)
+        if spatial_axes and out_shape is not None and len(out_shape) >= 2 and out_shape[:2] == in_shape[:2]:
+            return labels
+        if node.target in ops.REDUCE_METHODS | ops.REDUCE_FUNCTIONS:
+            # a mean over channels changes when one goes: keep them
+            return self._opaque(node, f"{node.name} reduces over the channel axis: the maps it reads are kept")
+        raise self._unsupported(node, "it moves the channel axis")
+
+    def _binary(self, node: fx.Node) -> Labels | None:
+        out_shape = _shape(node)
+        operands = [a for a in list(node.args[:2]) + [node.kwargs.get("other")] if a is not None]
+        if out_shape is None or len(out_shape) < 2:
+            return None
+        channels = out_shape[1]
+        coupled: list[Labels] = []
+        for a in operands:
+            shape = _shape(a)
+            if shape is None:
+                continue   # a python number
+            axis = len(shape) - len(out_shape) + 1
+            if axis < 0 or shape[axis] == 1:
+                continue   # broadcast over the channel axis: no coupling
+            labels = self._tensor_labels(a)
+            if len(shape) == len(out_shape) and labels is not None and len(labels) == channels:
+                coupled.append(labels)
+            else:   # e.g. a per-channel constant vector: keep the maps it touches
+                coupled.append(self._pinned_fresh((1, channels), f"maps combined with a tensor of shape {shape} at {node.name} are kept"))
+        if not coupled:
+            return self._pinned_fresh(out_shape, f"{node.name} creates channels from constants: they are kept")
+        for other in coupled[1:]:
+            self.union.union(coupled[0], other)
+        return coupled[0]
+
+    def _dim(self, node: fx.Node, position: int, default: int) -> int:
+        dim = node.args[position] if len(node.args) > position else node.kwargs.get("dim", default)
+        shape = _shape(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+        if shape is None:   # cat: the first tensor of the list
+            first = node.args[0][0] if node.args and isinstance(node.args[0], (list, tuple)) else None
+            shape = _shape(first)
+        return dim % len(shape) if shape else dim
+
+    def _cat(self, node: fx.Node) -> Labels | None:
+        tensors = list(node.args[0]) if node.args else list(node.kwargs.get("tensors", []))
+        dim = self._dim(node, 1, 0)
+        parts = [self._tensor_labels(t) for t in tensors]
+        if any(p is None for p in parts):
+            raise self._unsupported(node, "one of its inputs has no channel axis")
+        if dim == 1:
+            return np.concatenate(parts)
+        for p in parts[1:]:   # batch or spatial concatenation: the same maps side by side
+            self.union.union(parts[0], p)
+        return parts[0]
+
+    def _split(self, node: fx.Node) -> list[Labels | None]:
+        labels = self._tensor_labels(node.args[0])
+        shapes = _piece_shapes(node) or []
+        dim = self._dim(node, 2, 0)
+        if labels is None:
+            return [None] * len(shapes)
+        if dim != 1:
+            return [labels] * len(shapes)
+        # the sizes are constants of the model's code: removing a map would move the boundary
+        self.pin(labels, f"{node.name} splits channels at fixed sizes: the maps it splits are kept")
+        out, start = [], 0
+        for s in shapes:
+            out.append(labels[start:start + s[1]])
+            start += s[1]
+        return out
+
+    def _getitem(self, node: fx.Node) -> Any:
+        source, index = node.args
+        value = self.labels.get(source) if isinstance(source, fx.Node) else None
+        if isinstance(value, list):
+            return value[index]
+        if value is None:   # a tensor without a channel axis (a scalar per example, a constant)
+            return self._pinned_fresh(_shape(node) or (), f"{node.name} builds channels from a value without them: they are kept")
+        index = index if isinstance(index, tuple) else (index,)
+        if index and index[0] is Ellipsis:
+            raise self._unsupported(node, "indexing from the last axis")
+        if not index or not isinstance(index[0], slice) or index[0] != slice(None):
+            raise self._unsupported(node, "indexing the batch axis")
+        rest = index[1:]
+        if not rest:
+            return value
+        if isinstance(rest[0], slice) and all(isinstance(i, (slice, type(Ellipsis))) for i in rest[1:]):
+            cut = rest[0]
+            if any(isinstance(v, fx.Node) for v in (cut.start, cut.stop, cut.step)):
+                raise self._unsupported(node, "a channel slice computed at run time")
+            if cut.start in (None, 0) and cut.step in (None, 1) and (cut.stop is None or cut.stop >= len(value)):
+                return value   # all channels, however many remain
+            self.pin(value, f"{node.name} slices channels at fixed positions: the maps it slices are kept")
+            return value[cut]
+        raise self._unsupported(node, "indexing the channel axis")
+
+    def _reshape(self, node: fx.Node, static: bool) -> Labels | None:
+        """Flatten into features (each map owns H·W consecutive features) or a reshape that keeps
+        batch and channels; a size written as a constant would break once maps are removed, so
+        the maps it depends on are kept."""
+        source = node.args[0]
+        in_shape, out_shape = _shape(source), _shape(node)
+        labels = self._tensor_labels(source)
+        if labels is None or in_shape is None or out_shape is None:
+            return None
+        spatial = int(np.prod(in_shape[2:], dtype=np.int64)) if len(in_shape) > 2 else 1
+        sizes = [] if static else _flat_ints(node.args[1:]) + _flat_ints(node.kwargs.get("shape", ()))
+        if out_shape[0] != in_shape[0]:
+            raise self._unsupported(node, "it reshapes the batch axis")
+        if len(out_shape) == 2 and out_shape[1] == in_shape[1] * spatial:
+            if out_shape[1] in sizes and out_shape[1] > 1:
+                self.pin(labels, f"{node.name} reshapes to a constant size {out_shape[1]}: the maps before it are kept")
+            return np.repeat(labels, spatial)
+        if len(out_shape) >= 2 and out_shape[1] == in_shape[1]:
+            if in_shape[1] in sizes and in_shape[1] > 1:
+                self.pin(labels, f"{node.name} reshapes to a constant channel count {in_shape[1]}: those maps are kept")
+            return labels
+        raise self._unsupported(node, f"it reshapes {in_shape} to {out_shape}")
+
+    # -- errors and ignores
+    def _ignored(self, node: fx.Node) -> bool:
+        if not self.ignore:
+            return False
+        names = {node.name}
+        if node.op == "call_module":
+            names.add(str(node.target))
+        names.update(str(k) for k in (node.meta.get("nn_module_stack") or {}))
+        return any(n == i or n.startswith(i + ".") for n in names for i in self.ignore)
+
+    def _describe(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            return f"module {node.target!r} ({type(self.modules[node.target]).__name__})"
+        target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+        kind = "method" if node.op == "call_method" else "function"
+        return f"{kind} {target!r} at node {node.name!r}"
+
+    def _unsupported(self, node: fx.Node, why: str = "") -> UnsupportedModelError:
+        what = self._describe(node)
+        reason = f" ({why})" if why else ""
+        if node.op == "call_module":
+            advice = (f"register an adapter with fmprune.register_layer({type(self.modules[node.target]).__name__}, ...) "
+                      f"or exclude it with ignore=[{str(node.target)!r}]")
+        else:
+            advice = f"exclude it with ignore=[{node.name!r}] (its maps are then kept)"
+        return UnsupportedModelError(f"cannot prune through {what}{reason}: {advice}")
+
+
+def _feature_node(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
+    """The node whose output is the layer's feature map: follow the only user while it is a
+    channel-wise layer (BatchNorm) or an activation; stop at pooling, adds, or branching."""
+    current = node
+    while len(current.users) == 1:
+        user = next(iter(current.users))
+        if not user.args or user.args[0] is not current:
+            break
+        if user.op == "call_module":
+            module = modules[user.target]
+            adapter = adapter_for(module)
+            if not ((adapter is not None and adapter.channelwise) or ops.is_activation_module(module)):
+                break
+        elif not ((user.op == "call_function" and user.target in ops.ACTIVATION_FUNCTIONS)
+                  or (user.op == "call_method" and user.target in ops.ACTIVATION_METHODS)):
+            break
+        current = user
+    return current
+
+
+def _flat_nodes(value: Any) -> list[fx.Node]:
+    out: list[fx.Node] = []
+    fx.node.map_arg(value, out.append)
+    return out
+
+
+def _flat_ints(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _flat_ints(item)]
+    return []
+
+
+def trace_labels(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> TraceResult:
+    """Trace ``model`` and run the label flow; raises UnsupportedModelError before changing anything."""
+    examples = _as_tuple(example_inputs)
+    gm = symbolic_trace(model)
+    propagate_shapes(gm, model, examples)
+    return LabelFlow(gm, ignore).run()

@@ -1,0 +1,279 @@
+"""Layer adapters: what pruning needs to know about one layer type, registered by type.
+
+An adapter answers four questions for its layer, and nothing else (it knows no group policy):
+
+* how channel *labels* flow through it (``output_labels``): a Conv2d creates new output maps, a
+  BatchNorm passes its input's maps through, a depthwise conv ties each output to its input;
+* how to cut it (``prune``): keep some input and/or output positions, in place;
+* what one call costs (``macs``) in multiply-accumulates, from its current sizes;
+* which weights make its output maps (``filters``), for weight-based criteria.
+
+``register_layer(MyLayer, MyAdapter())`` teaches fmprune a custom layer without touching it; the
+tracer then treats ``MyLayer`` as a leaf and never looks inside it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from .surgery import Slicer, slice_param, take
+
+Labels = np.ndarray  # one integer label per position of a tensor's channel axis
+
+
+class LabelContext(Protocol):
+    """What the tracer offers adapters while labels flow: new labels, and pinning."""
+
+    def fresh(self, n: int) -> Labels:
+        """``n`` new labels: maps this layer creates."""
+
+    def pin(self, labels: Labels, reason: str) -> None:
+        """Mark maps as never removable (the reason is kept for ``Graph.notes``)."""
+
+
+class LayerAdapter:
+    """Base adapter: override what differs. ``channelwise`` layers keep their input's labels."""
+
+    channelwise = False   # output map i is a function of input map i alone (BatchNorm, PReLU)
+
+    def output_labels(self, module: nn.Module, inputs: Labels, ctx: LabelContext, name: str) -> Labels:
+        return inputs if self.channelwise else ctx.fresh(self.out_size(module))
+
+    def out_size(self, module: nn.Module) -> int:
+        raise NotImplementedError
+
+    def acts_on_channels(self, module: nn.Module, input_rank: int) -> bool:
+        """Whether the layer's input/output channels are dim 1 of a tensor of this rank."""
+        return True
+
+    def prune(self, module: nn.Module, keep_in: torch.Tensor | None, keep_out: torch.Tensor | None,
+              optimizer: torch.optim.Optimizer | None) -> None:
+        """Keep only ``keep_in`` input / ``keep_out`` output positions (None: unchanged)."""
+        raise NotImplementedError
+
+    def cost(self, module: nn.Module, output_shape: tuple[int, ...], n_in: int, n_out: int) -> tuple[int, int]:
+        """(parameters, multiply-accumulates per example) of the layer if it had ``n_in`` input
+        and ``n_out`` output positions; ``output_shape`` gives the spatial size of one call."""
+        return 0, 0
+
+    def filters(self, module: nn.Module) -> torch.Tensor | None:
+        """One row of weights per output map (for min_weight / l1_filter), or None."""
+        return None
+
+
+def _spatial(output_shape: tuple[int, ...]) -> int:
+    return int(np.prod(output_shape[2:], dtype=np.int64)) if len(output_shape) > 2 else 1
+
+
+def _rows(keep: torch.Tensor, dim: int) -> Slicer:
+    return lambda t: take(t, dim, keep)
+
+
+class ConvAdapter(LayerAdapter):
+    """Conv1d/2d/3d. groups == 1: a producer. groups == in_channels (depthwise, any multiplier):
+    output channel j belongs to input channel j // multiplier, so the labels are tied. Other
+    grouped convs keep all their channels (pinned): removing maps would unbalance the groups."""
+
+    def out_size(self, module: nn.Conv2d) -> int:
+        return module.out_channels
+
+    @staticmethod
+    def depthwise(module: nn.Conv2d) -> bool:
+        return module.groups > 1 and module.groups == module.in_channels
+
+    def output_labels(self, module, inputs, ctx, name):
+        if module.groups == 1:
+            return ctx.fresh(module.out_channels)
+        if self.depthwise(module):
+            return np.repeat(inputs, module.out_channels // module.in_channels)
+        ctx.pin(inputs, f"grouped convolution {name!r} (groups={module.groups}) keeps its input maps")
+        out = ctx.fresh(module.out_channels)
+        ctx.pin(out, f"grouped convolution {name!r} (groups={module.groups}) keeps its output maps")
+        return out
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        if keep_out is not None:
+            slice_param(module, "weight", _rows(keep_out, 0), optimizer)
+            slice_param(module, "bias", _rows(keep_out, 0), optimizer)
+            module.out_channels = len(keep_out)
+        if keep_in is not None:
+            if self.depthwise(module):
+                module.groups = len(keep_in)
+            else:
+                slice_param(module, "weight", _rows(keep_in, 1), optimizer)
+            module.in_channels = len(keep_in)
+
+    def cost(self, module, output_shape, n_in, n_out):
+        kernel = int(np.prod(module.kernel_size))
+        per_group = 1 if self.depthwise(module) else n_in // module.groups   # inputs each output reads
+        weights = n_out * per_group * kernel
+        biases = n_out if module.bias is not None else 0
+        return weights + biases, weights * _spatial(output_shape)
+
+    def filters(self, module):
+        return module.weight.detach().flatten(1)
+
+
+class ConvTransposeAdapter(ConvAdapter):
+    """ConvTranspose1d/2d/3d: weight is (in, out / groups, *kernel), so the roles swap dims."""
+
+    def output_labels(self, module, inputs, ctx, name):
+        if module.groups == 1:
+            return ctx.fresh(module.out_channels)
+        ctx.pin(inputs, f"grouped transposed convolution {name!r} keeps its input maps")
+        out = ctx.fresh(module.out_channels)
+        ctx.pin(out, f"grouped transposed convolution {name!r} keeps its output maps")
+        return out
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        if keep_out is not None:
+            slice_param(module, "weight", _rows(keep_out, 1), optimizer)
+            slice_param(module, "bias", _rows(keep_out, 0), optimizer)
+            module.out_channels = len(keep_out)
+        if keep_in is not None:
+            slice_param(module, "weight", _rows(keep_in, 0), optimizer)
+            module.in_channels = len(keep_in)
+
+    def cost(self, module, output_shape, n_in, n_out):
+        kernel = int(np.prod(module.kernel_size))
+        weights = n_in * (n_out // module.groups) * kernel
+        biases = n_out if module.bias is not None else 0
+        # every input position scatters its products: input positions = output positions / stride
+        inputs = _spatial(output_shape) // int(np.prod(module.stride))
+        return weights + biases, weights * inputs
+
+    def filters(self, module):
+        return module.weight.detach().transpose(0, 1).flatten(1)
+
+
+class LinearAdapter(LayerAdapter):
+    """nn.Linear on (N, features) inputs: a producer of ``out_features`` maps."""
+
+    def out_size(self, module: nn.Linear) -> int:
+        return module.out_features
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        if keep_out is not None:
+            slice_param(module, "weight", _rows(keep_out, 0), optimizer)
+            slice_param(module, "bias", _rows(keep_out, 0), optimizer)
+            module.out_features = len(keep_out)
+        if keep_in is not None:
+            slice_param(module, "weight", _rows(keep_in, 1), optimizer)
+            module.in_features = len(keep_in)
+
+    def acts_on_channels(self, module, input_rank):
+        return input_rank == 2
+
+    def cost(self, module, output_shape, n_in, n_out):
+        weights = n_in * n_out
+        return weights + (n_out if module.bias is not None else 0), weights
+
+    def filters(self, module):
+        return module.weight.detach()
+
+
+class ChannelwiseAdapter(LayerAdapter):
+    """Per-channel layers with per-channel tensors (BatchNorm, InstanceNorm, PReLU with one slope
+    per channel): the same positions go in and out; ``size_attrs`` are set to the new count."""
+
+    channelwise = True
+
+    def __init__(self, tensors: tuple[str, ...], size_attrs: tuple[str, ...]) -> None:
+        self.tensors, self.size_attrs = tensors, size_attrs
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        keep = keep_out if keep_out is not None else keep_in
+        if keep is None:
+            return
+        for attr in self.tensors:
+            value = getattr(module, attr, None)
+            if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] > 1:
+                slice_param(module, attr, _rows(keep, 0), optimizer)
+        for attr in self.size_attrs:
+            setattr(module, attr, len(keep))
+
+    def cost(self, module, output_shape, n_in, n_out):
+        per_channel = sum(1 for attr in self.tensors
+                          if isinstance(getattr(module, attr, None), nn.Parameter) and getattr(module, attr).numel() > 1)
+        return per_channel * n_out, 0
+
+
+class PReLUAdapter(ChannelwiseAdapter):
+    """PReLU: one shared slope passes any map through; one slope per channel is cut with them."""
+
+    def __init__(self) -> None:
+        super().__init__(("weight",), ("num_parameters",))
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        if module.num_parameters > 1:
+            super().prune(module, keep_in, keep_out, optimizer)
+
+    def cost(self, module, output_shape, n_in, n_out):
+        return (n_out if module.num_parameters > 1 else 1), 0
+
+
+class NormAcrossChannelsAdapter(LayerAdapter):
+    """GroupNorm / LayerNorm whose statistics mix channels: removing one map would change the
+    others, so the maps through it are kept (pinned). GroupNorm with one channel per group is
+    per-channel and prunes like BatchNorm."""
+
+    channelwise = True
+    _per_channel = ChannelwiseAdapter(("weight", "bias"), ("num_groups", "num_channels"))
+
+    def output_labels(self, module, inputs, ctx, name):
+        if not (isinstance(module, nn.GroupNorm) and module.num_groups == module.num_channels):
+            ctx.pin(inputs, f"{type(module).__name__} {name!r} normalises across channels: "
+                            "its maps are kept")
+        return inputs
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        self._per_channel.prune(module, keep_in, keep_out, optimizer)
+
+    def cost(self, module, output_shape, n_in, n_out):
+        return sum(p.numel() for p in module.parameters(recurse=False)), 0
+
+
+_REGISTRY: dict[type, LayerAdapter] = {}
+
+
+def register_layer(layer_type: type, adapter: LayerAdapter) -> None:
+    """Teach fmprune a layer type (also one of your own); the most specific registered type wins.
+    Registered types are traced as leaves: fmprune never looks inside them."""
+    if not isinstance(adapter, LayerAdapter):
+        raise TypeError(f"adapter for {layer_type.__name__} must be a LayerAdapter, got {type(adapter).__name__}")
+    _REGISTRY[layer_type] = adapter
+
+
+def adapter_for(module: nn.Module) -> LayerAdapter | None:
+    """The adapter of ``module``'s most specific registered type, or None."""
+    for cls in type(module).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return None
+
+
+def is_registered(module: nn.Module) -> bool:
+    return adapter_for(module) is not None
+
+
+def _register_builtins() -> None:
+    for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        register_layer(t, ConvAdapter())
+    for t in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+        register_layer(t, ConvTransposeAdapter())
+    register_layer(nn.Linear, LinearAdapter())
+    norm = ChannelwiseAdapter(("weight", "bias", "running_mean", "running_var"), ("num_features",))
+    for t in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+              nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d):
+        register_layer(t, norm)
+    register_layer(nn.PReLU, PReLUAdapter())
+    register_layer(nn.GroupNorm, NormAcrossChannelsAdapter())
+    register_layer(nn.LayerNorm, NormAcrossChannelsAdapter())
+
+
+_register_builtins()
+

@@ -1,0 +1,72 @@
+"""The configuration of a pruning run: everything that decides its results (``config.json``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..criteria import NORMALIZATIONS, REDUCTIONS, create_criterion
+from ..errors import FmpruneError
+
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything that decides a pruning run's results (saved as ``config.json``)."""
+
+    criterion: str = "taylor"
+    normalize: str = "l2"
+    flops_lambda: float = 0.0
+    scope: str = "all"
+    steps: int | None = None             # None: until every scope layer is down to one map
+    maps_per_step: float = 1             # an integer count, or a fraction (< 1) of maps left in scope
+    calibration: int = 1000              # training images the criterion is computed on
+    eval_split: str = "val"
+    eval_size: int | None = None         # None: the whole split
+    seed: int = 0
+    retrain: int = 0                     # minibatch updates after each step (0: no retraining)
+    retrain_only_pruned_layer: bool = False
+    retrain_lr: float = 1e-4
+    retrain_batch: int = 100
+    rank_once: bool = False
+    group_reduction: str = "sum"         # how a group's producers combine their scores: sum, mean, max
+    min_accuracy: float | None = None
+    target_params: float | None = None   # stop once params <= this fraction of the base model
+    target_macs: float | None = None
+    save_every: int = 10                 # steps between resume states (retraining runs)
+    final_tune: int = 0                  # iterations of one-cycle Adam after the last step
+    final_tune_lr: float = 1e-3          # its peak learning rate
+
+    def __post_init__(self) -> None:
+        create_criterion(self.criterion)
+        if self.normalize not in NORMALIZATIONS:
+            raise FmpruneError(f"unknown normalisation {self.normalize!r} (available: {', '.join(NORMALIZATIONS)})")
+        if self.group_reduction not in REDUCTIONS:
+            raise FmpruneError(f"unknown group reduction {self.group_reduction!r} (available: {', '.join(REDUCTIONS)})")
+        if self.eval_split not in EVAL_SPLITS:
+            raise FmpruneError(f"unknown evaluation split {self.eval_split!r} (available: val, test)")
+        if self.maps_per_step <= 0 or (self.maps_per_step >= 1 and self.maps_per_step != int(self.maps_per_step)):
+            raise FmpruneError(f"maps per step must be a positive integer or a fraction in (0, 1), "
+                               f"got {self.maps_per_step}")
+        if self.final_tune < 0:
+            raise FmpruneError(f"final tune iterations must be >= 0, got {self.final_tune}")
+        for name in ("steps", "calibration", "eval_size", "retrain_batch", "save_every"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "steps" else 1):
+                raise FmpruneError(f"{name.replace('_', ' ')} must be positive, got {value}")
+        if self.retrain < 0:
+            raise FmpruneError(f"retrain iterations must be >= 0, got {self.retrain}")
+        if self.retrain_only_pruned_layer and self.retrain == 0:
+            raise FmpruneError("--retrain-only-pruned-layer needs --retrain N with N > 0")
+        for name in ("min_accuracy", "target_params", "target_macs"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise FmpruneError(f"{name.replace('_', ' ')} must be a fraction in (0, 1], got {value}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PruneConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
