@@ -124,8 +124,8 @@ class Graph:
             if g.name == name:
                 return g
         if any(r.name == name for r in self._records):
-            raise PruningError(f"layer {name!r} is not prunable: its maps are kept "
-                               f"(the output layer, or tied to the input, a constant or an ignored op)")
+            raise PruningError(f"layer {name!r} is not prunable: its maps are kept (the output layer, or tied "
+                               f"to the input, a constant or an ignored op); prunable groups: {', '.join(self.names) or 'none'}")
         raise PruningError(f"unknown group {name!r} (groups: {', '.join(self.names) or 'none'})")
 
     @property

@@ -31,6 +31,7 @@ class Checkpoint:
     seed: int | None = None
     recipe: dict = field(default_factory=dict)
     origin: dict = field(default_factory=dict)   # e.g. the base checkpoint a pruned model came from
+    path: str = field(default="", compare=False)  # where it was loaded from (not saved): for messages
 
     @property
     def spec(self) -> ModelSpec:
@@ -51,10 +52,11 @@ class Checkpoint:
     def build_traced(self) -> tuple[nn.Module, Graph]:
         """The model at its (possibly pruned) size with these weights, in eval mode, and its graph."""
         spec = self.spec
+        where = f"{self.path}: " if self.path else ""
         try:
             model = build_model(spec)
         except FmpruneError as e:
-            raise CheckpointError(f"cannot rebuild the checkpoint's model: {e}") from None
+            raise CheckpointError(f"{where}cannot rebuild the checkpoint's model: {e}") from None
         graph = trace(model, torch.zeros(1, *spec.input_shape))
         for name, kept in self.alive.items():
             try:
@@ -73,7 +75,9 @@ class Checkpoint:
             model.load_state_dict(self.state_dict)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"checkpoint weights do not fit {spec.describe()}: {first}") from None
+            detail = _first_mismatch(str(e)) or first
+            raise CheckpointError(f"{where}checkpoint weights do not fit {spec.describe()} with the maps the "
+                                  f"checkpoint records ({detail}); it was edited or written by another version") from None
         model.eval()
         return model, graph
 
@@ -83,6 +87,22 @@ class Checkpoint:
     def map_counts(self) -> dict[str, int]:
         """Maps per group of this model (pruned groups at their pruned size)."""
         return self.build_traced()[1].sizes()
+
+
+def _first_mismatch(message: str) -> str:
+    """``conv2.weight: checkpoint 8x6x5x5, model 6x6x5x5`` from load_state_dict's message."""
+    for line in message.splitlines():
+        line = line.strip()
+        if line.startswith("size mismatch for "):
+            name, _, rest = line[len("size mismatch for "):].partition(":")
+            shapes = [part.split("torch.Size(")[1].split(")")[0] for part in rest.split("shape")[1:] if "torch.Size(" in part]
+            if len(shapes) == 2:
+                fmt = lambda s: "x".join(d.strip() for d in s.strip("[]").split(",") if d.strip())  # noqa: E731
+                return f"{name}: checkpoint {fmt(shapes[0])}, model {fmt(shapes[1])}"
+            return line
+        if line.startswith(("Missing key", "Unexpected key")):
+            return line
+    return ""
 
 
 def make_checkpoint(model: nn.Module, spec: ModelSpec | dict, graph: Graph | None = None, **extra) -> Checkpoint:
@@ -103,7 +123,7 @@ def save_checkpoint(ckpt: Checkpoint, path: Path | str) -> Path:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, **ckpt.__dict__}
+    payload = {"format": FORMAT, **{k: v for k, v in ckpt.__dict__.items() if k != "path"}}
     return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -122,18 +142,22 @@ def _from_old_format(payload: dict) -> dict:
 def load_checkpoint(path: Path | str) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing checkpoint file")
+        raise CheckpointError(f"{path}: missing checkpoint file; train one with `fmprune train --out {path}`, "
+                              "or leave --checkpoint out for the cached default")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}); the file is damaged or "
+                              f"not a checkpoint: train one again with `fmprune train --out {path}`") from None
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, OLD_FORMAT):
-        raise CheckpointError(f"{path}: not an fmprune checkpoint (no '{FORMAT}' format tag)")
+        raise CheckpointError(f"{path}: not an fmprune checkpoint (no '{FORMAT}' format tag; a bare state_dict?); "
+                              "fmprune reads checkpoints written by `fmprune train` or "
+                              "fmprune.run.checkpoint.save_checkpoint")
     fmt = payload.pop("format")
     try:
         if fmt == OLD_FORMAT:
             payload = _from_old_format(payload)
-        ckpt = Checkpoint(**payload)
+        ckpt = Checkpoint(**payload, path=str(path))
         ckpt.spec  # a spec that cannot be read fails here, naming the file
     except (TypeError, KeyError, FmpruneError) as e:
         raise CheckpointError(f"{path}: malformed checkpoint ({e})") from None

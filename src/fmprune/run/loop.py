@@ -24,7 +24,7 @@ from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
 from ..errors import FmpruneError, PruningError
-from ..graph import Graph
+from ..graph import Graph, trace
 from .rundir import RunDirectory, read_json, write_json_atomic
 from ..training import BatchStream, fine_tune
 
@@ -325,10 +325,12 @@ class PruningRun:
                                    f"(sha256 {previous['base_checkpoint_sha256'][:12]}…, now {base_sha[:12]}…); "
                                    "use another --run-dir")
             if self.dir.summary_path.exists():
-                raise FmpruneError(f"{self.dir.path}: this run is already finished (see summary.json)")
+                raise FmpruneError(f"{self.dir.path}: this run is already finished (see summary.json); "
+                                   "use another --run-dir to run it again")
             if self.dir.state_path.exists():
                 self._load_state()
                 return True
+        self._check_feasible(self.engine.accuracy())
         for p in (self.dir.steps_path, self.dir.log_path):
             p.unlink(missing_ok=True)
         torch.manual_seed(self.config.seed)  # dropout while retraining: same seed, same run
@@ -342,11 +344,38 @@ class PruningRun:
         self.dir.logger().info(f"{self.criterion.display_name}| Test accuracy {self.base_accuracy:.8f}, pruned: 0")
         return False
 
+    def _check_feasible(self, accuracy: float) -> None:
+        """Refuse, before anything is written, a floor the base model is already under and a size
+        target below the smallest model the scope can reach."""
+        cfg = self.config
+        if cfg.min_accuracy is not None and accuracy < cfg.min_accuracy:
+            raise PruningError(f"--min-accuracy {cfg.min_accuracy} is above the base model's {cfg.eval_split} "
+                               f"accuracy {accuracy:.4f}: nothing can be pruned; lower it")
+        targets = [("params", cfg.target_params, self.base_params), ("macs", cfg.target_macs, self.base_macs)]
+        if all(t is None for _, t, _ in targets):
+            return
+        smallest = dict(zip(("params", "macs"), self._smallest_size()))
+        for name, target, base in targets:
+            if target is not None and target * base < smallest[name]:
+                raise PruningError(f"--target-{name} {target} ({int(target * base):,} {name}) is below the smallest "
+                                   f"model scope {cfg.scope!r} can reach ({smallest[name]:,} {name}, one map per "
+                                   "layer); raise it or widen --scope")
+
+    def _smallest_size(self) -> tuple[int, int]:
+        """(params, MACs) with every scope group down to one map, measured on a copy."""
+        model = copy.deepcopy(self.model)
+        graph = trace(model, tuple(t.to(self.device) for t in self.graph.example_inputs))
+        for name in self.scope:
+            if graph.group(name).size > 1:
+                graph.remove(name, list(range(1, graph.group(name).size)))
+        return graph.total_params(), graph.total_macs()
+
     def _load_state(self) -> None:
         try:
             state = torch.load(self.dir.state_path, map_location="cpu", weights_only=False)
         except Exception as e:
-            raise FmpruneError(f"{self.dir.state_path}: unreadable resume state ({type(e).__name__})") from None
+            raise FmpruneError(f"{self.dir.state_path}: unreadable resume state ({type(e).__name__}); delete it "
+                               "to start the run over, or use another --run-dir") from None
         self._restore(state)
         self.elapsed_before = state["elapsed"]
         self.started = time.perf_counter()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomically
+from ..errors import FmpruneError
 
 STEP_FIELDS = ["step", "layer", "map", "score", "accuracy", "params", "macs", "seconds"]
 
@@ -32,6 +33,8 @@ class RunDirectory:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise FmpruneError(f"{self.path}: exists and is not a directory; choose another run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self._logger: logging.Logger | None = None
 
