@@ -208,3 +208,31 @@ def test_register_layer_teaches_a_custom_layer():
     graph.remove("0", [2])
     assert model[1].s.shape == (5,)
     assert (model(x) - expected(x)).abs().max() < 1e-6
+
+
+def test_norms_across_channels_keep_their_maps_and_per_channel_ones_prune():
+    class Norms(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.gn = nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8)
+            self.b, self.inorm = nn.Conv2d(8, 6, 3, padding=1), nn.GroupNorm(6, 6)
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, x):
+            x = F.relu(self.inorm(self.b(F.relu(self.gn(self.a(x))))))
+            return self.fc(x.mean((2, 3)))
+    model = Norms().eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = fmprune.trace(model, x[:1])
+    # GroupNorm(2, 8) mixes channels within a group: a's maps stay; GroupNorm(6, 6) is per channel
+    assert {g.name: g.size for g in graph.groups} == {"b": 6}
+    assert any("GroupNorm 'gn'" in n for n in graph.notes)
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        reference.b.weight[1] = 0
+        reference.b.bias[1] = 0
+        reference.inorm.weight[1] = 0
+        reference.inorm.bias[1] = 0
+    graph.remove("b", [1])
+    assert model.inorm.num_channels == model.inorm.num_groups == 5
+    assert (model(x) - reference(x)).abs().max() < 1e-5

@@ -4,6 +4,8 @@
     graph = fmprune.trace(model, example_inputs)
     for g in graph.groups: print(g.name, g.size)
     graph.remove(name, indices)
+
+and the whole protocol in one call: ``fmprune.run_pruning(checkpoint, splits, fmprune.PruneConfig(...), run_dir)``.
 """
 
 __version__ = "0.1.0"
@@ -12,6 +14,9 @@ from . import costs  # noqa: E402
 from .errors import FmpruneError, UnsupportedModelError  # noqa: E402
 from .graph import Graph, Group, trace  # noqa: E402
 from .layers import LayerAdapter, register_layer  # noqa: E402
+from .run.checkpoint import load_checkpoint  # noqa: E402
+from .run.config import PruneConfig  # noqa: E402
+from .run.loop import run_pruning  # noqa: E402
 
 __all__ = ["trace", "Graph", "Group", "UnsupportedModelError", "FmpruneError", "register_layer",
-           "LayerAdapter", "__version__"]
+           "LayerAdapter", "PruneConfig", "run_pruning", "load_checkpoint", "__version__"]

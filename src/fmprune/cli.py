@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from .study.compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path,
                       scratch_checkpoint, scratch_path)
-from .criteria import NORMALIZATIONS, available_criteria, Criterion
+from .criteria import NORMALIZATIONS, REDUCTIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, load_splits
 from .devices import resolve_device
 from .errors import FmpruneError
@@ -320,16 +320,21 @@ def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | No
                      tensorboard_dir)
 
 
-def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
-    """The given checkpoint, or the cached default one (trained now if missing)."""
+def resolve_checkpoint(checkpoint: Path | None, splits: Splits, model: ModelRequest | None = None) -> Path:
+    """The given checkpoint, or the cached one of ``model`` (default LeNet) on these data, trained
+    now with the model's default recipe if missing."""
     if checkpoint is not None:
+        if model is not None and model.explicit:
+            raise FmpruneError("give either --checkpoint (it records its model) or --model, not both")
         return checkpoint
-    path = default_checkpoint_path(splits, 0)
+    spec = model.spec(splits.input_shape, splits.n_classes) if model is not None and model.explicit else None
+    path = default_checkpoint_path(splits, 0, spec)
     if path.is_file():
         click.echo(f"using cached checkpoint {path}")
     else:
         click.echo("no trained checkpoint cached yet: training one first")
-        train_checkpoint(splits, TrainConfig(), path)
+        name = spec.name if spec is not None else "lenet"
+        train_checkpoint(splits, default_recipe(name), path, spec)
     return path
 
 
@@ -374,8 +379,17 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits) -> Path:
               help="Steps between resume states of a retraining run (a killed run continues from there).")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the calibration images, random scores and retraining batches.")
+@click.option("--group-reduction", type=click.Choice(REDUCTIONS), default="sum", show_default=True,
+              help="How a group's producers (e.g. the convs tied by a residual add) combine their scores.")
+@click.option("--ignore", default="", metavar="NAMES",
+              help="Comma-separated modules or graph nodes to keep as they are: their maps are never "
+                   "removed (the way past an op fmprune cannot prune through; default: none).")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Output directory (default: runs/<criterion>-<normalize>-<scope>).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write TensorBoard event files (accuracy, params, MACs per step) here (default: none).")
+@click.option("--quiet", is_flag=True, help="No progress bars (default: bars on stderr).")
+@MODEL_OPTIONS
 @DEVICE
 @DATA_DIR
 def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lambda: float, scope: str,
@@ -383,8 +397,9 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               eval_size: int | None, retrain: int, retrain_only_pruned_layer: bool, retrain_lr: float,
               retrain_batch: int, rank_once: bool, min_accuracy: float | None,
               target_params: float | None, target_macs: float | None, final_tune: int,
-              final_tune_lr: float, save_every: int, seed: int,
-              run_dir: Path | None, device: str, data_dir: Path | None) -> None:
+              final_tune_lr: float, save_every: int, seed: int, group_reduction: str, ignore: str,
+              run_dir: Path | None, tensorboard_dir: Path | None, quiet: bool, model: ModelRequest,
+              device: str, data_dir: Path | None) -> None:
     """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt.
 
     Run again with the same options and run directory to resume an interrupted run."""
@@ -395,33 +410,72 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         retrain_lr=retrain_lr, retrain_batch=retrain_batch, rank_once=rank_once,
         min_accuracy=min_accuracy, target_params=target_params, target_macs=target_macs,
         save_every=save_every, final_tune=final_tune, final_tune_lr=final_tune_lr,
+        group_reduction=group_reduction, ignore=tuple(n.strip() for n in ignore.split(",") if n.strip()),
     )
     resolve_device(device)   # an unusable device fails before any data is read
     splits = load_splits(data_dir)
-    ckpt_path = resolve_checkpoint(checkpoint, splits)
-    run_dir = run_dir or Path("runs") / f"{criterion}-{normalize}-{scope}"
-    bars: list[tqdm] = []  # created at the first step, so errors before it print no empty bar
-
-    def on_step(rec: StepRecord, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(desc="prune", total=total or None, unit="step", file=sys.stderr,
-                             dynamic_ncols=True))
-        bar = bars[0]
-        bar.n = rec.step
-        bar.set_postfix(acc=f"{rec.accuracy:.4f}", params=f"{rec.params:,}", refresh=False)
-        bar.refresh()
-
+    ckpt_path = resolve_checkpoint(checkpoint, splits, model)
+    run_dir = run_dir or Path("runs") / f"{criterion}-{normalize}-{scope.replace(',', '+')}"
+    progress = PruneProgress(quiet)
+    hooks = [progress.on_step]
+    if tensorboard_dir is not None:
+        tb = TensorBoardLogger(tensorboard_dir, prefix="prune/", purge_step=resumed_step(run_dir))
+        hooks.append(tb.on_prune_step)
     try:
-        summary = run_pruning(ckpt_path, splits, config, run_dir, on_step, device)
+        summary = run_pruning(ckpt_path, splits, config, run_dir, chain(*hooks), device, progress.on_tune)
     finally:
-        for bar in bars:
-            bar.close()
+        progress.close()
+        if tensorboard_dir is not None:
+            tb.close()
     click.echo(f"{summary.steps} steps in {summary.seconds:.1f} s ({summary.stop_reason})")
     click.echo(f"{summary.eval_split} accuracy {summary.base_accuracy:.4%} -> {summary.final_accuracy:.4%}")
     click.echo(f"maps left {summary.maps_left}")
     click.echo(f"params {summary.base_params:,} -> {summary.final_params:,} (x{summary.compression:.1f} fewer), "
                f"MACs {summary.base_macs:,} -> {summary.final_macs:,} (x{summary.mac_reduction:.1f} fewer)")
     click.echo(f"run directory: {run_dir}")
+
+
+class PruneProgress:
+    """A bar over the pruning steps (total = the planned steps, unknown for fractional steps)
+    and one over the final tuning's iterations; created when they start, so an early error
+    prints no empty bar."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: dict[str, tqdm] = {}
+
+    def _bar(self, name: str, total: int | None, unit: str) -> tqdm:
+        if name not in self.bars:
+            self.bars[name] = tqdm(desc=name, total=total or None, unit=unit, file=sys.stderr,
+                                   dynamic_ncols=True, disable=self.quiet)
+        return self.bars[name]
+
+    def on_step(self, rec: StepRecord, total: int) -> None:
+        bar = self._bar("prune", total, "step")
+        bar.n = rec.step
+        bar.set_postfix(acc=f"{rec.accuracy:.4f}", params=f"{rec.params:,}", refresh=False)
+        bar.refresh()
+
+    def on_tune(self, step: int, total: int, loss: float) -> None:
+        bar = self._bar("final tune", total, "it")
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def resumed_step(run_dir: Path) -> int | None:
+    """The step a run directory's resume state continues from (TensorBoard drops later events)."""
+    state = run_dir / "state.pt"
+    if not state.is_file():
+        return None
+    try:
+        return int(torch.load(state, map_location="cpu", weights_only=False)["step"]) + 1
+    except Exception:  # noqa: BLE001 - the run itself reports a damaged state
+        return None
 
 
 def train_bar(desc: str) -> tuple[tqdm, Callable[[int, int, float], None]]:

@@ -70,8 +70,10 @@ class LayerCost:
 class Graph:
     """Dependency groups of ``model``; obtain one with :func:`fmprune.trace`."""
 
-    def __init__(self, model: nn.Module, result: TraceResult, example_inputs: tuple) -> None:
+    def __init__(self, model: nn.Module, result: TraceResult, example_inputs: tuple,
+                 ignore: Sequence[str] = ()) -> None:
         self.model = model
+        self.ignore = list(ignore)
         self.graph_module = result.graph_module
         self.example_inputs = example_inputs
         self.notes = list(result.notes)
@@ -282,4 +284,4 @@ def trace(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> 
     the model contains something fmprune cannot prune safely; ``ignore`` lists module or node
     names to keep as they are (the maps through them are never removed)."""
     examples = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    return Graph(model, trace_labels(model, examples, ignore), examples)
+    return Graph(model, trace_labels(model, examples, ignore), examples, ignore)

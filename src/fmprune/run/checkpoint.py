@@ -26,6 +26,7 @@ class Checkpoint:
     model_spec: dict                              # ModelSpec.to_dict() of the unpruned model
     state_dict: dict[str, torch.Tensor]
     alive: dict[str, list[int]] = field(default_factory=dict)   # group -> original maps kept (pruned groups only)
+    ignore: list[str] = field(default_factory=list)             # what tracing kept as it is (trace's ignore)
     data_fingerprint: str = ""
     accuracies: dict[str, float] = field(default_factory=dict)
     seed: int | None = None
@@ -49,15 +50,16 @@ class Checkpoint:
     def arch(self) -> str:
         return self.spec.name
 
-    def build_traced(self) -> tuple[nn.Module, Graph]:
-        """The model at its (possibly pruned) size with these weights, in eval mode, and its graph."""
+    def build_traced(self, ignore: list[str] | tuple[str, ...] = ()) -> tuple[nn.Module, Graph]:
+        """The model at its (possibly pruned) size with these weights, in eval mode, and its graph
+        (traced with the checkpoint's own ``ignore`` plus the given one)."""
         spec = self.spec
         where = f"{self.path}: " if self.path else ""
         try:
             model = build_model(spec)
         except FmpruneError as e:
             raise CheckpointError(f"{where}cannot rebuild the checkpoint's model: {e}") from None
-        graph = trace(model, torch.zeros(1, *spec.input_shape))
+        graph = trace(model, torch.zeros(1, *spec.input_shape), list(dict.fromkeys([*self.ignore, *ignore])))
         for name, kept in self.alive.items():
             try:
                 group = graph.group(name)
@@ -111,7 +113,7 @@ def make_checkpoint(model: nn.Module, spec: ModelSpec | dict, graph: Graph | Non
     spec_dict = spec.to_dict() if isinstance(spec, ModelSpec) else dict(spec)
     alive = {g.name: list(g.original) for g in graph.groups if g.size < g.traced_size} if graph is not None else {}
     return Checkpoint(
-        model_spec=spec_dict, alive=alive,
+        model_spec=spec_dict, alive=alive, ignore=list(graph.ignore) if graph is not None else [],
         state_dict={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         **extra,
     )

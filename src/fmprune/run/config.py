@@ -30,6 +30,7 @@ class PruneConfig:
     retrain_batch: int = 100
     rank_once: bool = False
     group_reduction: str = "sum"         # how a group's producers combine their scores: sum, mean, max
+    ignore: tuple[str, ...] = ()         # modules/nodes kept as they are (their maps are never removed)
     min_accuracy: float | None = None
     target_params: float | None = None   # stop once params <= this fraction of the base model
     target_macs: float | None = None
@@ -64,9 +65,12 @@ class PruneConfig:
                 raise FmpruneError(f"{name.replace('_', ' ')} must be a fraction in (0, 1], got {value}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "ignore": list(self.ignore)}   # JSON-shaped, as config.json holds it
 
     @classmethod
     def from_dict(cls, d: dict) -> "PruneConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        values = {k: v for k, v in d.items() if k in known}
+        if "ignore" in values:
+            values["ignore"] = tuple(values["ignore"])
+        return cls(**values)

@@ -84,11 +84,12 @@ class PruningRun:
 
     def __init__(self, base: Checkpoint, splits: Splits, config: PruneConfig, run_dir: Path | str,
                  base_path: str = "", on_step: Callable[[StepRecord, int], None] | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None,
+                 on_tune: Callable[[int, int, float], None] | None = None) -> None:
         self.base, self.splits, self.config = base, splits, config
         self.device = resolve_device(device)
         self.dir = RunDirectory(run_dir)
-        self.on_step = on_step
+        self.on_step, self.on_tune = on_step, on_tune
         self.base_path = base_path
         self.criterion = create_criterion(config.criterion)
         self._check_data()
@@ -108,7 +109,7 @@ class PruningRun:
         self.elapsed_before = 0.0
 
     def _build(self, checkpoint: Checkpoint) -> tuple[nn.Module, Graph]:
-        model, graph = checkpoint.build_traced()
+        model, graph = checkpoint.build_traced(self.config.ignore)
         return model.to(self.device), graph   # moves the parameters in place: the graph stays valid
 
     def _engine(self):
@@ -229,7 +230,7 @@ class PruningRun:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.final_tune_lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.final_tune_lr,
                                                        total_steps=cfg.final_tune, pct_start=0.15)
-        fine_tune(self.model, self.stream, optimizer, cfg.final_tune, schedule)
+        fine_tune(self.model, self.stream, optimizer, cfg.final_tune, schedule, self.on_tune)
         self.engine.invalidate_all()
         tuned = self.engine.accuracy()
         self.dir.logger().info(f"{self.criterion.display_name}| Final tuning ({cfg.final_tune} iterations): "
@@ -406,7 +407,8 @@ class PruningRun:
 
 def run_pruning(checkpoint: Path | str, splits: Splits, config: PruneConfig, run_dir: Path | str,
                 on_step: Callable[[StepRecord, int], None] | None = None,
-                device: str | torch.device | None = None) -> RunSummary:
+                device: str | torch.device | None = None,
+                on_tune: Callable[[int, int, float], None] | None = None) -> RunSummary:
     """Prune the model of ``checkpoint`` as ``config`` says, writing everything to ``run_dir``;
     ``device`` (default cpu) is where it computes, recorded in ``config.json`` but not part of the
     configuration: a run may resume on another device."""
@@ -414,4 +416,4 @@ def run_pruning(checkpoint: Path | str, splits: Splits, config: PruneConfig, run
     if base.data_fingerprint and base.data_fingerprint != splits.fingerprint():
         raise PruningError(f"{checkpoint}: trained on other data (fingerprint {base.data_fingerprint}, "
                            f"these data {splits.fingerprint()}); pass the --data-dir it was trained on")
-    return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device).run()
+    return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device, on_tune).run()
