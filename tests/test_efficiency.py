@@ -117,6 +117,28 @@ def test_zeros_under_torch_prune_masks_are_counted_once():
     assert report.zeros == LENET_ZEROS + 100 and report.score.inputs.w == LENET_W
 
 
+def test_pruned_checkpoint_reports_p_s_against_its_unpruned_spec(tmp_path):
+    from fmprune.efficiency import score_checkpoint
+    from fmprune.graph import trace
+    from fmprune.models.spec import ModelSpec, build_model
+    from fmprune.run.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+
+    spec = ModelSpec("lenet", {"widths": (6, 8, 24)})
+    model = build_model(spec)
+    graph = trace(model, torch.zeros(1, 1, 28, 28))
+    graph.remove("conv1", [0, 1])
+    graph.remove("fc1", list(range(14)))               # now (4, 8, 10) maps
+    ckpt = load_checkpoint(save_checkpoint(make_checkpoint(model, spec, graph), tmp_path / "pruned.pt"))
+    report = score_checkpoint(ckpt, 8, 8)
+    # by hand: unpruned 156 + 1,208 + 9,432 + 250 parameters, 117,600 + 235,200 + 9,408 + 240 MACs;
+    # pruned 104 + 808 + 3,930 + 110 parameters, 78,400 + 156,800 + 3,920 + 100 MACs
+    s = report.structured
+    assert (s.base_w, s.base_f, s.w, s.f) == (11_046, 362_448, 4_952, 239_220)
+    assert report.score.inputs.p_s == 0.0              # already in w and f
+    assert report.score.total == pytest.approx(4_952 / 4 / 5.6e6 + 239_220 / 4 / 2.8e8)
+    assert s.of_params == pytest.approx(1 - 4_952 / 11_046) and s.of_macs == pytest.approx(1 - 239_220 / 362_448)
+
+
 def test_architecture_scores_have_no_sparsity():
     model = pruned_sparse_lenet()
     report = score_model(model, torch.zeros(1, 1, 28, 28), sparsity=False)

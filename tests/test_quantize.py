@@ -82,8 +82,23 @@ def test_fake_quantised_training_passes_gradients(small_trained, splits):
     q = calibrate(fake_quantize(small_trained, 4, 4), splits.train.images[:200]).train()
     loss = nn.functional.cross_entropy(q(splits.train.images[:50]), splits.train.labels[:50])
     loss.backward()
-    grad = q.conv1.parametrizations.weight.original.grad
+    conv = next(m for m in q.modules() if isinstance(m, nn.Conv2d))
+    grad = conv.parametrizations.weight.original.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_batchnorm_is_folded_before_the_weights_are_rounded():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([10.0, 0.1, 1.0, 3.0]))   # scales that change the grid
+        model[1].running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.rand(16, 3, 8, 8)
+    q = calibrate(fake_quantize(model, 16, 16), x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())
+    with torch.no_grad():
+        assert torch.allclose(q(x), model(x), atol=1e-3)    # at 16 bits: the same function
 
 
 @pytest.mark.parametrize("bits", [1, 17])

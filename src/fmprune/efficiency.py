@@ -12,9 +12,10 @@ significant digits: 11,173,962 parameters · 16/32 = 5.59e6 → 5.6e6 and 555,42
 
 w and f are counted on the model as it is: physically pruned maps are already gone from both, so
 the formula's p_s is 0 (putting the structured fraction in again would count it twice). How much
-structured pruning removed is reported against the unpruned architecture when it is known, as two
-fractions, because removing maps cuts parameters and MACs by different amounts while the formula
-has one p_s.
+structured pruning removed is reported against the unpruned architecture (a checkpoint's spec is
+the unpruned model's) as two fractions, because removing maps cuts parameters and MACs by
+different amounts while the formula has one p_s. p_u counts exact zeros among the same w
+parameters (masked weights under ``torch.nn.utils.prune`` count as what the model computes with).
 """
 
 from __future__ import annotations

@@ -16,15 +16,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import FmpruneError
+from .common import QuantizationError, quiet
 
 MIN_BITS, MAX_BITS = 2, 16
 AVERAGING = 0.01   # moving-average weight of a training batch's range (torch.ao's default)
 QUANTIZED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-class QuantizationError(FmpruneError):
-    """A quantisation request that cannot be met (bit width, backend, model)."""
 
 
 def check_bits(bits: int, what: str = "bits") -> int:
@@ -92,12 +88,27 @@ def _quantize_input(layer: nn.Module, args: tuple) -> tuple:
     return (layer.input_quantizer(args[0]),) + tuple(args[1:])
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with each BatchNorm folded into the conv before it, as
+    integer kernels run them (torch.ao's ``fuse_fx``); an unfolded copy when torch.fx cannot trace
+    the model."""
+    from torch.ao.quantization.quantize_fx import fuse_fx
+
+    copied = copy.deepcopy(model).eval()
+    try:
+        with quiet():
+            return fuse_fx(copied)
+    except Exception:   # untraceable Python control flow: quantise the layers as they are
+        return copied
+
+
 def fake_quantize(model: nn.Module, weight_bits: int, activation_bits: int) -> nn.Module:
     """A copy of ``model`` whose conv and linear layers compute on fake-quantised weights and
-    inputs (calibrate it before use). The original model is left as it was."""
+    inputs (calibrate it before use); BatchNorm is folded first, so the weights rounded are the
+    ones an integer kernel would hold. The original model is left as it was."""
     check_bits(weight_bits, "weight bits")
     check_bits(activation_bits, "activation bits")
-    quantized = copy.deepcopy(model)
+    quantized = fold_batchnorm(model)
     layers = [m for m in quantized.modules() if isinstance(m, QUANTIZED_LAYERS)]
     if not layers:
         raise QuantizationError("the model has no conv or linear layer to quantise")

@@ -4,40 +4,23 @@ conversion to integer kernels. The result is saved as TorchScript, the format th
 serialise to (``torch.export`` cannot carry their packed weights), and as QDQ ONNX.
 
 torch.ao warns that it is deprecated in favour of torchao; it is what torch 2.13 ships with
-working x86 integer kernels, so its warnings are silenced here rather than shown to every user.
+working x86 integer kernels, so its warnings are silenced (``common.quiet``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
-import logging
-import warnings
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import torch
 from torch import nn
 
-from .fake import QuantizationError
+from .common import QuantizationError, quiet
 
 BACKEND = "x86"
 ONNX_OPSET = 17
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """No deprecation notices, exporter progress or torch.ao warnings on the user's terminal."""
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx_logger.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            onnx_logger.setLevel(level)
 
 
 def use_backend() -> None:

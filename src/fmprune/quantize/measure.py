@@ -22,7 +22,8 @@ from ..errors import FmpruneError
 from ..run.checkpoint import load_checkpoint
 from ..training import BatchStream, accuracy, evaluate, fine_tune, predict
 from . import int8
-from .fake import QuantizationError, calibrate, check_bits, fake_quantize
+from .common import QuantizationError
+from .fake import calibrate, check_bits, fake_quantize
 from .record import RECORD_FILE
 
 TORCHSCRIPT_FILE = "model.int8.pt"

@@ -344,6 +344,8 @@ def pareto_front(records: list[ScoreRecord]) -> list[ScoreRecord]:
 def plot_accuracy_vs_score(records: list[ScoreRecord], out_dir: Path, stem: str = "accuracy-vs-score") -> list[Path]:
     """Accuracy against score (log x), a colour and marker per method, the 90 % line, the Pareto
     front drawn as steps with its points named."""
+    from matplotlib.ticker import FuncFormatter
+
     points = [r for r in records if r.accuracy is not None]
     if not points:
         raise FmpruneError("no score record has an accuracy to plot")
@@ -353,7 +355,7 @@ def plot_accuracy_vs_score(records: list[ScoreRecord], out_dir: Path, stem: str 
     for i, method in enumerate(methods):
         mine = [r for r in points if r.method == method]
         ax.scatter([r.score for r in mine], [r.accuracy for r in mine], label=method, s=40, zorder=3,
-                   color=f"C{i % 10}", marker=markers[i % len(markers)], alpha=0.8)
+                   color=f"C{i % 10}", marker=markers[(i + i // 10) % len(markers)], alpha=0.8)
     front = pareto_front(points)
     ax.step([r.score for r in front], [r.accuracy for r in front], where="post", color="0.2", lw=1,
             ls="--", zorder=2, label="Pareto front")
@@ -361,6 +363,12 @@ def plot_accuracy_vs_score(records: list[ScoreRecord], out_dir: Path, stem: str 
         ax.annotate(r.label, (r.score, r.accuracy), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.axhline(SCORE_TARGET, color="black", ls=":", lw=1, label=f"{SCORE_TARGET:.0%}")
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")   # 0.04, 0.1, 2 rather than 4×10⁻²
+    ax.xaxis.set_major_formatter(plain)
+    scores = [r.score for r in points]
+    if max(scores) < 100 * min(scores):            # two decades or less: label the minor ticks too
+        ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="both", labelsize=7)
     ax.set_xlabel("efficiency score (params + ops; lower is better)")
     splits = sorted({r.split for r in points})
     ax.set_ylabel(f"{'/'.join(splits)} accuracy")
