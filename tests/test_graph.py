@@ -236,3 +236,12 @@ def test_norms_across_channels_keep_their_maps_and_per_channel_ones_prune():
     graph.remove("b", [1])
     assert model.inorm.num_channels == model.inorm.num_groups == 5
     assert (model(x) - reference(x)).abs().max() < 1e-5
+
+
+def test_grouped_conv_keeps_its_maps_and_the_rest_prunes():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=2),
+                          nn.ReLU(), nn.Conv2d(8, 6, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 2)).eval()
+    graph = fmprune.trace(model, torch.zeros(1, 3, 8, 8))
+    assert {g.name: g.size for g in graph.groups} == {"4": 6}
+    assert any("grouped convolution '2' (groups=2) keeps its input maps" in n for n in graph.notes)

@@ -65,6 +65,14 @@ class LayerAdapter:
         return None
 
 
+def _kept_whole(module: nn.Module, inputs: Labels, ctx: LabelContext, what: str) -> Labels:
+    """A layer whose channels cannot be cut evenly: its input and output maps are all kept."""
+    ctx.pin(inputs, f"{what} keeps its input maps")
+    out = ctx.fresh(module.out_channels)
+    ctx.pin(out, f"{what} keeps its output maps")
+    return out
+
+
 def _spatial(output_shape: tuple[int, ...]) -> int:
     return int(np.prod(output_shape[2:], dtype=np.int64)) if len(output_shape) > 2 else 1
 
@@ -90,10 +98,7 @@ class ConvAdapter(LayerAdapter):
             return ctx.fresh(module.out_channels)
         if self.depthwise(module):
             return np.repeat(inputs, module.out_channels // module.in_channels)
-        ctx.pin(inputs, f"grouped convolution {name!r} (groups={module.groups}) keeps its input maps")
-        out = ctx.fresh(module.out_channels)
-        ctx.pin(out, f"grouped convolution {name!r} (groups={module.groups}) keeps its output maps")
-        return out
+        return _kept_whole(module, inputs, ctx, f"grouped convolution {name!r} (groups={module.groups})")
 
     def prune(self, module, keep_in, keep_out, optimizer):
         if keep_out is not None:
@@ -124,10 +129,7 @@ class ConvTransposeAdapter(ConvAdapter):
     def output_labels(self, module, inputs, ctx, name):
         if module.groups == 1:
             return ctx.fresh(module.out_channels)
-        ctx.pin(inputs, f"grouped transposed convolution {name!r} keeps its input maps")
-        out = ctx.fresh(module.out_channels)
-        ctx.pin(out, f"grouped transposed convolution {name!r} keeps its output maps")
-        return out
+        return _kept_whole(module, inputs, ctx, f"grouped transposed convolution {name!r} (groups={module.groups})")
 
     def prune(self, module, keep_in, keep_out, optimizer):
         if keep_out is not None:
