@@ -103,3 +103,32 @@ def test_an_amount_of_one_is_one_line_from_the_real_entry_point(fc_ckpt, idx_dir
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == "fmprune: error: amount must be a fraction in [0, 1), got 1.0"
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_sweep_runs_sparsify_experiments_resumably(fc_ckpt, idx_dir, tmp_path):
+    toml = tmp_path / "exp.toml"
+    toml.write_text('[experiment]\nname = "tiny"\nkind = "sparsify"\ntitle = "tiny fc"\n\n'
+                    '[axes]\nmethod = ["magnitude", "unit"]\namount = [0.0, 0.9]\n')
+    args = ["sweep", toml, "--checkpoint", fc_ckpt, "--data-dir", idx_dir, "--out-dir", tmp_path / "runs",
+            "--workers", 1]
+    assert "4 of 4 runs finished" in fmprune(*args)
+    assert {p.name for p in (tmp_path / "runs" / "tiny").iterdir()} >= {"magnitude+k0.9", "unit+k0.9"}
+    assert "skipped" in fmprune(*args)     # finished runs are not run again
+
+
+def test_report_plots_accuracy_against_k_with_a_table(fc_ckpt, splits, tmp_path):
+    from fmprune.unstructured import SparsifyConfig, run_sparsify
+    for method, seed in (("magnitude", 0), ("random", 0), ("random", 1), ("unit", 0)):
+        for amount in (0.0, 0.5, 0.9):
+            run_sparsify(fc_ckpt, splits, SparsifyConfig(method=method, amount=amount, eval_size=100, seed=seed),
+                         tmp_path / "runs" / f"{method}+k{amount}+seed{seed}")
+    fmprune("report", tmp_path / "runs", "--out-dir", tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Weight vs unit pruning: fc" in text and "accuracy-vs-k.png" in text
+    assert "| k | weight, magnitude, layer | weight, random, layer | unit, layer |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 90% |"))
+    assert row.count("(10.0%)") == 2 and row.count("|") == 5      # weight pruning leaves 10 % of the weights
+    assert row.count(", 2 seeds] (10.0%)") == 1                    # the random baseline: mean over its seeds
+    assert "stays within 1 pp of the base up to k =" in text
+    assert any(p.name.endswith("accuracy-vs-k.png") for p in (tmp_path / "report" / "figures").iterdir())

@@ -306,3 +306,21 @@ def test_unit_pruning_refuses_the_output_layer_and_emptying_a_layer(fc_ckpt, spl
     with pytest.raises(PruningError, match="all 20 units of layer 'fc3'"):
         run_sparsify(fc_ckpt, splits, SparsifyConfig(method="unit", amount=0.98), tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_sparse_storage_keeps_dense_what_csr_would_not_shrink_and_refuses_bad_files(tmp_path):
+    from fmprune.errors import CheckpointError
+    from fmprune.unstructured.storage import decode_tensor, encode_tensor
+    half = torch.randn(30, 40) * weight_masks({"w": torch.randn(30, 40)}, 0.3)["w"]   # 70 % dense
+    assert encode_tensor(half)["layout"] == "dense"
+    sparse = torch.randn(30, 40) * weight_masks({"w": torch.randn(30, 40)}, 0.5)["w"]
+    entry = encode_tensor(sparse)
+    assert entry["layout"] == "csr" and entry["col"].dtype == torch.int16
+    assert torch.equal(decode_tensor(entry), sparse)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable sparse checkpoint"):
+        load_sparse(tmp_path / "bad.pt")
+    torch.save({"format": "fmprune-sparse/1", "checkpoint": {}, "tensors": {"w": {**entry, "col": entry["col"] + 99}}},
+               tmp_path / "damaged.pt")
+    with pytest.raises(CheckpointError, match="malformed sparse checkpoint"):
+        load_sparse(tmp_path / "damaged.pt")

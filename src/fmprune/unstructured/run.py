@@ -131,7 +131,7 @@ class SparsifyRun:
     def _write_config(self, rundir: RunDirectory) -> None:
         sha = sha256_file(Path(self.base_path)) if Path(self.base_path).is_file() else ""
         write_json_atomic(rundir.config_path, {
-            **self.config.to_dict(), "kind": KIND, "base_checkpoint": self.base_path,
+            **self.config.to_dict(), "kind": KIND, "model": self.base.spec.describe(), "base_checkpoint": self.base_path,
             "base_checkpoint_sha256": sha, "data_fingerprint": self.base.data_fingerprint,
             "fmprune_version": __version__, "torch_version": torch.__version__,
             "device": device_description(self.device)})
