@@ -144,7 +144,7 @@ class LabelFlow:
         self.ignore = tuple(ignore)
         self.union = _UnionFind()
         self.pinned_labels: list[Labels] = []
-        self.notes: list[str] = []
+        self._reasons: list[tuple[Labels, str]] = []
         self.origin: dict[int, str] = {}
         self.labels: dict[fx.Node, Any] = {}     # node -> Labels | list[Labels] | None
         self.records: dict[str, LayerRecord] = {}
@@ -160,8 +160,7 @@ class LabelFlow:
     def pin(self, labels: Labels, reason: str) -> None:
         if labels is not None and len(labels):
             self.pinned_labels.append(labels)
-            if reason and reason not in self.notes:
-                self.notes.append(reason)
+            self._reasons.append((labels, reason))
 
     # -- the pass
     def run(self) -> TraceResult:
@@ -169,10 +168,14 @@ class LabelFlow:
             self._current = str(node.target) if node.op == "call_module" else node.name
             self.labels[node] = self._visit(node)
         pinned = {self.union.find(x) for arr in self.pinned_labels for x in arr.tolist()}
+        # a note only where it costs prunable maps: not for what the input/output pins anyway
+        silent = {self.union.find(x) for arr, why in self._reasons if not why for x in arr.tolist()}
+        notes = list(dict.fromkeys(why for arr, why in self._reasons
+                                   if why and any(self.union.find(x) not in silent for x in arr.tolist())))
         records = [r for r in self.records.values() if r.outputs is not None or r.inputs is not None]
         for r in records:
             r.feature_node = _feature_node(r.nodes[0], self.modules) if r.nodes else None
-        return TraceResult(self.gm, records, self.union, pinned, self.origin, self.notes)
+        return TraceResult(self.gm, records, self.union, pinned, self.origin, notes)
 
     def _visit(self, node: fx.Node) -> Any:
         if node.op == "placeholder":
