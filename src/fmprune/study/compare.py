@@ -19,7 +19,7 @@ from ..data import Splits
 from ..errors import FmpruneError
 from ..costs import measure_latencies, model_bytes
 from ..graph import Graph
-from ..training import TrainConfig, evaluate, train
+from ..training import Recipe, evaluate, recipe_from_dict, train_recipe
 
 LATENCY_BATCHES = (1, 256)
 
@@ -98,14 +98,14 @@ def reinitialize(model: nn.Module) -> None:
             m.reset_parameters()
 
 
-def train_from_scratch(pruned: Checkpoint, splits: Splits, recipe: TrainConfig,
+def train_from_scratch(pruned: Checkpoint, splits: Splits, recipe: Recipe,
                        on_step: Callable[[int, int, float], None] | None = None) -> Checkpoint:
     """The pruned architecture, freshly initialised and trained with the base model's recipe."""
     model, graph = pruned.build_traced()
     torch.manual_seed(recipe.seed)
     reinitialize(model)
     start = time.perf_counter()
-    train(model, splits.train, recipe, on_step)
+    train_recipe(model, splits.train, recipe, on_step)
     recipe_dict = {**recipe.to_dict(), "train_seconds": round(time.perf_counter() - start, 1)}
     return make_checkpoint(model, pruned.model_spec, graph,
                            data_fingerprint=splits.fingerprint(), seed=recipe.seed, recipe=recipe_dict,
@@ -113,12 +113,12 @@ def train_from_scratch(pruned: Checkpoint, splits: Splits, recipe: TrainConfig,
                            origin={"from_scratch_of": graph.sizes()})
 
 
-def recipe_of(base: Checkpoint) -> TrainConfig:
-    known = set(TrainConfig.__dataclass_fields__)
-    return TrainConfig(**{k: v for k, v in base.recipe.items() if k in known})
+def recipe_of(base: Checkpoint) -> Recipe:
+    """The recipe the base model was trained with (LeNet's one-cycle Adam, or a zoo SGD recipe)."""
+    return recipe_from_dict(base.recipe)
 
 
-def scratch_path(directory: Path, pruned: Checkpoint, recipe: TrainConfig) -> Path:
+def scratch_path(directory: Path, pruned: Checkpoint, recipe: Recipe) -> Path:
     key = json.dumps([pruned.model_spec, pruned.alive, recipe.to_dict()], sort_keys=True)
     return directory / f"scratch-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
