@@ -4,8 +4,18 @@ from .base import READS_ALL, CalibrationProvider, Criterion, LayerContext, Score
 from .scoring import NORMALIZATIONS, REDUCTIONS, flops_regularize, mflops, normalize, reduce_members
 from .simple import L1FilterCriterion, MeanActivationCriterion, MinWeightCriterion, RandomCriterion
 from .taylor import TaylorCriterion
+from .activation_stats import ActivationStdCriterion, ApozCriterion
+from .obd import ObdCriterion
+from .oracle import OracleAbsCriterion, OracleCriterion
+from .taylor_bn import TaylorBNCriterion
+from .weight_grad import WeightGradCriterion
+from .structural import GroupCriterion
+from .slimming import SlimmingCriterion
+from .thinet import ThiNetCriterion
 
 __all__ = ["READS_ALL", "CalibrationProvider", "Criterion", "LayerContext", "Scores", "available_criteria",
            "create_criterion", "NORMALIZATIONS", "REDUCTIONS", "flops_regularize", "mflops", "normalize",
            "reduce_members", "L1FilterCriterion", "MeanActivationCriterion", "MinWeightCriterion",
-           "RandomCriterion", "TaylorCriterion"]
+           "RandomCriterion", "TaylorCriterion", "ActivationStdCriterion", "ApozCriterion",
+           "ObdCriterion", "OracleAbsCriterion", "OracleCriterion", "TaylorBNCriterion", "WeightGradCriterion",
+           "GroupCriterion", "SlimmingCriterion", "ThiNetCriterion"]

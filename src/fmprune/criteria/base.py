@@ -55,6 +55,16 @@ class LayerContext:
     def grad_dot_activation(self) -> torch.Tensor:
         return self._provider.grad_dot_activation(self.name)
 
+    def probe(self, quantity: str, **options):
+        """A further calibration quantity (``loss_change``, ``grad_dot_output``, ``grad_dot_norm``,
+        ``hessian_diagonal``: see ``fmprune.engine.probes``); only the general engine path offers
+        them, and it is chosen for every criterion whose ``reads`` go beyond :data:`READS_ALL`."""
+        reader = getattr(self._provider, "probe", None)
+        if reader is None:
+            raise FmpruneError(f"{quantity!r} is computed only by the general engine path "
+                               f"(fmprune.engine.GraphEngine), not by {type(self._provider).__name__}")
+        return reader(self.name, quantity, **options)
+
 
 class Criterion:
     """Base class: override :meth:`score_layer`; set ``paper`` to the reference it implements."""

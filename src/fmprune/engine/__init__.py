@@ -3,7 +3,7 @@ for any traced graph, the fast path for chains (chosen automatically), the naive
 
 from __future__ import annotations
 
-from ..criteria import Criterion
+from ..criteria import READS_ALL, Criterion
 from ..data import Split
 from ..errors import TopologyError
 from ..graph import Graph
@@ -19,8 +19,10 @@ def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibra
                   scope: list[str], normalization: str = "none", flops_lambda: float = 0.0,
                   seed: int = 0, reduction: str = "sum", fast: bool = True) -> Engine:
     """The chain fast path when the model is a plain chain of conv/linear stages (same decisions,
-    much faster), else the general path. ``fast=False`` forces the general path."""
-    if fast and graph.is_chain():
+    much faster), else the general path. ``fast=False`` forces the general path, and so does a
+    criterion that reads more than weights, activations and Taylor products (the oracle, parameter
+    gradients, Hessians: ``engine/probes.py`` computes them on the general path)."""
+    if fast and criterion.reads <= READS_ALL and graph.is_chain():
         try:
             topology = trace_chain(graph.model, tuple(graph.example_inputs[0].shape[1:]))
         except TopologyError:

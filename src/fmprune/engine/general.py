@@ -26,7 +26,7 @@ CHUNK = 250   # calibration examples per forward/backward: bounds the memory of 
 EVAL_CHUNK = 1000
 
 
-class _Recorder(fx.Interpreter):
+class Recorder(fx.Interpreter):
     """Runs the traced graph, keeping the values of ``wanted`` nodes; in-place ops run out of place."""
 
     def __init__(self, gm: fx.GraphModule, wanted: set[fx.Node]) -> None:
@@ -52,7 +52,7 @@ class _Recorder(fx.Interpreter):
 
 
 @contextmanager
-def _out_of_place(model: nn.Module) -> Iterator[None]:
+def out_of_place(model: nn.Module) -> Iterator[None]:
     """Modules such as ReLU(inplace=True) would overwrite values autograd needs."""
     flagged = [m for m in model.modules() if getattr(m, "inplace", False) is True]
     for m in flagged:
@@ -64,7 +64,7 @@ def _out_of_place(model: nn.Module) -> Iterator[None]:
             m.inplace = True
 
 
-def _logits(output) -> torch.Tensor:
+def logits_of(output) -> torch.Tensor:
     """The classification output of a model that may return several values (the first tensor)."""
     if torch.is_tensor(output):
         return output
@@ -80,6 +80,7 @@ class AutogradProvider:
         self.graph, self.split, self.members = graph, split, members
         self._acts: dict[str, torch.Tensor] | None = None
         self._gda: dict[str, torch.Tensor] | None = None
+        self._probes = None
 
     def _run(self, gradients: bool) -> None:
         nodes = {m.feature_node: name for name, m in self.members.items()}
@@ -89,12 +90,12 @@ class AutogradProvider:
         was_training = model.training
         model.eval()
         try:
-            with _out_of_place(model), torch.enable_grad() if gradients else torch.no_grad():
+            with out_of_place(model), torch.enable_grad() if gradients else torch.no_grad():
                 for start in range(0, len(self.split), CHUNK):
                     x = self.split.images[start:start + CHUNK]
                     y = self.split.labels[start:start + CHUNK]
-                    recorder = _Recorder(self.graph.graph_module, set(nodes))
-                    logits = _logits(recorder.run(x))
+                    recorder = Recorder(self.graph.graph_module, set(nodes))
+                    logits = logits_of(recorder.run(x))
                     values = [recorder.values[node] for node in nodes]
                     for node, v in zip(nodes, values):
                         acts[nodes[node]].append(v.detach())
@@ -119,6 +120,14 @@ class AutogradProvider:
         if self._gda is None:
             self._run(gradients=True)
         return self._gda[layer]
+
+    def probe(self, layer: str, quantity: str, **options):
+        """The quantities of the oracle, weight-gradient, BatchNorm-Taylor and OBD criteria
+        (see :mod:`.probes`), computed once per scoring round."""
+        if self._probes is None:
+            from .probes import CalibrationProbes   # probes builds on this module's recorder
+            self._probes = CalibrationProbes(self.graph, self.split, self.members)
+        return self._probes.get(layer, quantity, **options)
 
 
 def _map_numel(member: Member) -> int:
@@ -217,7 +226,7 @@ def evaluate_model(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK) -> f
         correct = 0
         with torch.inference_mode():
             for start in range(0, len(split), chunk):
-                logits = _logits(model(split.images[start:start + chunk]))
+                logits = logits_of(model(split.images[start:start + chunk]))
                 correct += int((logits.argmax(1) == split.labels[start:start + chunk]).sum())
     finally:
         model.train(was_training)
