@@ -558,23 +558,22 @@ def export_cmd(model: Path, out_dir: Path, onnx: bool, sparse: bool) -> None:
                    "not the experiment's results (default: full-size runs).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Override the file's base checkpoint (default: the file's `checkpoint`, else the cached one).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run every run as a Ray task: alone, on a local Ray started for the sweep; 'auto' or "
+                   "ray://HOST:PORT for a cluster whose nodes share the output, checkpoint and data paths; "
+                   "per-run CPUs/GPUs from the file's [resources] (default: local worker processes, no Ray).")
 @DEVICE
 @DATA_DIR
 def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: bool,
-              checkpoint: Path | None, device: str, data_dir: Path | None) -> None:
+              checkpoint: Path | None, ray_address: str | None, device: str, data_dir: Path | None) -> None:
     """Run every combination of an experiment file; rerun to resume (finished runs are skipped)."""
     resolve_device(device)
     experiment = load_experiment(experiment_file, quick)
-    splits = load_splits(data_dir)
-    if checkpoint is None and experiment.checkpoint.startswith("default:"):   # e.g. default:fc
-        checkpoint = cached_checkpoint(experiment.checkpoint.split(":", 1)[1], splits)
-    elif checkpoint is None and experiment.checkpoint != "default":
-        checkpoint = Path(experiment.checkpoint)
-        if not checkpoint.is_absolute():
-            checkpoint = experiment_file.parent / checkpoint
-    ckpt_path = resolve_checkpoint(checkpoint, splits)
-    load_checkpoint(ckpt_path)   # a bad checkpoint fails here once, not in every worker
-    del splits
+    if ray_address is not None:   # before the data load: a missing Ray or a bad device fails at once
+        from .study.ray_runner import check_device, require_ray
+        require_ray()
+        check_device(device, experiment.resources)
+    ckpt_path = file_checkpoint(experiment_file, experiment.checkpoint, checkpoint, load_splits(data_dir))
     click.echo(f"{experiment.title}: {len(experiment.runs)} runs -> {out_dir / experiment.name}")
     if experiment.quick:
         click.echo(f"warning: {experiment.quick_warning}; the runs are shrunk to check that they work")
@@ -582,13 +581,34 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
         def on_outcome(o: RunOutcome) -> None:
             bar.update(1)
             tqdm.write(f"{o.status:<8}{o.label}: {o.message}" + (f" ({o.seconds:.0f} s)" if o.seconds else ""))
-        outcomes = run_sweep(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
-                             workers, quick, on_outcome, device)
+        if ray_address is not None:
+            from .study.ray_runner import run_sweep_ray
+            outcomes = run_sweep_ray(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
+                                     ray_address, workers, quick, on_outcome, device)
+        else:
+            outcomes = run_sweep(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
+                                 workers, quick, on_outcome, device)
     failed = [o for o in outcomes if o.status == "failed"]
     click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished; report: "
                f"fmprune report {out_dir / experiment.name}")
     if failed:
         raise FmpruneError(f"{len(failed)} run(s) failed: {', '.join(o.label for o in failed)}")
+
+
+def file_checkpoint(file: Path, named: str, override: Path | None, splits: Splits) -> Path:
+    """The base checkpoint of an experiment or tune file: ``override`` (--checkpoint), else the
+    file's ``checkpoint`` ("default", "default:NAME" for a cached zoo model, or a path relative to
+    the file); loaded once here, so a bad one fails before any worker starts."""
+    checkpoint = override
+    if checkpoint is None and named.startswith("default:"):   # e.g. default:fc
+        checkpoint = cached_checkpoint(named.split(":", 1)[1], splits)
+    elif checkpoint is None and named != "default":
+        checkpoint = Path(named)
+        if not checkpoint.is_absolute():
+            checkpoint = file.parent / checkpoint
+    path = resolve_checkpoint(checkpoint, splits)
+    load_checkpoint(path)
+    return path
 
 
 @cli.command("report")
@@ -785,6 +805,50 @@ def sparsify_cmd(checkpoint: Path | None, method: str, scope: str, amount: float
     if summary.params_after != summary.params_before:
         click.echo(f"params {summary.params_before:,} -> {summary.params_after:,}; units left {summary.units_after}")
     click.echo(f"run directory: {run_dir} ({summary.seconds:.1f} s)")
+
+
+@cli.command("tune")
+@click.argument("tune_file", type=click.Path(path_type=Path))
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              callback=output_dir, help="Trials go to OUT_DIR/<study name>/trials/trial-NNNN/ (normal run "
+                                        "directories), the report to OUT_DIR/<study name>/report/.")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage of the study; rerun with the same one to resume a killed search "
+                   "(default: sqlite:///OUT_DIR/<study name>/study.db).")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Finished (complete or pruned) trials wanted (default: the file's study.trials).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials in parallel: local processes, or Ray tasks with --ray.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run the parallel trials as Ray tasks: alone, on a local Ray; 'auto' or ray://HOST:PORT for "
+                   "a cluster sharing the output, storage, checkpoint and data paths (default: no Ray).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Override the file's base checkpoint (default: the file's `checkpoint`, else the cached one).")
+@DEVICE
+@DATA_DIR
+def tune_cmd(tune_file: Path, out_dir: Path, storage: str | None, trials: int | None, workers: int,
+             ray_address: str | None, checkpoint: Path | None, device: str, data_dir: Path | None) -> None:
+    """Search a pruning recipe with Optuna: the file names the parameters, ranges and objective."""
+    from .study.tune import (TrialContext, best_trial_text, default_storage, objective_text, require_optuna,
+                             run_tune, trial_text, write_study_report)
+    from .study.tune_spec import load_tune_file
+    require_optuna()
+    resolve_device(device)
+    spec = load_tune_file(tune_file)
+    if ray_address is not None:
+        from .study.ray_runner import check_device, require_ray
+        require_ray()
+        check_device(device, spec.resources)
+    ckpt_path = file_checkpoint(tune_file, spec.checkpoint, checkpoint, load_splits(data_dir))
+    directory = out_dir / spec.name
+    storage = storage or default_storage(out_dir, spec)
+    click.echo(f"{spec.title}: {trials or spec.trials} trials, {objective_text(spec)} -> {directory} "
+               f"(study: {storage})")
+    ctx = TrialContext(spec, str(ckpt_path), str(directory), str(data_dir) if data_dir else None, device)
+    study = run_tune(ctx, storage, trials, workers, ray_address, lambda t: click.echo(trial_text(t, spec)))
+    report = write_study_report(study, spec, directory)
+    click.echo(best_trial_text(study, spec))
+    click.echo(f"report: {report}")
 
 
 def main() -> None:

@@ -18,7 +18,11 @@
     [quick]                                    # optional overrides for --quick (CI-sized runs)
     steps = 5
 
-Every key is checked; a wrong one is named in a one-line error.
+    [resources]                                # optional, read by `sweep --ray`: per-run cpus, gpus
+    cpus = 1
+
+``experiment.kind = "sparsify"`` makes every run a weight/unit pruning run (SparsifyConfig
+fields instead of PruneConfig's). Every key is checked; a wrong one is named in a one-line error.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from typing import Any
 
 from ..errors import FmpruneError
 from ..run.loop import PruneConfig
+from .resources import Resources, parse_resources
+from ..unstructured.config import SparsifyConfig
 
-SECTIONS = {"experiment", "settings", "axes", "runs", "quick"}
-EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint"}
+SECTIONS = {"experiment", "settings", "axes", "runs", "quick", "resources"}
+EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint", "kind"}
+KINDS: dict[str, type] = {"prune": PruneConfig, "sparsify": SparsifyConfig}   # kind -> run config class
 CONFIG_FIELDS = {f.name: f for f in fields(PruneConfig)}
 QUICK_DEFAULTS = {"steps": 6, "calibration": 100, "eval_size": 300, "save_every": 2}
 QUICK_RETRAIN_DIVISOR = 25   # retraining 10/50/100 becomes 1/2/4 iterations: still distinct
@@ -41,7 +48,7 @@ LABEL_SEPARATOR = "+"   # between settings in a run's name; "_" occurs inside cr
 # short names for run directories and legends
 SHORT = {"criterion": "", "normalize": "", "flops_lambda": "lambda", "scope": "", "retrain": "retrain",
          "retrain_only_pruned_layer": "layer-only", "rank_once": "rank-once", "maps_per_step": "k",
-         "seed": "seed"}
+         "seed": "seed", "method": "", "amount": "k", "rounds": "rounds", "optimizer": ""}
 
 
 @dataclass
@@ -53,7 +60,9 @@ class Experiment:
     checkpoint: str
     runs: list[tuple[str, PruneConfig]] = field(default_factory=list)   # (label, config)
     varying: list[str] = field(default_factory=list)
+    kind: str = "prune"                                                  # a key of KINDS
     quick: bool = False   # shrunk by --quick: checks that every run works, gives no results
+    resources: Resources = field(default_factory=Resources)   # what each run asks of a Ray node
 
     @property
     def quick_warning(self) -> str:
@@ -80,8 +89,8 @@ def _check_keys(path: Path, where: str, table: Any, known: set[str]) -> dict:
     return table
 
 
-def _check_value(path: Path, where: str, key: str, value: Any) -> None:
-    expected = CONFIG_FIELDS[key].type
+def _check_value(path: Path, where: str, key: str, value: Any, known: dict = CONFIG_FIELDS) -> None:
+    expected = known[key].type
     kinds = {"str": str, "int": int, "float": (int, float), "bool": bool}
     allowed = tuple(t for name, t in kinds.items() if name in str(expected))
     flat = tuple(x for t in allowed for x in (t if isinstance(t, tuple) else (t,)))
@@ -104,52 +113,59 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
     name = str(meta["name"])
     if not all(c.isalnum() or c in "-_." for c in name):
         raise _err(path, f"'experiment.name' = {name!r} may hold only letters, digits, '-', '_' and '.'")
-    settings = _check_keys(path, "settings", doc.get("settings", {}), set(CONFIG_FIELDS))
-    axes = _check_keys(path, "axes", doc.get("axes", {}), set(CONFIG_FIELDS))
-    quick_table = _check_keys(path, "quick", doc.get("quick", {}), set(CONFIG_FIELDS))
+    kind = str(meta.get("kind", "prune"))
+    if kind not in KINDS:
+        raise _err(path, f"'experiment.kind' = {kind!r} is not one of {', '.join(KINDS)}")
+    known = {f.name: f for f in fields(KINDS[kind])}
+    settings = _check_keys(path, "settings", doc.get("settings", {}), set(known))
+    axes = _check_keys(path, "axes", doc.get("axes", {}), set(known))
+    quick_table = _check_keys(path, "quick", doc.get("quick", {}), set(known))
+    resources = parse_resources(doc.get("resources", {}), f"experiment file {path}")
     variants = doc.get("runs", [{}])
     if not isinstance(variants, list) or not variants:
         raise _err(path, "'runs' must be a non-empty array of tables ([[runs]])")
     for i, v in enumerate(variants):
-        _check_keys(path, f"runs[{i}]", v, set(CONFIG_FIELDS))
+        _check_keys(path, f"runs[{i}]", v, set(known))
     for where, table in [("settings", settings), ("quick", quick_table)] + \
                         [(f"runs[{i}]", v) for i, v in enumerate(variants)]:
         for key, value in table.items():
-            _check_value(path, where, key, value)
+            _check_value(path, where, key, value, known)
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
             raise _err(path, f"'axes.{key}' must be a non-empty list")
         for value in values:
-            _check_value(path, "axes", key, value)
+            _check_value(path, "axes", key, value, known)
 
-    varying = [k for k in CONFIG_FIELDS if len(axes.get(k, [])) > 1
+    varying = [k for k in known if len(axes.get(k, [])) > 1
                or len({repr(v.get(k)) for v in variants}) > 1]
     runs: list[tuple[str, PruneConfig]] = []
     for combo in itertools.product(*axes.values()):
         for variant in variants:
             values = {**settings, **dict(zip(axes, combo)), **variant}
-            config = _config(path, values)
+            config = _config(path, values, KINDS[kind])
             label = run_label(config, varying)        # quick runs keep the full runs' names
-            runs.append((label, _config(path, _quicken(values, quick_table)) if quick else config))
+            quick_values = _quicken(values, quick_table, set(known))
+            runs.append((label, _config(path, quick_values, KINDS[kind]) if quick else config))
     labels = [label for label, _ in runs]
     if len(set(labels)) != len(labels):
         raise _err(path, "two runs have the same settings")
     if quick:
         name += "-quick"   # never mixed with, or mistaken for, the full-size runs
     return Experiment(path, name, str(meta.get("title", name)), str(meta.get("description", "")),
-                      str(meta.get("checkpoint", "default")), runs, varying, quick=quick)
+                      str(meta.get("checkpoint", "default")), runs, varying, kind, quick=quick,
+                      resources=resources)
 
 
-def _config(path: Path, values: dict) -> PruneConfig:
+def _config(path: Path, values: dict, config_class: type = PruneConfig) -> PruneConfig:
     try:
-        return PruneConfig(**values)
+        return config_class(**values)
     except (FmpruneError, TypeError) as e:
         raise _err(path, f"run {values}: {e}") from None
 
 
-def _quicken(values: dict, overrides: dict) -> dict:
+def _quicken(values: dict, overrides: dict, known: set[str] = set(CONFIG_FIELDS)) -> dict:
     """CI-sized version of a run: few steps, small evaluation and calibration sets."""
-    out = {**values, **QUICK_DEFAULTS}
+    out = {**values, **{k: v for k, v in QUICK_DEFAULTS.items() if k in known}}
     if out.get("retrain"):
         out["retrain"] = max(1, round(out["retrain"] / QUICK_RETRAIN_DIVISOR))
     for key in ("min_accuracy", "target_params", "target_macs"):

@@ -414,3 +414,111 @@ def score_section(paths: list[Path], out_dir: Path) -> list[str]:
         png = plot_accuracy_vs_score(records, out_dir / "figures")[0]
         lines += [f"![accuracy against efficiency score]({png.relative_to(out_dir)})", ""]
     return lines + [markdown_table(score_rows(records)), ""]
+
+
+# --- recipe search (fmprune tune): optimisation history, parameter importances, trial table ------
+
+@dataclass
+class TunedTrial:
+    """One trial of a search as the report shows it (read from the study by ``study.tune``)."""
+
+    number: int
+    state: str                      # COMPLETE, PRUNED, FAIL, RUNNING or WAITING
+    value: float | None             # the objective (complete trials)
+    params: dict
+    accuracy: float | None = None   # at the trial's best point
+    params_x: float | None = None
+    macs_x: float | None = None
+    run_dir: str = ""
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    """PNG and SVG (with fixed metadata, so the same study gives the same files)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
+    plt.close(fig)
+    return paths
+
+
+def plot_tune_history(trials: list[TunedTrial], value_label: str, title: str, stem: Path) -> list[Path]:
+    """Objective of every complete trial by trial number, the best so far as a step line;
+    pruned trials marked along the bottom (they have no objective value)."""
+    done = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    ax.scatter([t.number for t in done], [t.value for t in done], s=28, color="C0", zorder=3, label="complete trial")
+    best, line = float("inf"), []
+    for t in done:
+        best = min(best, t.value)
+        line.append(best)
+    ax.step([t.number for t in done], line, where="post", color="C3", lw=1.4, label="best so far")
+    pruned = [t.number for t in trials if t.state == "PRUNED"]
+    if pruned:
+        ax.scatter(pruned, [0] * len(pruned), marker="x", color="0.4", s=24, transform=ax.get_xaxis_transform(),
+                   clip_on=False, label="pruned trial (stopped early)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(value_label)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_param_importances(importances: dict[str, float], title: str, stem: Path) -> list[Path]:
+    """How much each parameter decides the objective (Optuna's default evaluator, PED-ANOVA),
+    largest on top."""
+    names = sorted(importances, key=importances.get)
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(names) + 1.6))
+    ax.barh(names, [importances[n] for n in names], color="C0")
+    for i, n in enumerate(names):
+        ax.annotate(f"{importances[n]:.2f}", (importances[n], i), xytext=(3, -3), textcoords="offset points",
+                    fontsize=8)
+    ax.set_xlabel("importance for the objective (PED-ANOVA, sums to 1)")
+    ax.set_title(title)
+    ax.set_xlim(0, max(1e-9, max(importances.values())) * 1.15)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def tune_rows(trials: list[TunedTrial], value_label: str) -> list[dict[str, str]]:
+    """One row per trial, best first, then pruned and failed ones by number."""
+    names = list(dict.fromkeys(k for t in trials for k in t.params))
+    order = {"COMPLETE": 0, "PRUNED": 1}
+    rows = []
+    for t in sorted(trials, key=lambda t: (order.get(t.state, 2), t.value if t.value is not None else 0, t.number)):
+        row = {"trial": str(t.number), "state": t.state.lower(),
+               value_label: "-" if t.value is None or t.state != "COMPLETE" else f"{t.value:.4g}",
+               "accuracy": "-" if t.accuracy is None else f"{t.accuracy:.4f}",
+               "params x": "-" if t.params_x is None else f"{t.params_x:.2f}",
+               "MACs x": "-" if t.macs_x is None else f"{t.macs_x:.2f}"}
+        for n in names:
+            v = t.params.get(n)
+            row[n] = "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+        row["run"] = Path(t.run_dir).name if t.run_dir else "-"
+        rows.append(row)
+    return rows
+
+
+def write_tune_report(title: str, objective: str, value_label: str, trials: list[TunedTrial],
+                      importances: dict[str, float] | None, out_dir: Path, notes: list[str] = ()) -> Path:
+    """``report.md`` of a search: what it minimised, the history and importance figures, and the
+    trial table; ``notes`` (e.g. why importances are missing) go under the heading."""
+    fig_dir = out_dir / "figures"
+    lines = [f"# {title}", "", f"Objective: {objective}. {len(trials)} trials: "
+             + ", ".join(f"{sum(t.state == s for t in trials)} {s.lower()}"
+                         for s in dict.fromkeys(t.state for t in trials)) + ".", ""]
+    lines += [f"> {n}" for n in notes] + ([""] if notes else [])
+    if any(t.state == "COMPLETE" for t in trials):
+        png = plot_tune_history(trials, value_label, f"{title}: optimisation history", fig_dir / "tune-history")[0]
+        lines += [f"![optimisation history]({png.relative_to(out_dir)})", ""]
+    if importances:
+        png = plot_param_importances(importances, f"{title}: parameter importances", fig_dir / "tune-importances")[0]
+        lines += [f"![parameter importances]({png.relative_to(out_dir)})", ""]
+    if trials:
+        lines += [markdown_table(tune_rows(trials, value_label)), ""]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report

@@ -2,7 +2,8 @@
 
 Each run goes to ``<out>/<experiment name>/<label>/``. A finished run (``summary.json``) is
 skipped; an unfinished one resumes from its saved state. A failing run is reported with its
-error and does not stop the others.
+error and does not stop the others. :func:`plan_sweep` decides what is left to run and
+:func:`run_task` runs one run in any process, so the Ray runner (``ray_runner``) shares both.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -22,6 +23,7 @@ from ..errors import FmpruneError
 from ..study.experiments import Experiment
 from ..run.loop import PruneConfig, run_pruning
 from ..run.rundir import read_json, write_json_atomic
+from ..unstructured.run import sweep_run as sparsify_run
 
 
 @dataclass
@@ -33,30 +35,61 @@ class RunOutcome:
     seconds: float = 0.0
 
 
+class RunTask(NamedTuple):
+    """One run still to do, in plain values a worker process (or a Ray node) can receive."""
+
+    label: str
+    checkpoint: str
+    config: dict
+    run_dir: str
+    device: str
+    kind: str = "prune"
+
+
 _worker_splits = None
+_worker_data_dir: str | None = None
 
 
 def _init_worker(data_dir: str | None, threads: int) -> None:
     """Each worker loads the data once and uses ``threads`` torch threads."""
-    global _worker_splits
+    global _worker_splits, _worker_data_dir
     torch.set_num_threads(threads)
     from ..data import load_splits
     _worker_splits = load_splits(data_dir)
+    _worker_data_dir = data_dir
 
 
-def _run_one(label: str, checkpoint: str, config: dict, run_dir: str, device: str) -> RunOutcome:
+def _prune_run(checkpoint: str, splits, config: dict, run_dir: str, device: str) -> str:
+    summary = run_pruning(checkpoint, splits, PruneConfig.from_dict(config), run_dir, device=device)
+    return (f"{summary.steps} steps, {summary.eval_split} accuracy {summary.base_accuracy:.4f} -> "
+            f"{summary.final_accuracy:.4f}, x{summary.compression:.1f} params, {summary.stop_reason}")
+
+
+# experiment kind -> runner(checkpoint, splits, config dict, run dir, device) -> one-line outcome
+RUNNERS: dict[str, Callable[..., str]] = {"prune": _prune_run, "sparsify": sparsify_run}
+
+
+def _run_one(label: str, checkpoint: str, config: dict, run_dir: str, device: str,
+             kind: str = "prune") -> RunOutcome:
     start = time.perf_counter()
     try:
-        summary = run_pruning(checkpoint, _worker_splits, PruneConfig.from_dict(config), run_dir, device=device)
+        message = RUNNERS[kind](checkpoint, _worker_splits, config, run_dir, device)
     except FmpruneError as e:
         return RunOutcome(label, Path(run_dir), "failed", str(e), time.perf_counter() - start)
     except Exception as e:  # a bug must not stop the other runs; its trace is kept in the run dir
         Path(run_dir, "error.txt").write_text(traceback.format_exc())
         return RunOutcome(label, Path(run_dir), "failed", f"{type(e).__name__}: {e} (see error.txt)",
                           time.perf_counter() - start)
-    message = (f"{summary.steps} steps, {summary.eval_split} accuracy {summary.base_accuracy:.4f} -> "
-               f"{summary.final_accuracy:.4f}, x{summary.compression:.1f} params, {summary.stop_reason}")
     return RunOutcome(label, Path(run_dir), "done", message, time.perf_counter() - start)
+
+
+def run_task(task: RunTask, data_dir: str | None, threads: int = 1) -> RunOutcome:
+    """Run one task in this process; the data are loaded once per process and data directory
+    (a Ray worker process runs many tasks)."""
+    if _worker_splits is None or _worker_data_dir != data_dir:
+        _init_worker(data_dir, threads)
+    torch.set_num_threads(threads)
+    return _run_one(*task)
 
 
 def write_experiment_manifest(experiment: Experiment, directory: Path, checkpoint: str, quick: bool) -> None:
@@ -64,16 +97,16 @@ def write_experiment_manifest(experiment: Experiment, directory: Path, checkpoin
     write_json_atomic(directory / "experiment.json", {
         "name": experiment.name, "title": experiment.title, "description": experiment.description,
         "file": str(experiment.path), "checkpoint": checkpoint, "varying": experiment.varying, "quick": quick,
+        "kind": experiment.kind,
         "runs": [label for label, _ in experiment.runs],
     })
 
 
-def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None = None,
-              workers: int | None = None, quick: bool = False,
-              on_outcome: Callable[[RunOutcome], None] | None = None,
-              device: str = "cpu") -> list[RunOutcome]:
-    """Run (or resume) every run of ``experiment`` on ``device``; returns one outcome per run.
-    On a GPU the workers share it: its runs are small, so several keep it busier than one."""
+def plan_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, quick: bool = False,
+               on_outcome: Callable[[RunOutcome], None] | None = None,
+               device: str = "cpu") -> tuple[list[RunOutcome], list[RunTask]]:
+    """Write the manifest; return the outcomes of runs already finished (skipped, or refused
+    because their directory holds other settings) and the tasks still to run."""
     directory = out_dir / experiment.name
     directory.mkdir(parents=True, exist_ok=True)
     write_experiment_manifest(experiment, directory, checkpoint, quick)
@@ -91,7 +124,17 @@ def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: 
             if on_outcome:
                 on_outcome(outcome)
         else:
-            pending.append((label, checkpoint, config.to_dict(), str(run_dir), device))
+            pending.append(RunTask(label, checkpoint, config.to_dict(), str(run_dir), device, experiment.kind))
+    return outcomes, pending
+
+
+def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None = None,
+              workers: int | None = None, quick: bool = False,
+              on_outcome: Callable[[RunOutcome], None] | None = None,
+              device: str = "cpu") -> list[RunOutcome]:
+    """Run (or resume) every run of ``experiment`` on ``device``; returns one outcome per run.
+    On a GPU the workers share it: its runs are small, so several keep it busier than one."""
+    outcomes, pending = plan_sweep(experiment, checkpoint, out_dir, quick, on_outcome, device)
     if not pending:
         return outcomes
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending)))
@@ -104,9 +147,13 @@ def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: 
                 outcome = future.result()
             except Exception as e:   # the worker process itself died (e.g. out of memory)
                 index = futures.index(future)
-                outcome = RunOutcome(pending[index][0], Path(pending[index][3]), "failed",
-                                     f"worker died: {type(e).__name__}: {e}")
+                outcome = worker_died(pending[index], e)
             outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome)
     return outcomes
+
+
+def worker_died(task: RunTask, error: BaseException) -> RunOutcome:
+    """The outcome of a run whose process died under it (e.g. out of memory): rerun to resume."""
+    return RunOutcome(task.label, Path(task.run_dir), "failed", f"worker died: {type(error).__name__}: {error}")
