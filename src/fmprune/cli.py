@@ -156,10 +156,13 @@ def models_cmd(list_torchvision: bool, model: ModelRequest) -> None:
 
 @cli.command("criteria")
 def criteria_cmd() -> None:
-    """List the registered pruning criteria."""
+    """List the registered pruning criteria, each with its paper where it implements one."""
     for name in available_criteria():
-        doc = (Criterion.registry[name].__doc__ or "").strip().splitlines()[0]
+        cls = Criterion.registry[name]
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
         click.echo(f"{name:<16}{doc}")
+        if cls.paper:
+            click.echo(f"{'':<16}paper: {cls.paper}")
 
 
 @cli.command("count")
@@ -289,6 +292,9 @@ def parse_augment(text: str | None) -> tuple[str, ...] | None:
 @click.option("--amp/--no-amp", default=None, help="SGD recipe on CUDA: bfloat16 autocast (default: on).")
 @click.option("--channels-last/--no-channels-last", default=None,
               help="SGD recipe on CUDA: channels-last tensors (default: on).")
+@click.option("--bn-l1", type=click.FloatRange(min=0), default=None, metavar="LAMBDA",
+              help="Network slimming (Liu et al. 2017): add LAMBDA * sum |gamma| over every BatchNorm scale to the "
+                   "loss (1e-4 to 1e-5 in the paper), then prune with --criterion slimming (default: 0, none).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Write TensorBoard event files (loss per iteration, validation accuracy per epoch) to this "
                    "directory; needs the tensorboard extra (default: none).")
@@ -297,7 +303,7 @@ def parse_augment(text: str | None) -> tuple[str, ...] | None:
 @DATA_DIR
 def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | None, max_iters: int | None,
               batch_size: int | None, lr: float | None, weight_decay: float | None, augment: str | None,
-              input_norm: bool | None, amp: bool | None, channels_last: bool | None, quiet: bool,
+              input_norm: bool | None, amp: bool | None, channels_last: bool | None, bn_l1: float | None, quiet: bool,
               tensorboard_dir: Path | None, device: str, data_dir: Path | None) -> None:
     """Train a model on the training split; report validation and test accuracy.
 
@@ -312,12 +318,15 @@ def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | No
     spec = model.spec(splits.input_shape, splits.n_classes)
     recipe = default_recipe(spec.name, seed=seed, epochs=epochs, max_iters=max_iters, batch_size=batch_size,
                             lr=lr, weight_decay=weight_decay, augment=parse_augment(augment),
-                            normalize=input_norm, amp=amp, channels_last=channels_last)
+                            normalize=input_norm, amp=amp, channels_last=channels_last, bn_l1=bn_l1)
     if recipe.batch_size > len(splits.train):
         raise FmpruneError(f"--batch-size {recipe.batch_size} is larger than the {len(splits.train):,} training "
                            "images; choose a smaller one")
-    train_checkpoint(splits, recipe, out or default_checkpoint_path(splits, seed, spec), spec, torch_device, quiet,
-                     tensorboard_dir)
+    if out is None:
+        out = default_checkpoint_path(splits, seed, spec)
+        if bn_l1:   # never in place of the cached base model the other commands default to
+            out = out.with_name(f"{out.stem}-bnl1-{bn_l1:g}{out.suffix}")
+    train_checkpoint(splits, recipe, out, spec, torch_device, quiet, tensorboard_dir)
 
 
 def resolve_checkpoint(checkpoint: Path | None, splits: Splits, model: ModelRequest | None = None) -> Path:
@@ -849,6 +858,215 @@ def tune_cmd(tune_file: Path, out_dir: Path, storage: str | None, trials: int | 
     report = write_study_report(study, spec, directory)
     click.echo(best_trial_text(study, spec))
     click.echo(f"report: {report}")
+
+
+@cli.command("sensitivity")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--criterion", default="l1_filter", show_default=True,
+              help="What ranks each layer's maps (lowest pruned first): one of `fmprune criteria`.")
+@click.option("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", show_default=True, metavar="LIST",
+              help="Fractions of each layer's maps pruned, one measurement each.")
+@click.option("--scope", default="all", show_default=True, help="all, or comma-separated layers (groups).")
+@click.option("--eval-split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="Split the accuracy is measured on.")
+@click.option("--eval-size", type=click.IntRange(min=1), default=None,
+              help="Measure on the first N images of the split only (default: the whole split).")
+@click.option("--calibration", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Training images a data-driven criterion (taylor, thinet, ...) reads.")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=None,
+              help="Also derive per-layer ratios: the largest ratio each layer takes while losing at most this "
+                   "accuracy (e.g. 0.01), printed as --ratios for `fmprune oneshot` (default: none).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the calibration images.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
+              help="Where sensitivity.json, sensitivity.csv and the figure go (default: runs/sensitivity-<criterion>).")
+@click.option("--quiet", is_flag=True, help="No progress bar (default: shown).")
+@DATA_DIR
+def sensitivity_cmd(checkpoint: Path, criterion: str, ratios: str, scope: str, eval_split: str,
+                    eval_size: int | None, calibration: int, max_drop: float | None, seed: int,
+                    out_dir: Path | None, quiet: bool, data_dir: Path | None) -> None:
+    """Prune each layer of CHECKPOINT alone at every ratio, without retraining, and plot accuracy
+    against the fraction pruned (Li et al. 2017's sensitivity analysis)."""
+    import csv as csv_module
+
+    from .baselines.plan import format_ratios
+    from .baselines.sensitivity import RESULT_FILE, check_ratios, format_table, layer_sensitivity, save_result
+    from .criteria import create_criterion
+    from .run.loop import calibration_subset
+    from .study.sensitivity_plot import plot_sensitivity
+
+    try:
+        fractions = check_ratios([float(r) for r in ratios.split(",") if r.strip()])
+    except ValueError:
+        raise FmpruneError(f"--ratios {ratios!r}: give fractions separated by commas, e.g. 0.1,0.5,0.9") from None
+    crit = create_criterion(criterion)
+    ckpt_path = resolve_model_path(checkpoint)
+    ckpt = load_checkpoint(ckpt_path)
+    splits = load_splits(data_dir)
+    if tuple(splits.input_shape) != tuple(ckpt.input_shape):
+        raise FmpruneError(f"data images have shape {tuple(splits.input_shape)}, the checkpoint's model expects "
+                           f"{tuple(ckpt.input_shape)}: pass the --data-dir it was trained on")
+    _, graph = ckpt.build_traced()
+    names = graph.scope(scope)
+    out_dir = out_dir or Path("runs") / f"sensitivity-{criterion}"
+    evaluation = getattr(splits, eval_split).subset(eval_size)
+    with tqdm(total=len(names) * len(fractions), desc="sensitivity", unit="point", file=sys.stderr,
+              dynamic_ncols=True, disable=quiet) as bar:
+        def on_point(layer: str, ratio: float, accuracy: float) -> None:
+            bar.update(1)
+            bar.set_postfix(layer=layer, ratio=f"{ratio:g}", acc=f"{accuracy:.4f}", refresh=False)
+        result = layer_sensitivity(graph, crit, evaluation, calibration_subset(splits.train, calibration, seed),
+                                   fractions, names, seed, on_point, str(ckpt_path), eval_split)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_result(result, out_dir / RESULT_FILE)
+    with open(out_dir / "sensitivity.csv", "w", newline="") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["layer", "maps", "ratio", "removed", "accuracy"])
+        for layer, accs in result.accuracy.items():
+            for ratio, removed, acc in zip(result.ratios, result.removed[layer], accs):
+                writer.writerow([layer, result.maps[layer], ratio, removed, f"{acc:.6f}"])
+    figure = plot_sensitivity(result, out_dir / "sensitivity")[0]
+    click.echo(format_table(result))
+    if max_drop is not None:
+        derived = {k: v for k, v in result.ratios_within(max_drop).items() if v > 0}
+        if derived:
+            click.echo(f"ratios losing at most {max_drop:g} accuracy: --ratios {format_ratios(derived)}")
+        else:
+            click.echo(f"no layer keeps its accuracy within {max_drop:g} at {result.ratios[0]:g}: raise --max-drop")
+    click.echo(f"written: {out_dir / RESULT_FILE}, {out_dir / 'sensitivity.csv'}, {figure}")
+
+
+@cli.command("oneshot")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--criterion", default="l1_filter", show_default=True,
+              help="What ranks the maps: one of `fmprune criteria` (l1_filter: Li et al.; thinet: Luo et al., "
+                   "layer after layer with a least-squares rescale; slimming: BatchNorm |gamma|, with --global).")
+@click.option("--ratio", type=float, default=None,
+              help="Fraction of each layer's maps removed (with --global: of all maps in scope; default: none).")
+@click.option("--ratios", default=None, metavar="LAYER=R,...",
+              help="A fraction per layer, e.g. conv1=0.3,conv2=0.5; layers not named keep all (default: none).")
+@click.option("--sensitivity", "sensitivity_file", type=click.Path(path_type=Path), default=None,
+              help="Per-layer ratios from `fmprune sensitivity` (its sensitivity.json or directory): the largest "
+                   "each layer takes within --max-drop (default: none).")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="Accuracy a layer may lose at its ratio, with --sensitivity.")
+@click.option("--threshold", type=float, default=None,
+              help="With --global: remove every map whose raw score is below this (slimming's |gamma| rule; "
+                   "default: none).")
+@click.option("--target-macs", type=float, default=None,
+              help="Remove the smallest ratio (per layer, or global with --global) that leaves at most this fraction "
+                   "of the MACs (default: none).")
+@click.option("--target-params", type=float, default=None,
+              help="The same for the parameters (default: none).")
+@click.option("--global", "global_ranking", is_flag=True,
+              help="Rank every map of the scope together by raw score instead of layer by layer (default: per layer).")
+@click.option("--scope", default="all", show_default=True, help="all, or comma-separated layers (groups).")
+@click.option("--calibration", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Training images a data-driven criterion reads.")
+@click.option("--samples-per-image", type=click.IntRange(min=1), default=10, show_default=True,
+              help="ThiNet: sampled entries of the next layer's output per calibration image.")
+@click.option("--rescale/--no-rescale", default=True, show_default=True,
+              help="ThiNet: rescale the kept maps' weights in the next layer by least squares.")
+@click.option("--retrain", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Minibatch updates after pruning (Adam, one-cycle learning rate); 0: none.")
+@click.option("--retrain-lr", default=1e-3, show_default=True, help="Peak learning rate of --retrain.")
+@click.option("--retrain-batch", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Images per retraining minibatch.")
+@click.option("--eval-split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="Split the accuracies are measured on.")
+@click.option("--eval-size", type=click.IntRange(min=1), default=None,
+              help="Measure on the first N images of the split only (default: the whole split).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the calibration images, samples and batches.")
+@click.option("--ignore", default="", metavar="NAMES",
+              help="Comma-separated modules or graph nodes kept as they are (default: none).")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
+              help="Output directory (default: runs/oneshot-<criterion>).")
+@click.option("--quiet", is_flag=True, help="No progress bar while retraining (default: shown).")
+@DEVICE
+@DATA_DIR
+def oneshot_cmd(checkpoint: Path, criterion: str, ratio: float | None, ratios: str | None,
+                sensitivity_file: Path | None, max_drop: float, threshold: float | None, target_macs: float | None,
+                target_params: float | None, global_ranking: bool, scope: str, calibration: int,
+                samples_per_image: int, rescale: bool, retrain: int, retrain_lr: float, retrain_batch: int,
+                eval_split: str, eval_size: int | None, seed: int, ignore: str, run_dir: Path | None, quiet: bool,
+                device: str, data_dir: Path | None) -> None:
+    """Prune CHECKPOINT once — every layer at its ratio, or a global ranking — then retrain
+    (Li et al. 2017's protocol; ThiNet and network slimming too). Writes model.pt, summary.json
+    and score.json."""
+    from .baselines.oneshot import OneShotConfig, run_oneshot
+    from .baselines.plan import format_ratios
+    from .baselines.sensitivity import load_result
+
+    if sensitivity_file is not None:
+        if ratios:
+            raise FmpruneError("give either --ratios or --sensitivity, not both")
+        derived = {k: v for k, v in load_result(sensitivity_file).ratios_within(max_drop).items() if v > 0}
+        if not derived:
+            raise FmpruneError(f"{sensitivity_file}: no layer keeps its accuracy within --max-drop {max_drop:g}; raise it")
+        ratios = format_ratios(derived)
+    config = OneShotConfig(
+        criterion=criterion, ratio=ratio, ratios=ratios or "", threshold=threshold, target_macs=target_macs,
+        target_params=target_params, global_ranking=global_ranking, scope=scope, calibration=calibration,
+        samples_per_image=samples_per_image, rescale=rescale, retrain=retrain, retrain_lr=retrain_lr,
+        retrain_batch=retrain_batch, eval_split=eval_split, eval_size=eval_size, seed=seed,
+        ignore=tuple(n.strip() for n in ignore.split(",") if n.strip()))
+    resolve_device(device)
+    ckpt_path = resolve_model_path(checkpoint)
+    load_checkpoint(ckpt_path)   # a bad checkpoint fails before the data is read
+    splits = load_splits(data_dir)
+    run_dir = run_dir or Path("runs") / f"oneshot-{criterion}"
+    bar = tqdm(total=retrain, desc="retrain", unit="it", file=sys.stderr, dynamic_ncols=True,
+               disable=quiet or not retrain)
+    with bar:
+        summary = run_oneshot(ckpt_path, splits, config, run_dir, device, lambda step, total, loss: bar.update(1))
+    click.echo(f"{summary.criterion} one-shot, {summary.how}")
+    click.echo(f"{summary.eval_split} accuracy {summary.base_accuracy:.4%} -> {summary.pruned_accuracy:.4%} pruned"
+               + (f" -> {summary.final_accuracy:.4%} after {summary.retrain} retraining iterations" if summary.retrain else ""))
+    click.echo(f"maps left {summary.maps_after}")
+    click.echo(f"params {summary.base_params:,} -> {summary.final_params:,} (x{summary.base_params / summary.final_params:.1f} "
+               f"fewer), MACs {summary.base_macs:,} -> {summary.final_macs:,} "
+               f"(x{summary.base_macs / summary.final_macs:.1f} fewer)")
+    click.echo(f"run directory: {run_dir} (model.pt, summary.json, score.json)")
+
+
+@cli.command("rank-quality")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--layers", default="all", show_default=True,
+              help="Groups whose maps are ranked: all, or names separated by commas (e.g. conv1,conv2).")
+@click.option("--criteria", "criteria", default=None, metavar="LIST",
+              help="Criteria compared with the oracle, separated by commas; NAME+l2 (or +l1) normalises per "
+                   "layer, which matters for the whole-network ranking (default: "
+                   "taylor,taylor+l2,weight_grad,obd,mean_activation,activation_std,apoz,min_weight,taylor_bn,random).")
+@click.option("--batches", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Disjoint calibration batches: the table gives mean and S.d. over them.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=500, show_default=True,
+              help="Training images per calibration batch (the oracle's cost grows with it).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the batches and of the random criterion.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
+              help="Where the CSV, markdown and figure go (default: rank-quality/<checkpoint name>).")
+@DATA_DIR
+def rank_quality_cmd(checkpoint: Path, layers: str, criteria: str | None, batches: int, batch_size: int,
+                     seed: int, out_dir: Path | None, data_dir: Path | None) -> None:
+    """Spearman rank correlation of each criterion's ranking with the oracle's (the true loss
+    change of removing each map alone), per layer and over the whole network (Molchanov et al.
+    2017, Table 2); writes spearman.csv, spearman-summary.csv, spearman.md and a figure."""
+    from .study import rank_quality
+
+    entries = [c.strip() for c in criteria.split(",") if c.strip()] if criteria is not None else None
+    for entry in entries or ():
+        rank_quality.parse_entry(entry)   # a wrong name fails before any work
+    ckpt = load_checkpoint(checkpoint)
+    splits = load_splits(data_dir)
+    if ckpt.data_fingerprint and ckpt.data_fingerprint != splits.fingerprint():
+        raise FmpruneError(f"{checkpoint}: trained on other data (fingerprint {ckpt.data_fingerprint}, these data "
+                           f"{splits.fingerprint()}); pass the --data-dir it was trained on")
+    _, graph = ckpt.build_traced()
+    scope = graph.scope(layers)
+    out_dir = out_dir or Path("rank-quality") / checkpoint.stem
+    result = rank_quality.measure(graph, splits.train, scope, entries, batches, batch_size, seed, str(checkpoint),
+                                  on_progress=lambda line: click.echo(line, err=True))
+    paths = rank_quality.write(result, out_dir)
+    click.echo(rank_quality.markdown(result))
+    click.echo(f"written: {', '.join(str(p) for p in paths.values())}")
 
 
 def main() -> None:

@@ -211,7 +211,11 @@ def score_checkpoint(ckpt: Checkpoint, q_w: int = FULL_BITS, q_a: int = FULL_BIT
 
 
 def method_of(ckpt: Checkpoint) -> str:
-    """How a checkpoint was made, for labels: its pruning criterion and normalisation, or "base"."""
+    """How a checkpoint was made, for labels: its pruning criterion and normalisation, a one-shot
+    baseline's criterion, or "base"."""
+    oneshot = ckpt.origin.get("oneshot") if isinstance(ckpt.origin, dict) else None
+    if isinstance(oneshot, dict) and "criterion" in oneshot:
+        return f"{oneshot['criterion']} one-shot"
     pruning = ckpt.origin.get("pruning") if isinstance(ckpt.origin, dict) else None
     if not isinstance(pruning, dict) or "criterion" not in pruning:
         return "base"

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .baselines.structure import batchnorm_weights
 from .data import Augmentation, Split, Splits
 from .errors import FmpruneError
 from .models import ModelSpec, build_model, check_output
@@ -37,12 +38,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     max_iters: int | None = None   # stop (and end the schedule) after this many updates
+    bn_l1: float = 0.0             # network slimming's L1 penalty on BatchNorm scales (0: none)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if d["max_iters"] is None:   # the recorded recipe of a full run stays as it always was
             del d["max_iters"]
-        return d
+        return _without_default_bn_l1(d)
 
     def iterations(self, n_train: int) -> int:
         total = self.epochs * steps_per_epoch(n_train, self.batch_size)
@@ -69,6 +71,7 @@ class SGDConfig:
     normalize: bool = True
     amp: bool = True               # bfloat16 autocast, on CUDA only
     channels_last: bool = True     # on CUDA only
+    bn_l1: float = 0.0             # network slimming's L1 penalty on BatchNorm scales (0: none)
     optimizer: str = field(default="sgd", init=False)   # tells the recipes apart in a checkpoint
     schedule: str = field(default="cosine", init=False)
 
@@ -78,7 +81,7 @@ class SGDConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["augment"] = None if self.augment is None else list(self.augment)
-        return d
+        return _without_default_bn_l1(d)
 
     def iterations(self, n_train: int) -> int:
         total = self.epochs * steps_per_epoch(n_train, self.batch_size)
@@ -89,6 +92,13 @@ class SGDConfig:
 
 
 Recipe = TrainConfig | SGDConfig
+
+
+def _without_default_bn_l1(d: dict) -> dict:
+    """A recipe without slimming's penalty is recorded exactly as before the option existed."""
+    if d.get("bn_l1") == 0:
+        del d["bn_l1"]
+    return d
 
 # Per-model departures from the SGD defaults (epochs and learning rates that reach the published
 # CIFAR accuracies with the cosine schedule); models not listed get the defaults as they are.
@@ -176,16 +186,19 @@ def train(model: nn.Module, train_split: Split, config: TrainConfig,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
                                                    pct_start=0.15)
-    fine_tune(model, stream, optimizer, total, schedule, on_step)
+    fine_tune(model, stream, optimizer, total, schedule, on_step, bn_l1=config.bn_l1)
 
 
 def fine_tune(model: nn.Module, stream: BatchStream, optimizer: torch.optim.Optimizer, iterations: int,
               schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
               on_step: Callable[[int, int, float], None] | None = None, *,
-              autocast: torch.dtype | None = None, channels_last: bool = False) -> None:
+              autocast: torch.dtype | None = None, channels_last: bool = False, bn_l1: float = 0.0) -> None:
     """``iterations`` minibatch updates with an existing optimizer (base training and the
     retraining protocols), leaving the model in eval mode. ``autocast`` computes the forward in
-    that dtype on the batches' device; ``channels_last`` feeds NHWC batches."""
+    that dtype on the batches' device; ``channels_last`` feeds NHWC batches. ``bn_l1`` adds
+    network slimming's penalty λ·Σ|γ| over every BatchNorm scale (its subgradient λ·sign(γ),
+    added to the gradients before each update; the reported loss is the cross-entropy alone)."""
+    norms = slimming_parameters(model, bn_l1)
     model.train()
     for step in range(iterations):
         x, y = next(stream)
@@ -195,12 +208,28 @@ def fine_tune(model: nn.Module, stream: BatchStream, optimizer: torch.optim.Opti
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for gamma in norms:
+            if gamma.grad is not None:
+                gamma.grad.add_(torch.sign(gamma.detach()), alpha=bn_l1)
         optimizer.step()
         if schedule is not None:
             schedule.step()
         if on_step is not None:
             on_step(step + 1, iterations, loss.item())
     model.eval()
+
+
+def slimming_parameters(model: nn.Module, bn_l1: float) -> list[nn.Parameter]:
+    """The BatchNorm scales ``bn_l1`` penalises (none when it is 0); a model without any is refused."""
+    if bn_l1 == 0:
+        return []
+    if bn_l1 < 0:
+        raise FmpruneError(f"--bn-l1 must be >= 0, got {bn_l1}")
+    norms = batchnorm_weights(model)
+    if not norms:
+        raise FmpruneError("--bn-l1 penalises BatchNorm scales, and this model has no BatchNorm with a scale "
+                           "(e.g. lenet); train a model with BatchNorm (resnet20, vgg11_bn, mobilenetv2)")
+    return norms
 
 
 EpochCallback = Callable[[int, int, dict], None]
@@ -236,7 +265,7 @@ def train_sgd(model: nn.Module, train_split: Split, config: SGDConfig,
     for epoch in range(1, epochs + 1):
         n = min(per_epoch, total - done)
         fine_tune(model, stream, optimizer, n, schedule, on_step, autocast=torch.bfloat16 if cuda and config.amp else None,
-                  channels_last=channels_last)
+                  channels_last=channels_last, bn_l1=config.bn_l1)
         done += n
         if on_epoch is not None:
             on_epoch(epoch, epochs)

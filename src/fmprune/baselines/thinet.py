@@ -1,0 +1,184 @@
+"""ThiNet (Luo et al. 2017, "ThiNet: A Filter Level Pruning Method for Deep Neural Network
+Compression", ICCV): a layer's maps are judged by what the *next* layer needs.
+
+On sampled entries of the next layer's output (random example, output channel and location),
+each input map c contributes x̂_c (its slice of the sum the output is), so the output is Σ_c x̂_c
+plus the bias. Removing a set T of maps changes every sampled entry by −Σ_{c∈T} x̂_c; ThiNet
+chooses T greedily, one map at a time, as the map that keeps Σ_samples (Σ_{c∈T} x̂_c)² smallest.
+The kept maps' weights in the next layer are then rescaled by least squares,
+ŵ = argmin_w Σ_samples (Σ_c x̂_c − Σ_{c∈S} w_c x̂_c)², so the kept maps make up for the removed.
+
+Here the maps are a group's maps, their contributions summed over the positions that carry each
+one into the next layer (a flatten gives a map H·W columns of a Linear); only the group's own
+contributions are reconstructed (other inputs of the next layer do not change).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Split
+from ..errors import PruningError
+from ..graph import Graph
+from .structure import Consumer, consumer_of
+
+SAMPLES_PER_IMAGE = 10   # the paper samples 10 entries of the next layer's output per image
+CHUNK = 50               # calibration images per forward (bounds the unfolded input's memory)
+
+
+@dataclass(frozen=True)
+class ThiNetChoice:
+    """The greedy removal order of a group's maps and the reconstruction error after each."""
+
+    order: list[int]          # map indices, first removed first
+    errors: list[float]       # Σ (Σ_{c∈T_t} x̂_c)² with T_t the first t+1 maps of ``order``
+
+    def scores(self) -> torch.Tensor:
+        """One score per map, lower = removed earlier: the error of the greedy set up to and
+        including the map, made strictly increasing along the order (so sorting by score gives
+        the greedy order back)."""
+        out = torch.empty(len(self.order), dtype=torch.float64)
+        last = -math.inf
+        for index, error in zip(self.order, self.errors):
+            last = max(error, math.nextafter(last, math.inf))
+            out[index] = last
+        return out
+
+
+def greedy_removal(x: torch.Tensor, n_remove: int | None = None) -> ThiNetChoice:
+    """ThiNet's greedy choice on contributions ``x`` (samples × maps): repeatedly add to the
+    removal set the map that keeps ‖Σ_{c∈T} x̂_c‖² smallest (ties: the lowest index).
+
+    Works on the Gram matrix: adding map j to T costs ‖s‖² + 2 Σ_{t∈T} G_jt + G_jj."""
+    n = x.shape[1]
+    n_remove = n if n_remove is None else n_remove
+    gram = x.double().t() @ x.double()
+    diag = gram.diagonal().clone()
+    cross = torch.zeros(n, dtype=torch.float64)      # Σ_{t∈T} G_jt
+    current = 0.0                                    # ‖Σ_{t∈T} x̂_t‖²
+    free = torch.ones(n, dtype=torch.bool)
+    order, errors = [], []
+    for _ in range(n_remove):
+        cost = current + 2 * cross + diag
+        cost[~free] = float("inf")
+        j = int(torch.argmin(cost))                  # argmin returns the first minimum
+        current = float(cost[j])
+        order.append(j)
+        errors.append(current)
+        free[j] = False
+        cross += gram[:, j]
+    return ThiNetChoice(order, errors)
+
+
+def least_squares_scales(x_kept: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ŵ minimising ‖target − x_kept ŵ‖² (float64; minimum norm when the samples do not fix it)."""
+    a, b = x_kept.double(), target.double().unsqueeze(1)
+    return torch.linalg.lstsq(a, b, driver="gelsd").solution.squeeze(1)
+
+
+def _sample_conv(x: torch.Tensor, conv: nn.Conv2d, samples: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-input-channel contributions (samples·N × C_in) to random output entries of ``conv``."""
+    cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)   # N × C·k·k × L
+    n, _, positions = cols.shape
+    k_out, c_in = conv.out_channels, conv.in_channels
+    image = torch.arange(n).repeat_interleave(samples)
+    channel = torch.randint(0, k_out, (n * samples,), generator=generator)
+    where = torch.randint(0, positions, (n * samples,), generator=generator)
+    patches = cols[image.to(x.device), :, where.to(x.device)].view(n * samples, c_in, -1)
+    weights = conv.weight.detach()[channel.to(x.device)].view(n * samples, c_in, -1)
+    return (patches * weights).sum(2)
+
+
+def _sample_linear(x: torch.Tensor, linear: nn.Linear, samples: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-input-column contributions (samples·N × D_in) to random output units of ``linear``."""
+    x = x.flatten(1)
+    n = x.shape[0]
+    image = torch.arange(n).repeat_interleave(samples)
+    unit = torch.randint(0, linear.out_features, (n * samples,), generator=generator)
+    return x[image.to(x.device)] * linear.weight.detach()[unit.to(x.device)]
+
+
+def _by_map(per_position: torch.Tensor, positions: list[torch.Tensor]) -> torch.Tensor:
+    """Sum the contributions of each map's positions: samples × maps."""
+    return torch.stack([per_position[:, p.to(per_position.device)].sum(1) for p in positions], 1)
+
+
+@torch.no_grad()
+def contributions(graph: Graph, name: str, calibration: Split, samples_per_image: int = SAMPLES_PER_IMAGE,
+                  seed: int = 0, consumer: Consumer | None = None) -> torch.Tensor:
+    """x̂: the contribution of each map of group ``name`` to sampled entries of the next layer's
+    output, on the calibration images (eval mode): samples × maps, float64 on the CPU."""
+    consumer = consumer or consumer_of(graph, name)
+    generator = torch.Generator().manual_seed(seed)
+    inputs: list[torch.Tensor] = []
+    hook = consumer.module.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach().clone()))
+    model = graph.model
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        for start in range(0, len(calibration), CHUNK):
+            inputs.clear()
+            model(calibration.images[start:start + CHUNK])
+            if len(inputs) != 1:
+                raise PruningError(f"ThiNet: {consumer.name!r} runs {len(inputs)} times per forward; it needs "
+                                   "a next layer called once")
+            sample = _sample_conv if isinstance(consumer.module, nn.Conv2d) else _sample_linear
+            per_position = sample(inputs[0], consumer.module, samples_per_image, generator)
+            parts.append(_by_map(per_position, consumer.positions).double().cpu())
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(parts)
+
+
+def thinet_choice(graph: Graph, name: str, calibration: Split, samples_per_image: int = SAMPLES_PER_IMAGE,
+                  seed: int = 0) -> ThiNetChoice:
+    """The full greedy removal order of group ``name``'s maps (every map ranked)."""
+    return greedy_removal(contributions(graph, name, calibration, samples_per_image, seed))
+
+
+@dataclass(frozen=True)
+class ThiNetResult:
+    removed: list[int]        # map indices (numbering before the removal), sorted
+    scales: torch.Tensor      # least-squares factor of each kept map, in kept order
+    error_before: float       # Σ (Σ_{c∈T} x̂_c)²: the reconstruction error without rescaling
+    error_after: float        # the residual after rescaling
+
+
+@torch.no_grad()
+def remove_and_rescale(graph: Graph, name: str, x: torch.Tensor, removed: list[int], rescale: bool = True,
+                       optimizer: torch.optim.Optimizer | None = None) -> ThiNetResult:
+    """Remove maps ``removed`` of group ``name`` and, with ``rescale``, multiply each kept map's
+    weights in the next layer by its least-squares factor fitted on contributions ``x``."""
+    removed = sorted(removed)
+    dropped = set(removed)
+    kept = [j for j in range(x.shape[1]) if j not in dropped]
+    target = x.sum(1)
+    scales = least_squares_scales(x[:, kept], target) if rescale else torch.ones(len(kept), dtype=torch.float64)
+    error_before = float(x[:, removed].sum(1).square().sum())
+    error_after = float((target - x[:, kept] @ scales).square().sum())
+    graph.remove(name, removed, optimizer)
+    if rescale:
+        after = consumer_of(graph, name)   # positions in the shrunk numbering: kept map i is now map i
+        weight = after.module.weight
+        for i, positions in enumerate(after.positions):
+            weight[:, positions.to(weight.device)] *= scales[i].to(weight.dtype)
+    return ThiNetResult(removed, scales, error_before, error_after)
+
+
+def thinet_prune(graph: Graph, name: str, n_remove: int, calibration: Split,
+                 samples_per_image: int = SAMPLES_PER_IMAGE, seed: int = 0, rescale: bool = True,
+                 optimizer: torch.optim.Optimizer | None = None) -> ThiNetResult:
+    """Remove ``n_remove`` maps of group ``name`` chosen by ThiNet's greedy rule and rescale the
+    kept maps' weights in the next layer by least squares (``rescale``)."""
+    size = graph.group(name).size
+    if not 0 < n_remove < size:
+        raise PruningError(f"ThiNet: group {name!r} has {size} maps; remove between 1 and {size - 1}, not {n_remove}")
+    x = contributions(graph, name, calibration, samples_per_image, seed)
+    return remove_and_rescale(graph, name, x, greedy_removal(x, n_remove).order, rescale, optimizer)
