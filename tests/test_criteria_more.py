@@ -167,12 +167,31 @@ class Tiny(nn.Module):
         return self.fc(torch.flatten(F.max_pool2d(torch.tanh(self.conv(x)), 2), 1))
 
 
-def test_obd_is_half_hessian_diagonal_times_squared_weights_per_filter():
+def test_obd_is_half_fisher_diagonal_times_squared_weights_per_filter():
+    torch.manual_seed(8)
+    model = Tiny().eval()
+    split = Split(torch.randn(10, 1, 6, 6), torch.randint(0, 3, (10,)))
+    _, _, scores = _scores(model, split, "obd")
+    fisher = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    for i in range(len(split)):   # one example at a time: its own gradient, squared
+        model.zero_grad()
+        F.cross_entropy(model(split.images[i:i + 1]), split.labels[i:i + 1]).backward()
+        for name, p in model.named_parameters():
+            fisher[name] += p.grad.square() / len(split)
+    assert list(scores) == ["conv"]   # the output layer is never a group
+    for layer in ("conv",):
+        m = getattr(model, layer)
+        by_hand = (0.5 * fisher[f"{layer}.weight"] * m.weight.square()).flatten(1).sum(1) \
+            + 0.5 * fisher[f"{layer}.bias"] * m.bias.square()
+        assert torch.allclose(scores[layer].float(), by_hand.detach(), rtol=1e-4, atol=1e-10), layer
+
+
+def test_obd_hutchinson_is_half_hessian_diagonal_times_squared_weights_per_filter():
     torch.manual_seed(7)
     model = Tiny().eval()
     split = Split(torch.randn(12, 1, 6, 6), torch.randint(0, 3, (12,)))
     graph = fmprune.trace(model, split.images[:1])
-    criterion = create_criterion("obd")
+    criterion = create_criterion("obd_hutchinson")
     criterion.samples = 3000     # Hutchinson's estimate, close to the exact diagonal
     scores = GraphEngine(graph, criterion, split, split, graph.names).raw_scores()
     names = [n for n, _ in model.conv.named_parameters()]
@@ -195,10 +214,11 @@ def test_chain_fast_path_only_for_criteria_it_can_compute():
     split = Split(torch.rand(3, 1, 28, 28), torch.randint(0, 10, (3,)))
     graph = fmprune.trace(model, split.images[:1])
     kinds = {name: type(create_engine(graph, create_criterion(name), split, split, graph.names)).__name__
-             for name in ("taylor", "apoz", "activation_std", "oracle", "oracle_abs", "weight_grad", "obd")}
+             for name in ("taylor", "apoz", "activation_std", "oracle", "oracle_abs", "weight_grad", "obd",
+                          "obd_hutchinson")}
     assert kinds == {"taylor": "ChainEngine", "apoz": "ChainEngine", "activation_std": "ChainEngine",
                      "oracle": "GraphEngine", "oracle_abs": "GraphEngine", "weight_grad": "GraphEngine",
-                     "obd": "GraphEngine"}
+                     "obd": "GraphEngine", "obd_hutchinson": "GraphEngine"}
 
 
 def test_pruning_with_the_oracle_removes_the_map_whose_loss_change_is_smallest(splits, small_ckpt, tmp_path):

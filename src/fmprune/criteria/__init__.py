@@ -5,7 +5,7 @@ from .scoring import NORMALIZATIONS, REDUCTIONS, flops_regularize, mflops, norma
 from .simple import L1FilterCriterion, MeanActivationCriterion, MinWeightCriterion, RandomCriterion
 from .taylor import TaylorCriterion
 from .activation_stats import ActivationStdCriterion, ApozCriterion
-from .obd import ObdCriterion
+from .obd import ObdCriterion, ObdHutchinsonCriterion
 from .oracle import OracleAbsCriterion, OracleCriterion
 from .taylor_bn import TaylorBNCriterion
 from .weight_grad import WeightGradCriterion
@@ -17,5 +17,5 @@ __all__ = ["READS_ALL", "CalibrationProvider", "Criterion", "LayerContext", "Sco
            "create_criterion", "NORMALIZATIONS", "REDUCTIONS", "flops_regularize", "mflops", "normalize",
            "reduce_members", "L1FilterCriterion", "MeanActivationCriterion", "MinWeightCriterion",
            "RandomCriterion", "TaylorCriterion", "ActivationStdCriterion", "ApozCriterion",
-           "ObdCriterion", "OracleAbsCriterion", "OracleCriterion", "TaylorBNCriterion", "WeightGradCriterion",
+           "ObdCriterion", "ObdHutchinsonCriterion", "OracleAbsCriterion", "OracleCriterion", "TaylorBNCriterion", "WeightGradCriterion",
            "GroupCriterion", "SlimmingCriterion", "ThiNetCriterion"]

@@ -1,7 +1,8 @@
 """Optimal Brain Damage (LeCun et al. 1990) per map: the diagonal second-order saliency
-½ Σ h_kk θ_k² over the map's filter and bias, with the Hessian diagonal h estimated by
-Hutchinson's method (E[v ⊙ Hv], Rademacher v; ``samples`` Hessian-vector products per calibration
-chunk), as ``fmprune.engine.probes`` documents."""
+½ Σ h_kk θ_k² over the map's filter and bias. ``obd`` takes h from the empirical Fisher
+(1/N) Σ_n (∂C_n/∂θ)², deterministic; ``obd_hutchinson`` from Hutchinson's unbiased but noisy
+estimate of the true Hessian diagonal, E[v ⊙ Hv] over Rademacher v (``samples`` Hessian-vector
+products per calibration chunk). ``fmprune.engine.probes`` documents both."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..errors import FmpruneError
 from .base import READS_ALL, Criterion, LayerContext
 
 TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+PAPER = "LeCun, Denker & Solla 1990, Optimal Brain Damage (NIPS)"
 
 
 def per_map_sum(module: nn.Module, name: str, values: torch.Tensor, n_maps: int, layer: str) -> torch.Tensor:
@@ -25,19 +27,31 @@ def per_map_sum(module: nn.Module, name: str, values: torch.Tensor, n_maps: int,
 
 
 class ObdCriterion(Criterion):
-    """½ Σ h·θ² over the map's filter and bias (Optimal Brain Damage), h a Hutchinson estimate of the Hessian diagonal."""
+    """½ Σ h·θ² over the map's filter and bias (Optimal Brain Damage), h the empirical Fisher diagonal."""
 
     name = "obd"
     display_name = "OBD"
-    paper = "LeCun, Denker & Solla 1990, Optimal Brain Damage (NIPS)"
+    paper = PAPER
     reads = READS_ALL | {"hessian"}
-    samples = 8   # Hutchinson samples per calibration chunk
+
+    def diagonal(self, ctx: LayerContext) -> dict[str, torch.Tensor]:
+        return ctx.probe("fisher_diagonal")
 
     def score_layer(self, ctx: LayerContext) -> torch.Tensor:
-        diag = ctx.probe("hessian_diagonal", samples=self.samples, generator=ctx.generator)
         params = dict(ctx.module.named_parameters(recurse=False))
         total = torch.zeros(ctx.n_maps, dtype=torch.float64)
-        for name, h in diag.items():
+        for name, h in self.diagonal(ctx).items():
             saliency = 0.5 * h.double() * params[name].detach().double().square()
             total += per_map_sum(ctx.module, name, saliency, ctx.n_maps, ctx.name).cpu()
         return total
+
+
+class ObdHutchinsonCriterion(ObdCriterion):
+    """½ Σ h·θ² over the map's filter and bias, h Hutchinson's estimate of the Hessian diagonal (noisy)."""
+
+    name = "obd_hutchinson"
+    display_name = "OBD (Hutchinson)"
+    samples = 32   # Hessian-vector products per calibration chunk
+
+    def diagonal(self, ctx: LayerContext) -> dict[str, torch.Tensor]:
+        return ctx.probe("hessian_diagonal", samples=self.samples, generator=ctx.generator)

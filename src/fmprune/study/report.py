@@ -278,7 +278,7 @@ def write_report(paths: list[Path], out_dir: Path) -> Path:
     try:
         groups = discover(paths)
     except NoRunsError:
-        if not find_score_records(paths):   # scored results alone still make a report
+        if not find_score_records(paths) and not find_sparsify_runs(paths) and not find_rank_quality(paths):   # these alone still make a report
             raise
         groups = []
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +306,8 @@ def write_report(paths: list[Path], out_dir: Path) -> Path:
             lines += [f"![{g.title}: accuracy against {X_AXES[axis][0]}]({png.relative_to(out_dir)})", ""]
         lines += [markdown_table(summary_rows(g)), ""]
     lines += score_section(paths, out_dir)
+    lines += sparsity_section(paths, out_dir)
+    lines += rank_quality_section(paths, out_dir)
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
@@ -522,3 +524,42 @@ def write_tune_report(title: str, objective: str, value_label: str, trials: list
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+# --- criterion quality: Spearman correlation with the oracle (fmprune rank-quality) ------------
+
+def find_rank_quality(paths: list[Path]) -> list[Path]:
+    """Every ``rank_quality.json`` under ``paths``."""
+    from .rank_quality import RESULT_FILE
+    found: dict[Path, None] = {}
+    for root in paths:
+        if root.is_file() and root.name == RESULT_FILE:
+            found[root] = None
+        elif root.is_dir():
+            found.update(dict.fromkeys(sorted(root.rglob(RESULT_FILE))))
+    return list(found)
+
+
+def rank_quality_section(paths: list[Path], out_dir: Path) -> list[str]:
+    """The criterion-quality section: per result, the Spearman tables against the oracle, the
+    figure, and the conclusions of Molchanov et al. 2017 (Table 2) checked on these numbers."""
+    from . import rank_quality as rq
+    files = find_rank_quality(paths)
+    if not files:
+        return []
+    lines = ["## Criterion quality: rankings against the oracle", "",
+             "The oracle ranks each map by the true change of the calibration loss when it alone is removed; "
+             "Molchanov et al. 2017 (Table 2) compare criteria with it by Spearman's rank correlation, on VGG-16 and "
+             "AlexNet fine-tuned on Birds-200 and Flowers-102 and AlexNet on ImageNet. They find Taylor closest to "
+             "the oracle everywhere, activation statistics (mean, S.d.) next, APoZ and OBD lower and weight "
+             "magnitude weakest, and normalise scores per layer (L2) so that one ranking can span the network.", ""]
+    for i, file in enumerate(files):
+        result = rq.read(file)
+        lines += [f"### {result.source or file.parent.name}", "",
+                  f"Layers {', '.join(f'{n} ({result.maps[n]} maps)' for n in result.layers)}.", ""]
+        png = rq.plot(result, out_dir / "figures" / f"rank-quality-{i}")[0]
+        lines += [rq.markdown(result), f"![Spearman correlation with the oracle]({png.relative_to(out_dir)})", "",
+                  "Which of the paper's conclusions hold here:", ""]
+        lines += [f"- {c}" for c in rq.conclusions(result)] + [""]
+    return lines
+
