@@ -353,3 +353,83 @@ def test_thinet_and_slimming_work_in_the_map_by_map_loop(tmp_path):
     h = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.5, 1.0], [1.0, 0.0, 1.0]]).view(3, 1, 1, 3)
     engine = create_engine(graph, create_criterion("thinet"), split_of(h), split_of(h), graph.names)
     assert engine.select(1)[0].index == 0
+
+
+# --- the lab recipe: follow-up steps of a sweep ------------------------------------------------------------
+
+def test_sweep_follow_ups_score_every_result_and_resume(small_checkpoint, idx_dir, tmp_path):
+    from fmprune.study.experiments import load_experiment
+    from fmprune.study.report import find_score_records, write_report
+    from fmprune.study.sweep import plan_sweep, run_task
+
+    toml = tmp_path / "lab.toml"
+    toml.write_text(f'''
+[experiment]
+name = "lab"
+kind = "oneshot"
+checkpoint = "{small_checkpoint}"
+[settings]
+calibration = 50
+eval_split = "test"
+[axes]
+ratio = [0.3]
+[[then]]
+kind = "score"
+[[then]]
+kind = "sparsify"
+name = "sparse"
+method = "magnitude"
+amount = 0.5
+eval_split = "test"
+[[then]]
+kind = "quantize"
+name = "w4"
+input = "sparse"
+weight_bits = 4
+activation_bits = 4
+calibration = 50
+''')
+    experiment = load_experiment(toml)
+    outcomes, tasks = plan_sweep(experiment, str(small_checkpoint), tmp_path / "runs")
+    assert [t.label for t in tasks] == ["base", "l1_filter"] and not outcomes
+    for task in tasks:
+        outcome = run_task(task, str(idx_dir))
+        assert outcome.status == "done", outcome.message
+    records = {r.label: r for _, r in find_score_records([tmp_path / "runs"])}
+    assert set(records) == {"base", "base sparse", "base w4", "l1_filter", "l1_filter sparse", "l1_filter w4"}
+    assert records["l1_filter w4"].method == "l1_filter one-shot + magnitude 50% + fake w4a4 ptq"
+    assert records["base w4"].method == "base + magnitude 50% + fake w4a4 ptq"
+    assert records["l1_filter sparse"].values["p_u"] > 0.4 and records["l1_filter w4"].values["q_w"] == 4
+    assert records["l1_filter"].score < records["base"].score
+    assert plan_sweep(experiment, str(small_checkpoint), tmp_path / "runs")[1] == []   # all done
+    (tmp_path / "runs" / "lab" / "l1_filter" / "w4" / "score.json").unlink()
+    _, tasks = plan_sweep(experiment, str(small_checkpoint), tmp_path / "runs")
+    assert [t.label for t in tasks] == ["l1_filter"]   # only the missing step runs again
+    assert "w4" in run_task(tasks[0], str(idx_dir)).message
+    report = write_report([tmp_path / "runs"], tmp_path / "report")
+    assert "accuracy-vs-score" in report.read_text()
+
+
+def test_follow_up_steps_are_checked_when_the_file_loads(tmp_path):
+    from fmprune.study.experiments import load_experiment
+
+    for then, message in [('kind = "prune"', "is not one of"), ('kind = "quantize"\nbitz = 4', "unknown key"),
+                          ('kind = "quantize"\ninput = "nothing"', "earlier sparsify step"),
+                          ('kind = "sparsify"\namount = 2.0', "amount must be a fraction")]:
+        toml = tmp_path / "bad.toml"
+        toml.write_text(f'[experiment]\nname = "x"\n[[then]]\n{then}\n')
+        with pytest.raises(FmpruneError, match=message):
+            load_experiment(toml)
+
+
+def test_train_checkpoint_of_a_recipe_is_cached_under_its_options(splits, tmp_path):
+    from fmprune.cli import file_checkpoint
+
+    path = file_checkpoint(tmp_path / "x.toml", "train:lenet", None, splits, {"batch_size": 50}, quick=True)
+    assert "-recipe-" in path.name and path.is_file()
+    assert fmprune.load_checkpoint(path).recipe["max_iters"] == 20
+    stamp = path.stat().st_mtime_ns
+    assert file_checkpoint(tmp_path / "x.toml", "train:lenet", None, splits, {"batch_size": 50}, quick=True) == path
+    assert path.stat().st_mtime_ns == stamp   # cached, not trained again
+    with pytest.raises(FmpruneError, match="has no option"):
+        file_checkpoint(tmp_path / "x.toml", "train:lenet", None, splits, {"momentum": 0.9})

@@ -582,11 +582,13 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
         from .study.ray_runner import check_device, require_ray
         require_ray()
         check_device(device, experiment.resources)
-    ckpt_path = file_checkpoint(experiment_file, experiment.checkpoint, checkpoint, load_splits(data_dir))
-    click.echo(f"{experiment.title}: {len(experiment.runs)} runs -> {out_dir / experiment.name}")
+    ckpt_path = file_checkpoint(experiment_file, experiment.checkpoint, checkpoint, load_splits(data_dir),
+                                experiment.train, quick)
+    runs = len(experiment.runs) + bool(experiment.then)   # follow-up steps also run on the base model
+    click.echo(f"{experiment.title}: {runs} runs -> {out_dir / experiment.name}")
     if experiment.quick:
         click.echo(f"warning: {experiment.quick_warning}; the runs are shrunk to check that they work")
-    with tqdm(total=len(experiment.runs), desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(total=runs, desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         def on_outcome(o: RunOutcome) -> None:
             bar.update(1)
             tqdm.write(f"{o.status:<8}{o.label}: {o.message}" + (f" ({o.seconds:.0f} s)" if o.seconds else ""))
@@ -604,19 +606,52 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
         raise FmpruneError(f"{len(failed)} run(s) failed: {', '.join(o.label for o in failed)}")
 
 
-def file_checkpoint(file: Path, named: str, override: Path | None, splits: Splits) -> Path:
+def file_checkpoint(file: Path, named: str, override: Path | None, splits: Splits,
+                    train: dict | None = None, quick: bool = False) -> Path:
     """The base checkpoint of an experiment or tune file: ``override`` (--checkpoint), else the
-    file's ``checkpoint`` ("default", "default:NAME" for a cached zoo model, or a path relative to
-    the file); loaded once here, so a bad one fails before any worker starts."""
+    file's ``checkpoint`` ("default", "default:NAME" for a cached zoo model, "train:NAME" for one
+    trained here if not cached, with the file's ``[train]`` options, or a path relative to the
+    file); loaded once here, so a bad one fails before any worker starts."""
     checkpoint = override
     if checkpoint is None and named.startswith("default:"):   # e.g. default:fc
         checkpoint = cached_checkpoint(named.split(":", 1)[1], splits)
+    elif checkpoint is None and named.startswith("train:"):   # e.g. train:resnet20 (the lab recipe)
+        checkpoint = recipe_checkpoint(named.split(":", 1)[1], splits, train or {}, quick)
     elif checkpoint is None and named != "default":
         checkpoint = Path(named)
         if not checkpoint.is_absolute():
             checkpoint = file.parent / checkpoint
     path = resolve_checkpoint(checkpoint, splits)
     load_checkpoint(path)
+    return path
+
+
+QUICK_TRAIN_ITERS = 20   # --quick sweeps train their base model this many minibatches at most
+
+
+def recipe_checkpoint(name: str, splits: Splits, options: dict, quick: bool = False) -> Path:
+    """The base model of an experiment with ``checkpoint = "train:NAME"``: `fmprune train --model
+    NAME` with the ``[train]`` options, trained now unless cached; options other than the model's
+    defaults go into the cached file's name, so it never stands in for the default checkpoint."""
+    import hashlib
+    import json
+
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    if quick:
+        options["max_iters"] = min(options.get("max_iters") or QUICK_TRAIN_ITERS, QUICK_TRAIN_ITERS)
+    model_args = options.get("model_arg", ())   # e.g. ["widths=8,16,32"], as --model-arg takes them
+    spec = ModelRequest.from_options(name, tuple(model_args), None, None).spec(splits.input_shape, splits.n_classes)
+    recipe_options = {k: v for k, v in options.items() if k != "model_arg"}
+    recipe = default_recipe(spec.name, **recipe_options)   # unknown or bad options fail here, before training
+    path = default_checkpoint_path(splits, int(options.get("seed", 0)), spec)
+    if options:
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=list).encode()).hexdigest()[:8]
+        path = path.with_name(f"{path.stem}-recipe-{digest}{path.suffix}")
+    if path.is_file():
+        click.echo(f"using cached checkpoint {path}")
+    else:
+        click.echo(f"training the experiment's base model ({name}, {', '.join(f'{k}={v}' for k, v in options.items()) or 'default recipe'})")
+        train_checkpoint(splits, recipe, path, spec)
     return path
 
 

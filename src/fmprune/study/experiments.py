@@ -22,7 +22,10 @@
     cpus = 1
 
 ``experiment.kind = "sparsify"`` makes every run a weight/unit pruning run (SparsifyConfig
-fields instead of PruneConfig's). Every key is checked; a wrong one is named in a one-line error.
+fields instead of PruneConfig's), ``"oneshot"`` a one-shot baseline run (OneShotConfig).
+``[[then]]`` tables add follow-up steps on every finished run and on the base checkpoint
+(sparsify, quantise, score: ``study/pipeline.py``); ``checkpoint = "train:MODEL"`` trains the
+base model first if it is not cached, with the ``[train]`` table's recipe options. Every key is checked; a wrong one is named in a one-line error.
 """
 
 from __future__ import annotations
@@ -37,18 +40,24 @@ from ..errors import FmpruneError
 from ..run.loop import PruneConfig
 from .resources import Resources, parse_resources
 from ..unstructured.config import SparsifyConfig
+from ..baselines.oneshot import OneShotConfig
+from ..training import SGDConfig, TrainConfig
+from .pipeline import FollowUp, parse_follow_ups
 
-SECTIONS = {"experiment", "settings", "axes", "runs", "quick", "resources"}
+SECTIONS = {"experiment", "settings", "axes", "runs", "quick", "resources", "then", "train"}
 EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint", "kind"}
-KINDS: dict[str, type] = {"prune": PruneConfig, "sparsify": SparsifyConfig}   # kind -> run config class
+KINDS: dict[str, type] = {"prune": PruneConfig, "sparsify": SparsifyConfig,   # kind -> run config class
+                          "oneshot": OneShotConfig}
 CONFIG_FIELDS = {f.name: f for f in fields(PruneConfig)}
+TRAIN_KEYS = {f.name for c in (TrainConfig, SGDConfig) for f in fields(c) if f.init} | {"model_arg"}   # [train]
 QUICK_DEFAULTS = {"steps": 6, "calibration": 100, "eval_size": 300, "save_every": 2}
 QUICK_RETRAIN_DIVISOR = 25   # retraining 10/50/100 becomes 1/2/4 iterations: still distinct
 LABEL_SEPARATOR = "+"   # between settings in a run's name; "_" occurs inside criterion names
 # short names for run directories and legends
 SHORT = {"criterion": "", "normalize": "", "flops_lambda": "lambda", "scope": "", "retrain": "retrain",
          "retrain_only_pruned_layer": "layer-only", "rank_once": "rank-once", "maps_per_step": "k",
-         "seed": "seed", "method": "", "amount": "k", "rounds": "rounds", "optimizer": ""}
+         "seed": "seed", "method": "", "amount": "k", "rounds": "rounds", "optimizer": "",
+         "target_macs": "macs", "target_params": "params", "ratio": "ratio", "threshold": "under"}
 
 
 @dataclass
@@ -63,6 +72,8 @@ class Experiment:
     kind: str = "prune"                                                  # a key of KINDS
     quick: bool = False   # shrunk by --quick: checks that every run works, gives no results
     resources: Resources = field(default_factory=Resources)   # what each run asks of a Ray node
+    then: list[FollowUp] = field(default_factory=list)        # follow-up steps on every finished run
+    train: dict = field(default_factory=dict)                 # recipe options for checkpoint = "train:MODEL"
 
     @property
     def quick_warning(self) -> str:
@@ -121,6 +132,8 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
     axes = _check_keys(path, "axes", doc.get("axes", {}), set(known))
     quick_table = _check_keys(path, "quick", doc.get("quick", {}), set(known))
     resources = parse_resources(doc.get("resources", {}), f"experiment file {path}")
+    then = parse_follow_ups(path, doc.get("then", []), quick)
+    train = _check_keys(path, "train", doc.get("train", {}), TRAIN_KEYS)
     variants = doc.get("runs", [{}])
     if not isinstance(variants, list) or not variants:
         raise _err(path, "'runs' must be a non-empty array of tables ([[runs]])")
@@ -153,7 +166,7 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
         name += "-quick"   # never mixed with, or mistaken for, the full-size runs
     return Experiment(path, name, str(meta.get("title", name)), str(meta.get("description", "")),
                       str(meta.get("checkpoint", "default")), runs, varying, kind, quick=quick,
-                      resources=resources)
+                      resources=resources, then=then, train=train)
 
 
 def _config(path: Path, values: dict, config_class: type = PruneConfig) -> PruneConfig:
@@ -168,8 +181,9 @@ def _quicken(values: dict, overrides: dict, known: set[str] = set(CONFIG_FIELDS)
     out = {**values, **{k: v for k, v in QUICK_DEFAULTS.items() if k in known}}
     if out.get("retrain"):
         out["retrain"] = max(1, round(out["retrain"] / QUICK_RETRAIN_DIVISOR))
-    for key in ("min_accuracy", "target_params", "target_macs"):
-        out.pop(key, None)
+    if "steps" in known:   # a step-limited run stops early anyway; a one-shot run's target is its size
+        for key in ("min_accuracy", "target_params", "target_macs"):
+            out.pop(key, None)
     return {**out, **overrides}
 
 

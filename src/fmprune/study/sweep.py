@@ -24,6 +24,8 @@ from ..study.experiments import Experiment
 from ..run.loop import PruneConfig, run_pruning
 from ..run.rundir import read_json, write_json_atomic
 from ..unstructured.run import sweep_run as sparsify_run
+from ..baselines.oneshot import sweep_run as oneshot_run
+from .pipeline import BASE_LABEL, base_run, pending as pending_steps, run_follow_ups
 
 
 @dataclass
@@ -44,6 +46,7 @@ class RunTask(NamedTuple):
     run_dir: str
     device: str
     kind: str = "prune"
+    then: tuple = ()             # follow-up steps (FollowUp dicts) on the finished run
 
 
 _worker_splits = None
@@ -66,14 +69,21 @@ def _prune_run(checkpoint: str, splits, config: dict, run_dir: str, device: str)
 
 
 # experiment kind -> runner(checkpoint, splits, config dict, run dir, device) -> one-line outcome
-RUNNERS: dict[str, Callable[..., str]] = {"prune": _prune_run, "sparsify": sparsify_run}
+RUNNERS: dict[str, Callable[..., str]] = {"prune": _prune_run, "sparsify": sparsify_run, "oneshot": oneshot_run,
+                                          BASE_LABEL: base_run}
 
 
 def _run_one(label: str, checkpoint: str, config: dict, run_dir: str, device: str,
-             kind: str = "prune") -> RunOutcome:
+             kind: str = "prune", then: tuple = ()) -> RunOutcome:
     start = time.perf_counter()
     try:
-        message = RUNNERS[kind](checkpoint, _worker_splits, config, run_dir, device)
+        if kind == BASE_LABEL or not Path(run_dir, "summary.json").is_file():
+            message = RUNNERS[kind](checkpoint, _worker_splits, config, run_dir, device)
+        else:
+            message = "finished before"   # only follow-up steps were left
+        if then:
+            model = checkpoint if kind == BASE_LABEL else str(Path(run_dir, "model.pt"))
+            message += "; " + run_follow_ups(run_dir, model, label, list(then), _worker_splits, device)
     except FmpruneError as e:
         return RunOutcome(label, Path(run_dir), "failed", str(e), time.perf_counter() - start)
     except Exception as e:  # a bug must not stop the other runs; its trace is kept in the run dir
@@ -112,11 +122,18 @@ def plan_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, quick: bo
     write_experiment_manifest(experiment, directory, checkpoint, quick)
     outcomes: list[RunOutcome] = []
     pending = []
+    then = tuple(step.to_dict() for step in experiment.then)
+    if then and pending_steps(directory / BASE_LABEL, experiment.then):   # the base model's own points
+        pending.append(RunTask(BASE_LABEL, checkpoint, {}, str(directory / BASE_LABEL), device, BASE_LABEL, then))
     for label, config in experiment.runs:
         run_dir = directory / label
+        task = RunTask(label, checkpoint, config.to_dict(), str(run_dir), device, experiment.kind, then)
         if (run_dir / "summary.json").exists():
             previous = read_json(run_dir / "config.json")
             same = {k: previous.get(k) for k in config.to_dict()} == config.to_dict()
+            if same and pending_steps(run_dir, experiment.then):
+                pending.append(task)
+                continue
             outcome = (RunOutcome(label, run_dir, "skipped", "finished before") if same else
                        RunOutcome(label, run_dir, "failed", f"{run_dir} holds a finished run with other "
                                   "settings; move it away or rename the experiment"))
@@ -124,7 +141,7 @@ def plan_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, quick: bo
             if on_outcome:
                 on_outcome(outcome)
         else:
-            pending.append(RunTask(label, checkpoint, config.to_dict(), str(run_dir), device, experiment.kind))
+            pending.append(task)
     return outcomes, pending
 
 
