@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from .study.compare import (compare_models, load_for_comparison, recipe_of, reso
                       scratch_checkpoint, scratch_path)
 from .criteria import NORMALIZATIONS, REDUCTIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, load_splits
+from .data.imagefolder import CORRUPT_ENV, CORRUPT_POLICIES, SHAPE_ENV as IMAGE_SHAPE_ENV
 from .devices import resolve_device
 from .errors import FmpruneError
 from .study.experiments import load_experiment
@@ -32,15 +34,41 @@ from .study.sweep import RunOutcome, run_sweep
 from .graph import trace as trace_graph
 from .models.request import ModelRequest
 from .models.spec import ModelSpec, build_model
+from .models.weights import require_file
 from .unstructured import METHODS as SPARSIFY_METHODS, RoundRecord, SparsifyConfig, run_sparsify
 from .training import Recipe, TrainConfig, default_recipe, steps_per_epoch, train_model
 
-DATA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                        help="A CIFAR-10/100 folder (cifar-10-batches-py, cifar-100-python, "
-                             "cifar-10-batches-bin, ...), its parent or its .tar.gz; an MNIST IDX directory "
-                             "(train-images-idx3-ubyte[.gz], ...) or mnist.pkl.gz; or mnist3x32 (the cached "
-                             "MNIST as 3x32x32 images; mnist3x32:PATH for MNIST files at PATH); "
-                             "default: MNIST from the cache, fetched on first use.")
+_DATA_DIR_OPTION = click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None,
+    help="A CIFAR-10/100 folder (cifar-10-batches-py, cifar-100-python, cifar-10-batches-bin, ...), its parent "
+         "or its .tar.gz; an MNIST IDX directory (train-images-idx3-ubyte[.gz], ...) or mnist.pkl.gz; an image "
+         "folder (DIR/train/<class>/*.jpg|png, optional DIR/val and DIR/test; read at the model's input shape "
+         "with ImageNet normalisation); or mnist3x32 (the cached MNIST as 3x32x32 images; mnist3x32:PATH for "
+         "MNIST files at PATH); default: MNIST from the cache, fetched on first use.")
+_CORRUPT_OPTION = click.option(
+    "--corrupt-images", type=click.Choice(CORRUPT_POLICIES), default=None,
+    help="Image folders: skip an image that cannot be decoded (named in a warning) or stop with an error "
+         "naming it (default: skip).")
+
+
+def DATA_DIR(command: Callable) -> Callable:  # noqa: N802 - used like the option constants
+    """``--data-dir`` and ``--corrupt-images``; the latter is handed to the image-folder reader
+    through the environment, so sweep workers read the folder the same way."""
+    @functools.wraps(command)
+    def wrapper(*args, corrupt_images: str | None, **kwargs):
+        if corrupt_images is not None:
+            os.environ[CORRUPT_ENV] = corrupt_images
+        return command(*args, **kwargs)
+
+    return _DATA_DIR_OPTION(_CORRUPT_OPTION(wrapper))
+
+
+def read_images_at(shape: tuple[int, ...] | None) -> None:
+    """Image folders are read at the model's input shape (C,H,W), here and in workers."""
+    if shape:
+        os.environ[IMAGE_SHAPE_ENV] = ",".join(str(int(d)) for d in shape)
+
+
 DEVICE = click.option("--device", default="cpu", show_default=True,
                       help="Where runs compute: cpu, cuda or cuda:N (recorded in config.json).")
 
@@ -110,6 +138,7 @@ def data_fetch() -> None:
 def data_info(data_dir: Path | None, model: ModelRequest) -> None:
     """Print split sizes, image shape, classes and the data fingerprint; with --model, whether
     that model takes these images."""
+    read_images_at(model.input_shape)
     splits = load_splits(data_dir)
     click.echo(f"dataset     {splits.name or 'unnamed'}")
     click.echo(f"source      {splits.source}")
@@ -236,14 +265,16 @@ class TrainProgress:
 
 def train_checkpoint(splits: Splits, recipe: Recipe, out: Path, spec: ModelSpec | None = None,
                      device: torch.device | str = "cpu", quiet: bool = False,
-                     tensorboard: Path | None = None) -> Checkpoint:
-    """Train ``spec`` (default: LeNet for these data) with progress bars and save the checkpoint."""
+                     tensorboard: Path | None = None, weights: Path | None = None,
+                     freeze_features: bool = False) -> Checkpoint:
+    """Train ``spec`` (default: LeNet for these data) with progress bars and save the checkpoint;
+    ``weights``/``freeze_features``: see :func:`fmprune.training.train_model`."""
     spec = spec or ModelSpec("lenet", num_classes=splits.n_classes, input_shape=tuple(splits.input_shape))
     progress = TrainProgress(len(splits.train), recipe, quiet)
     tb = TensorBoardLogger(tensorboard, prefix="train/") if tensorboard else None
     try:
         trained = train_model(spec, splits, recipe, device, chain(progress.on_step, tb and tb.on_train_step),
-                              chain(progress.on_epoch, tb and tb.on_train_epoch))
+                              chain(progress.on_epoch, tb and tb.on_train_epoch), weights, freeze_features)
     finally:
         progress.close()
         if tb:
@@ -295,6 +326,13 @@ def parse_augment(text: str | None) -> tuple[str, ...] | None:
 @click.option("--bn-l1", type=click.FloatRange(min=0), default=None, metavar="LAMBDA",
               help="Network slimming (Liu et al. 2017): add LAMBDA * sum |gamma| over every BatchNorm scale to the "
                    "loss (1e-4 to 1e-5 in the paper), then prune with --criterion slimming (default: 0, none).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Start from this local state dict (e.g. torchvision's ImageNet weights for torchvision:vgg16; "
+                   "nothing is downloaded); a classifier of another class count is replaced by a fresh "
+                   "--num-classes head (default: random initial weights).")
+@click.option("--freeze-features", is_flag=True,
+              help="Train only the classifier (the model's classifier/fc/head block, else its output layer), "
+                   "as in transfer learning (default: train every layer).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Write TensorBoard event files (loss per iteration, validation accuracy per epoch) to this "
                    "directory; needs the tensorboard extra (default: none).")
@@ -303,7 +341,8 @@ def parse_augment(text: str | None) -> tuple[str, ...] | None:
 @DATA_DIR
 def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | None, max_iters: int | None,
               batch_size: int | None, lr: float | None, weight_decay: float | None, augment: str | None,
-              input_norm: bool | None, amp: bool | None, channels_last: bool | None, bn_l1: float | None, quiet: bool,
+              input_norm: bool | None, amp: bool | None, channels_last: bool | None, bn_l1: float | None,
+              weights: Path | None, freeze_features: bool, quiet: bool,
               tensorboard_dir: Path | None, device: str, data_dir: Path | None) -> None:
     """Train a model on the training split; report validation and test accuracy.
 
@@ -314,6 +353,9 @@ def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | No
     torch_device = resolve_device(device)
     if tensorboard_dir:
         require_tensorboard()   # before the data and the training, not after
+    if weights is not None:
+        require_file(weights, model.name)   # before the data and the training
+    read_images_at(model.input_shape)
     splits = load_splits(data_dir)
     spec = model.spec(splits.input_shape, splits.n_classes)
     recipe = default_recipe(spec.name, seed=seed, epochs=epochs, max_iters=max_iters, batch_size=batch_size,
@@ -326,7 +368,10 @@ def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | No
         out = default_checkpoint_path(splits, seed, spec)
         if bn_l1:   # never in place of the cached base model the other commands default to
             out = out.with_name(f"{out.stem}-bnl1-{bn_l1:g}{out.suffix}")
-    train_checkpoint(splits, recipe, out, spec, torch_device, quiet, tensorboard_dir)
+        if weights is not None or freeze_features:
+            out = out.with_name(f"{out.stem}{f'-from-{weights.stem}' if weights else ''}"
+                                f"{'-head-only' if freeze_features else ''}{out.suffix}")
+    train_checkpoint(splits, recipe, out, spec, torch_device, quiet, tensorboard_dir, weights, freeze_features)
 
 
 def resolve_checkpoint(checkpoint: Path | None, splits: Splits, model: ModelRequest | None = None) -> Path:
@@ -422,6 +467,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         group_reduction=group_reduction, ignore=tuple(n.strip() for n in ignore.split(",") if n.strip()),
     )
     resolve_device(device)   # an unusable device fails before any data is read
+    read_images_at(load_checkpoint(checkpoint).input_shape if checkpoint is not None else model.input_shape)
     splits = load_splits(data_dir)
     ckpt_path = resolve_checkpoint(checkpoint, splits, model)
     run_dir = run_dir or Path("runs") / f"{criterion}-{normalize}-{scope.replace(',', '+')}"
@@ -582,6 +628,10 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
         from .study.ray_runner import check_device, require_ray
         require_ray()
         check_device(device, experiment.resources)
+    given = checkpoint or (experiment_file.parent / experiment.checkpoint
+                           if experiment.checkpoint.endswith(".pt") else None)
+    if given is not None and Path(given).is_file():   # image folders are read at its input shape
+        read_images_at(load_checkpoint(given).input_shape)
     ckpt_path = file_checkpoint(experiment_file, experiment.checkpoint, checkpoint, load_splits(data_dir),
                                 experiment.train, quick)
     runs = len(experiment.runs) + bool(experiment.then)   # follow-up steps also run on the base model
@@ -1090,6 +1140,7 @@ def rank_quality_cmd(checkpoint: Path, layers: str, criteria: str | None, batche
     for entry in entries or ():
         rank_quality.parse_entry(entry)   # a wrong name fails before any work
     ckpt = load_checkpoint(checkpoint)
+    read_images_at(ckpt.input_shape)
     splits = load_splits(data_dir)
     if ckpt.data_fingerprint and ckpt.data_fingerprint != splits.fingerprint():
         raise FmpruneError(f"{checkpoint}: trained on other data (fingerprint {ckpt.data_fingerprint}, these data "

@@ -14,6 +14,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -23,7 +24,8 @@ from torch import nn
 from .baselines.structure import batchnorm_weights
 from .data import Augmentation, Split, Splits
 from .errors import FmpruneError
-from .models import ModelSpec, build_model, check_output
+from .models import ModelSpec, Normalized, build_model, check_output
+from .models.weights import freeze_features as freeze, load_pretrained
 
 EVAL_BATCH = 1000
 
@@ -303,10 +305,13 @@ def resolve_recipe(recipe: Recipe, splits: Splits) -> Recipe:
 
 def train_model(spec: ModelSpec, splits: Splits, recipe: Recipe, device: torch.device | str = "cpu",
                 on_step: Callable[[int, int, float], None] | None = None,
-                on_epoch: Callable[[int, int, dict], None] | None = None) -> Trained:
+                on_epoch: Callable[[int, int, dict], None] | None = None,
+                weights: Path | None = None, freeze_features: bool = False) -> Trained:
     """Build ``spec`` from seed ``recipe.seed`` (behind the data's normalisation when the recipe
     asks for it), train it on the training split and measure validation and test accuracy.
-    ``on_epoch(epoch, epochs, {"val": accuracy})`` reports the validation accuracy per epoch."""
+    ``on_epoch(epoch, epochs, {"val": accuracy})`` reports the validation accuracy per epoch.
+    ``weights``: start from this state dict (head replaced when its classes differ); with
+    ``freeze_features`` only the classifier trains (``fmprune.models.weights``)."""
     device = torch.device(device)
     recipe = resolve_recipe(recipe, splits)
     stats: dict = {}
@@ -317,6 +322,9 @@ def train_model(spec: ModelSpec, splits: Splits, recipe: Recipe, device: torch.d
     torch.manual_seed(recipe.seed)
     model = build_model(spec)
     check_output(model, spec)
+    net = model.net if isinstance(model, Normalized) else model
+    start_from = load_pretrained(net, Path(weights), spec.name) if weights is not None else None
+    trainable = freeze(net) if freeze_features else None
     model.to(device)
     val_split = splits.val.to(device)
 
@@ -327,11 +335,17 @@ def train_model(spec: ModelSpec, splits: Splits, recipe: Recipe, device: torch.d
     start = time.perf_counter()
     train_recipe(model, splits.train.to(device), recipe, on_step, epoch_done)
     seconds = time.perf_counter() - start
+    for p in model.parameters():   # the saved model is a plain one again
+        p.requires_grad_(True)
     accuracies = {"val": evaluate(model, val_split), "test": evaluate(model, splits.test.to(device))}
     model.to("cpu")
     record = {**recipe.to_dict(), "train_seconds": round(seconds, 1)}
     if stats:
         record["normalization"] = stats
+    if start_from is not None:
+        record["weights"] = start_from
+    if trainable is not None:
+        record["trained_only"] = trainable
     if device.type != "cpu":
         record["device"] = str(device)
     return Trained(model.eval(), spec, record, accuracies, seconds)

