@@ -130,5 +130,5 @@ def test_report_plots_accuracy_against_k_with_a_table(fc_ckpt, splits, tmp_path)
     row = next(line for line in text.splitlines() if line.startswith("| 90% |"))
     assert row.count("(10.0%)") == 2 and row.count("|") == 5      # weight pruning leaves 10 % of the weights
     assert row.count(", 2 seeds] (10.0%)") == 1                    # the random baseline: mean over its seeds
-    assert "stays within 1 pp of the base up to k =" in text
+    assert "*weight, magnitude, layer* stays within 1 pp of the base" in text
     assert any(p.name.endswith("accuracy-vs-k.png") for p in (tmp_path / "report" / "figures").iterdir())
