@@ -26,7 +26,8 @@ from ..engine import Selected, create_engine
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph, trace
 from .rundir import RunDirectory, read_json, write_json_atomic
-from ..training import BatchStream, fine_tune
+from ..data.augment import Augmentation
+from ..training import BatchStream, SGDConfig, fine_tune, recipe_from_dict, resolve_recipe
 
 ALL_PRUNED = "all maps of the scope pruned but one per layer"
 
@@ -79,6 +80,15 @@ def calibration_subset(train: Split, n: int, seed: int) -> Split:
     return Split(train.images[idx], train.labels[idx])
 
 
+def retraining_augmentation(recipe: dict, splits: Splits) -> Augmentation | None:
+    """Retraining augments the images as the base model's training did: the SGD recipe's
+    augmentation for these data (crop + flip on CIFAR, none on digits); LeNet's recipe none."""
+    trained_with = recipe_from_dict(recipe) if recipe else None
+    if isinstance(trained_with, SGDConfig):
+        return resolve_recipe(trained_with, splits).augmentation()
+    return None
+
+
 class PruningRun:
     """A pruning run bound to a run directory; :meth:`run` executes (or resumes) it."""
 
@@ -100,7 +110,8 @@ class PruningRun:
         self.engine = self._engine()
         self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=config.retrain_lr)
                           if config.retrain else None)
-        self.stream = BatchStream(splits.train.to(self.device), config.retrain_batch, config.seed)
+        self.stream = BatchStream(splits.train.to(self.device), config.retrain_batch, config.seed,
+                                  retraining_augmentation(base.recipe, splits))
         self.base_params, self.base_macs = self.graph.total_params(), self.graph.total_macs()
         self.step = 0
         self.k_cap: int | None = None      # maps per step after a back-off (min-accuracy runs)
