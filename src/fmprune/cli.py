@@ -192,6 +192,8 @@ def criteria_cmd() -> None:
         click.echo(f"{name:<16}{doc}")
         if cls.paper:
             click.echo(f"{'':<16}paper: {cls.paper}")
+        if getattr(cls, "note", ""):
+            click.echo(f"{'':<16}note: {cls.note}")
 
 
 @cli.command("count")

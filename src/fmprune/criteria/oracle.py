@@ -16,9 +16,9 @@ class OracleCriterion(Criterion):
     display_name = "Oracle"
     paper = PAPER
     reads = READS_ALL | {"masked_loss"}
-    note = ("exact but costly: per step, every map in scope is masked alone and everything downstream "
-            "of its group re-run on the calibration set (the prefix is computed once per chunk and the "
-            "masked copies run batched); LeNet/MNIST whole network, 1,000 images: ~{cost} per step")
+    note = ("cost per step: every map in scope is removed alone and everything after its consumers re-run "
+            "on the calibration images, the copies batched (about 8 forward passes of LeNet per image for "
+            "its 1,120 maps; 44 s per step with 1,000 images on a shared 2-core CPU)")
 
     def score_layer(self, ctx: LayerContext) -> torch.Tensor:
         return ctx.probe("loss_change")
