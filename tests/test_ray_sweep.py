@@ -122,3 +122,32 @@ def test_ray_sweep_equals_the_local_runner_and_resumes(local_ray, small_ckpt, id
     assert {o.label: o.status for o in outcomes} == {"random": "skipped", "taylor": "done"}
     assert rows(taylor) == rows(tmp_path / "local" / "on-ray" / "taylor")
     assert "Resumed at step 1" in (taylor / "run.log").read_text()
+
+
+def test_tune_trials_run_as_ray_tasks(local_ray, small_ckpt, idx_dir, tmp_path):
+    pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install 'fmprune[tune]'")
+    from fmprune.study.tune import TrialContext, run_tune
+    from fmprune.study.tune_spec import load_tune_file
+
+    (tmp_path / "t.toml").write_text("""
+[study]
+name = "on-ray"
+trials = 2
+sampler = "random"
+pruner = "none"
+[objective]
+minimize = "params"
+accuracy = 0.5
+[settings]
+steps = 2
+calibration = 100
+eval_size = 200
+[params]
+maps_per_step = { low = 1, high = 4, type = "int" }
+""")
+    spec = load_tune_file(tmp_path / "t.toml")
+    ctx = TrialContext(spec, str(small_ckpt), str(tmp_path / "out" / "on-ray"), str(idx_dir))
+    study = run_tune(ctx, f"sqlite:///{tmp_path / 'study.db'}", workers=2, ray_address="local")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) >= 2 and all(Path(t.user_attrs["run_dir"], "summary.json").is_file() for t in done)
+    assert local_ray.is_initialized()   # a Ray the caller started is left running

@@ -206,3 +206,25 @@ def test_a_killed_search_resumes_its_study_and_its_interrupted_run(small_ckpt, i
     assert "Resumed at step" in (interrupted / "run.log").read_text()
     run_pruning(small_ckpt, splits, load_tune_file(write(tmp_path)).config(resumed.params), tmp_path / "whole")
     assert rows(interrupted) == rows(tmp_path / "whole")
+
+
+SHIPPED = sorted((Path(__file__).parent.parent / "experiments" / "tune").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_tune_files_load(path):
+    spec = load_tune_file(path)
+    assert spec.params and spec.objective.metric in ("macs", "params", "score")
+
+
+@pytest.mark.slow   # spawned workers import torch and Optuna: slow on a loaded machine; Ray covers parallel trials
+def test_parallel_workers_share_one_study(small_ckpt, idx_dir, tmp_path):
+    pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install 'fmprune[tune]'")
+    from fmprune.study.tune import TrialContext, run_tune
+
+    spec = load_tune_file(write(tmp_path, SMALL.replace("trials = 3", "trials = 2")))
+    ctx = TrialContext(spec, str(small_ckpt), str(tmp_path / "out" / "small"), str(idx_dir))
+    study = run_tune(ctx, f"sqlite:///{tmp_path / 'study.db'}", workers=2)
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(finished) >= 2 and len({t.user_attrs["run_dir"] for t in finished}) == len(finished)
+    assert len({tuple(sorted(t.params.items())) for t in finished}) > 1   # the workers did not draw alike
