@@ -186,7 +186,7 @@ class SparsifyRun:
             records.append(record)
             retrained = f", after {cfg.retrain} retraining iterations {accuracy:.8f}" if cfg.retrain else ""
             log.info(f"{name}| Round {r}/{cfg.rounds}: {amount:.2%} pruned ({cfg.scope}), non-zero weights "
-                     f"{nonzero:,}, test accuracy {pruned_accuracy:.8f}{retrained}")
+                     f"{nonzero:,}, accuracy {pruned_accuracy:.8f}{retrained}")
             if self.on_round is not None:
                 self.on_round(record, cfg.rounds)
         if hold is not None:
