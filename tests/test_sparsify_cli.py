@@ -57,7 +57,6 @@ def test_sparsify_prints_accuracy_and_non_zero_weights_and_writes_the_run(sparse
     assert sum(r.nonzero for r in weight_density(model)) == left
 
 
-@pytest.mark.xfail(strict=True, reason="the lead wires fmprune.unstructured.weight_density into `fmprune count`")
 def test_count_shows_non_zero_weights_and_density_of_a_sparse_model(sparse_run):
     run, _ = sparse_run
     out = fmprune("count", "--checkpoint", run / "model.pt")

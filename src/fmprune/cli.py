@@ -35,6 +35,7 @@ from .graph import trace as trace_graph
 from .models.request import ModelRequest
 from .models.spec import ModelSpec, build_model
 from .models.weights import require_file
+from .unstructured import format_density_table, is_sparse, weight_density
 from .unstructured import METHODS as SPARSIFY_METHODS, RoundRecord, SparsifyConfig, run_sparsify
 from .training import Recipe, TrainConfig, default_recipe, steps_per_epoch, train_model
 
@@ -218,6 +219,9 @@ def count_cmd(model: str, model_args: tuple[str, ...], input_shape: str | None, 
         graph = trace_graph(build_model(base), torch.zeros(1, *base.input_shape))
     pruned = {g.name: (g.size, g.traced_size) for g in graph.groups if g.size < g.traced_size}
     click.echo(format_cost_table(graph.layer_costs(), pruned or None))
+    if is_sparse(graph.model):
+        click.echo("")
+        click.echo(format_density_table(weight_density(graph.model)))
     if pruned:
         full = trace_graph(build_model(base), torch.zeros(1, *base.input_shape))
         click.echo(f"pruned from {full.total_params():,} params (x{full.total_params() / graph.total_params():.1f} fewer) "
