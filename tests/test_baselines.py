@@ -433,3 +433,15 @@ def test_train_checkpoint_of_a_recipe_is_cached_under_its_options(splits, tmp_pa
     assert path.stat().st_mtime_ns == stamp   # cached, not trained again
     with pytest.raises(FmpruneError, match="has no option"):
         file_checkpoint(tmp_path / "x.toml", "train:lenet", None, splits, {"momentum": 0.9})
+
+
+def test_then_base_false_leaves_the_base_model_out(small_checkpoint, tmp_path):
+    from fmprune.study.experiments import load_experiment
+    from fmprune.study.sweep import plan_sweep
+
+    toml = tmp_path / "lab.toml"
+    toml.write_text(f'[experiment]\nname = "lab"\nkind = "oneshot"\ncheckpoint = "{small_checkpoint}"\n'
+                    'then_base = false\n[settings]\nratio = 0.3\n[[then]]\nkind = "score"\n')
+    _, tasks = plan_sweep(load_experiment(toml), str(small_checkpoint), tmp_path / "runs")
+    assert [t.label for t in tasks] == ["l1_filter"] and tasks[0].then == ({"kind": "score", "name": "score",
+                                                                           "input": "", "settings": {}},)

@@ -640,7 +640,7 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
         read_images_at(load_checkpoint(given).input_shape)
     ckpt_path = file_checkpoint(experiment_file, experiment.checkpoint, checkpoint, load_splits(data_dir),
                                 experiment.train, quick)
-    runs = len(experiment.runs) + bool(experiment.then)   # follow-up steps also run on the base model
+    runs = len(experiment.runs) + bool(experiment.then and experiment.then_base)   # steps on the base model
     click.echo(f"{experiment.title}: {runs} runs -> {out_dir / experiment.name}")
     if experiment.quick:
         click.echo(f"warning: {experiment.quick_warning}; the runs are shrunk to check that they work")

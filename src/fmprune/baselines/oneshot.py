@@ -267,7 +267,7 @@ class OneShotRun:
         for note in notes:
             log.info(f"{name}| {note}")
         pruned_accuracy = accuracy = evaluate(self.model, evaluation)
-        log.info(f"{name}| One-shot ({how}): accuracy {base_accuracy:.8f} -> {pruned_accuracy:.8f}, "
+        log.info(f"{name}| One-shot, {how}: accuracy {base_accuracy:.8f} -> {pruned_accuracy:.8f}, "
                  f"pruned: {sum(len(v) for v in removed.values())}")
         if cfg.retrain:
             self._retrain()

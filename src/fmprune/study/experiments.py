@@ -45,7 +45,7 @@ from ..training import SGDConfig, TrainConfig
 from .pipeline import FollowUp, parse_follow_ups
 
 SECTIONS = {"experiment", "settings", "axes", "runs", "quick", "resources", "then", "train"}
-EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint", "kind"}
+EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint", "kind", "then_base"}
 KINDS: dict[str, type] = {"prune": PruneConfig, "sparsify": SparsifyConfig,   # kind -> run config class
                           "oneshot": OneShotConfig}
 CONFIG_FIELDS = {f.name: f for f in fields(PruneConfig)}
@@ -74,6 +74,7 @@ class Experiment:
     resources: Resources = field(default_factory=Resources)   # what each run asks of a Ray node
     then: list[FollowUp] = field(default_factory=list)        # follow-up steps on every finished run
     train: dict = field(default_factory=dict)                 # recipe options for checkpoint = "train:MODEL"
+    then_base: bool = True                                    # the [[then]] steps also on the base checkpoint
 
     @property
     def quick_warning(self) -> str:
@@ -166,7 +167,7 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
         name += "-quick"   # never mixed with, or mistaken for, the full-size runs
     return Experiment(path, name, str(meta.get("title", name)), str(meta.get("description", "")),
                       str(meta.get("checkpoint", "default")), runs, varying, kind, quick=quick,
-                      resources=resources, then=then, train=train)
+                      resources=resources, then=then, train=train, then_base=bool(meta.get("then_base", True)))
 
 
 def _config(path: Path, values: dict, config_class: type = PruneConfig) -> PruneConfig:

@@ -19,7 +19,7 @@ an earlier step's output, ``input = "NAME"``) and leaves a ``score.json`` for ``
     activation_bits = 8
 
 The same steps run on the base checkpoint too (``<experiment>/base/``), so the unpruned model
-has its points in the plot. A step whose ``score.json`` exists is done: a rerun does what is left.
+has its points in the plot (``then_base = false`` in ``[experiment]`` leaves them out). A step whose ``score.json`` exists is done: a rerun does what is left.
 Every point is labelled ``<run> <step>`` and its method names the whole chain
 (e.g. ``taylor-l2 + magnitude 50% + int8 ptq``).
 """

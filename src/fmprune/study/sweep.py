@@ -123,7 +123,7 @@ def plan_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, quick: bo
     outcomes: list[RunOutcome] = []
     pending = []
     then = tuple(step.to_dict() for step in experiment.then)
-    if then and pending_steps(directory / BASE_LABEL, experiment.then):   # the base model's own points
+    if then and experiment.then_base and pending_steps(directory / BASE_LABEL, experiment.then):   # base points
         pending.append(RunTask(BASE_LABEL, checkpoint, {}, str(directory / BASE_LABEL), device, BASE_LABEL, then))
     for label, config in experiment.runs:
         run_dir = directory / label
