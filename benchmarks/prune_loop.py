@@ -1,107 +1,168 @@
-"""Naive masked loop vs fmprune's engine on the same trained LeNet and the same steps.
+"""Naive loops vs fmprune's engines on the same models and the same steps, side by side.
 
-For each scope, both loops run the first ``--steps`` steps (criterion on ``--calibration``
-training images, accuracy on the whole validation split after every step); the script checks
-that they remove the same maps with the same accuracies and prints both times and their ratio.
-``--full`` also times the whole-network run of every removable map through ``run_pruning``
-(what ``fmprune prune`` does, run directory included) and checks it against the naive loop on
-windows at its start, middle and end.
+LeNet (the chain fast path): for each scope, both loops run the first ``--steps`` steps
+(criterion on ``--calibration`` training images, accuracy on the whole validation split after
+every step); the script checks that they remove the same maps with the same accuracies and prints
+both times and their ratio. ``--full`` also times the whole-network run of every removable map
+through ``run_pruning`` (what ``fmprune prune`` does, run directory included) in a process of its
+own, prints that process's peak memory, and checks the run against the naive loop on windows at
+its start, middle and end.
 
-    .venv/bin/python benchmarks/prune_loop.py [--steps 50] [--full]
+ResNet-20 (the general path, ``--resnet``): seconds per step of score + remove + evaluate for
+fmprune's engine against a naive loop that rebuilds the model every step (deep copy of the base,
+trace, re-apply every removal so far, score, evaluate), on MNIST as 3x32x32 images.
+
+    .venv/bin/python benchmarks/prune_loop.py [--steps 20] [--full] [--resnet]
+
+Times depend on the machine and on what else runs on it: the load average is printed before and
+after; compare ratios measured in one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import copy
+import csv
+import os
+import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import torch
 
-from fmprune.run.checkpoint import load_checkpoint
+import fmprune
 from fmprune.cli import default_checkpoint_path
 from fmprune.criteria import create_criterion
-from fmprune.data import load_splits
-from fmprune.engine.chain import PruningEngine
-from fmprune.run.loop import PruneConfig, calibration_subset, run_pruning
+from fmprune.data import Split, load_splits
+from fmprune.engine import GraphEngine, create_engine
 from fmprune.engine.reference import NaiveLoop
+from fmprune.models.spec import ModelSpec, build_model
+from fmprune.run.checkpoint import load_checkpoint
+from fmprune.run.loop import PruneConfig, calibration_subset, run_pruning
+from fmprune.training import TrainConfig, train
+
+
+def load_line() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--checkpoint", default=None, help="LeNet checkpoint (default: the cached base)")
     ap.add_argument("--criterion", default="taylor")
     ap.add_argument("--normalize", default="l2")
-    ap.add_argument("--steps", type=int, default=50, help="steps per scope for both loops")
-    ap.add_argument("--scopes", default="all,conv1,conv2,fc1")
+    ap.add_argument("--steps", type=int, default=20, help="LeNet steps per scope for both loops")
+    ap.add_argument("--scopes", default="all,conv1,conv2,fc1", help="LeNet scopes ('' for none)")
     ap.add_argument("--calibration", type=int, default=1000)
     ap.add_argument("--full", action="store_true", help="also time the whole-network run of all maps")
     ap.add_argument("--window", type=int, default=10, help="naive steps per window of the full run")
+    ap.add_argument("--resnet", action="store_true", help="also time the ResNet-20 row")
+    ap.add_argument("--resnet-steps", type=int, default=4, help="ResNet-20 steps for both loops")
+    ap.add_argument("--resnet-calibration", type=int, default=256)
+    ap.add_argument("--resnet-eval", type=int, default=1000, help="ResNet-20 validation images")
+    ap.add_argument("--resnet-train", type=int, default=0,
+                    help="iterations of brief training of ResNet-20 before pruning (0: random weights)")
     args = ap.parse_args()
 
+    print(f"{load_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.scopes or args.full:
+        lenet(args)
+    if args.resnet:
+        resnet(args)
+    print(f"at the end: {load_line()}")
+
+
+# -- LeNet: the chain fast path
+def lenet(args) -> None:
     splits = load_splits()
     path = args.checkpoint or default_checkpoint_path(splits, 0)
     base = load_checkpoint(path)
     calib = calibration_subset(splits.train, args.calibration, 0)
     print(f"checkpoint {path}\n{args.criterion}+{args.normalize}, calibration {len(calib)} training images, "
-          f"accuracy on {len(splits.val)} validation images, {torch.get_num_threads()} threads")
-    print(f"{'scope':<7}{'steps':>6}{'naive s':>10}{'engine s':>10}{'ratio':>8}  same maps  max |acc diff|")
-    totals = [0.0, 0.0]
-    for scope in args.scopes.split(","):
-        model, topo = base.build()
-        layers = topo.scope(scope)
-        steps = min(args.steps, sum(topo.stage(n).n_maps - 1 for n in layers))
-        naive = NaiveLoop(model, base.input_shape, create_criterion(args.criterion), splits.val, calib,
-                          layers, args.normalize)
-        start = time.perf_counter()
-        ref = [naive.step(1) for _ in range(steps)]
-        t_naive = time.perf_counter() - start
-
-        model, topo = base.build()
-        start = time.perf_counter()
-        engine = PruningEngine(topo, create_criterion(args.criterion), splits.val, calib, layers, args.normalize)
-        got = []
-        for _ in range(steps):
-            chosen = engine.select(1)
-            engine.remove_selected(chosen)
-            got.append((chosen, engine.accuracy()))
-        t_engine = time.perf_counter() - start
-        same = all([(c.layer, c.original) for c in a] == [(c.layer, c.original) for c in b]
-                   for (a, _), (b, _) in zip(ref, got))
-        acc_diff = max(abs(ra - ga) for (_, ra), (_, ga) in zip(ref, got))
-        totals[0] += t_naive
-        totals[1] += t_engine
-        print(f"{scope:<7}{steps:>6}{t_naive:>10.1f}{t_engine:>10.1f}{t_naive / t_engine:>7.1f}x  "
-              f"{'yes' if same else 'NO':<9}  {acc_diff:.1e}")
-    print(f"{'total':<13}{totals[0]:>10.1f}{totals[1]:>10.1f}{totals[0] / totals[1]:>7.1f}x")
-
+          f"accuracy on {len(splits.val)} validation images")
+    if args.scopes:
+        print(f"{'scope':<7}{'steps':>6}{'naive s':>10}{'engine s':>10}{'ratio':>8}  same maps  max |acc diff|")
+        totals = [0.0, 0.0]
+        for scope in args.scopes.split(","):
+            t_naive, t_engine, steps, same, acc_diff = compare_scope(base, splits, calib, scope, args)
+            totals[0] += t_naive
+            totals[1] += t_engine
+            print(f"{scope:<7}{steps:>6}{t_naive:>10.1f}{t_engine:>10.1f}{t_naive / t_engine:>7.1f}x  "
+                  f"{'yes' if same else 'NO':<9}  {acc_diff:.1e}")
+        print(f"{'total':<13}{totals[0]:>10.1f}{totals[1]:>10.1f}{totals[0] / totals[1]:>7.1f}x")
     if args.full:
         full_run(path, splits, base, calib, args)
 
 
+def compare_scope(base, splits, calib, scope: str, args) -> tuple[float, float, int, bool, float]:
+    model, graph = base.build_traced()
+    layers = graph.scope(scope)
+    steps = min(args.steps, sum(graph.group(n).size - 1 for n in layers))
+    naive = NaiveLoop(model, base.input_shape, create_criterion(args.criterion), splits.val, calib,
+                      layers, args.normalize)
+    start = time.perf_counter()
+    ref = [naive.step(1) for _ in range(steps)]
+    t_naive = time.perf_counter() - start
+
+    model, graph = base.build_traced()
+    start = time.perf_counter()
+    engine = create_engine(graph, create_criterion(args.criterion), splits.val, calib, layers, args.normalize)
+    got = []
+    for _ in range(steps):
+        chosen = engine.select(1)
+        engine.remove_selected(chosen)
+        got.append((chosen, engine.accuracy()))
+    t_engine = time.perf_counter() - start
+    same = all([(c.layer, c.original) for c in a] == [(c.layer, c.original) for c in b]
+               for (a, _), (b, _) in zip(ref, got))
+    acc_diff = max(abs(ra - ga) for (_, ra), (_, ga) in zip(ref, got))
+    return t_naive, t_engine, steps, same, acc_diff
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed_run(path: str, cfg: PruneConfig, run_dir: str) -> tuple[dict, float, float, float]:
+    """In a fresh process: load the data and run the loop; (summary, wall s, peak RSS MB before
+    the loop, peak RSS MB at its end)."""
+    splits = load_splits()
+    before = _rss_mb()
+    start = time.perf_counter()
+    summary = run_pruning(path, splits, cfg, run_dir)
+    return summary.to_dict(), time.perf_counter() - start, before, _rss_mb()
+
+
 def full_run(path: str, splits, base, calib, args) -> None:
-    """Time the whole-network run of every removable map (what ``fmprune prune`` does), then
-    replay its removals in the naive loop and time the naive loop on windows at the start,
-    middle and end of the run, checking it makes the same choices with the same accuracies.
-    The naive loop masks a dense model, so its cost per step is the same at every step: the
-    whole-run naive time is its measured mean per step times the number of steps."""
+    """Time the whole-network run of every removable map (what ``fmprune prune`` does) in a
+    process of its own (its peak memory is the loop's), then replay its removals in the naive loop
+    and time the naive loop on windows at the start, middle and end of the run, checking it makes
+    the same choices with the same accuracies. The naive loop masks a dense model, so its cost per
+    step is the same at every step: the whole-run naive time is its measured mean per step times
+    the number of steps."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = PruneConfig(criterion=args.criterion, normalize=args.normalize, calibration=args.calibration)
-        start = time.perf_counter()
-        summary = run_pruning(path, splits, cfg, tmp)
-        wall = time.perf_counter() - start
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            summary, wall, rss_before, rss_peak = pool.submit(_timed_run, str(path), cfg, tmp).result()
         with open(f"{tmp}/steps.csv") as f:
             rows = list(csv.DictReader(f))[1:]   # row 0 is the unpruned model
-    print(f"\nfull whole-network run: {summary.steps} steps in {wall:.1f} s "
-          f"(loop {summary.seconds:.1f} s), accuracy {summary.base_accuracy:.4f} -> {summary.final_accuracy:.4f}")
+    loop_s = summary["seconds"]
+    print(f"\nfull whole-network run: {summary['steps']} steps in {wall:.1f} s (loop {loop_s:.1f} s), "
+          f"accuracy {summary['base_accuracy']:.4f} -> {summary['final_accuracy']:.4f}")
+    print(f"peak memory of the run's process: {rss_peak:.0f} MB (ru_maxrss; {rss_before:.0f} MB "
+          f"with the data loaded, before the loop)")
+    first_steps = [float(r["seconds"]) for r in rows[:3]]
+    print("first steps end at " + ", ".join(f"{s:.2f}" for s in first_steps) + " s of the loop")
     steps = {int(r["step"]) for r in rows}
     n, w = max(steps), args.window
     print(f"{'window':<14}{'naive s':>9}{'engine s':>10}{'ratio':>8}  same maps  max |acc diff|")
     per_step = []
     for first in sorted({1, max(1, n // 2 - w // 2), max(1, n - w + 1)}):
-        model, _ = base.build()
+        model = base.build()
         naive = NaiveLoop(model, base.input_shape, create_criterion(args.criterion), splits.val, calib,
                           ["conv1", "conv2", "fc1"], args.normalize)
         for r in rows:
@@ -120,7 +181,67 @@ def full_run(path: str, splits, base, calib, args) -> None:
               f"{'yes' if same else 'NO':<9}  {acc_diff:.1e}")
     naive_total = sum(per_step) / len(per_step) * n
     print(f"whole run: naive {naive_total:.0f} s ({naive_total / 60:.0f} min, {sum(per_step) / len(per_step):.2f} s "
-          f"per step measured above), fmprune {summary.seconds:.1f} s: {naive_total / summary.seconds:.1f}x faster")
+          f"per step measured above), fmprune {loop_s:.1f} s: {naive_total / loop_s:.1f}x faster")
+
+
+# -- ResNet-20: the general path
+def resnet(args) -> None:
+    splits = load_splits("mnist3x32")
+    spec = ModelSpec("resnet20", input_shape=(3, 32, 32))
+    torch.manual_seed(0)
+    base = build_model(spec)
+    if args.resnet_train:
+        train(base, splits.train, TrainConfig(epochs=1, batch_size=64, max_iters=args.resnet_train))
+    base.eval()
+    example = torch.zeros(1, *spec.input_shape)
+    calib = calibration_subset(splits.train, args.resnet_calibration, 0)
+    evaluation = Split(splits.val.images[:args.resnet_eval].contiguous(), splits.val.labels[:args.resnet_eval])
+    calib = Split(calib.images.contiguous(), calib.labels)
+    graph = fmprune.trace(copy.deepcopy(base), example)
+    scope = [g.name for g in graph.groups]
+    weights = f"trained {args.resnet_train} iterations" if args.resnet_train else "random weights"
+    print(f"\nResNet-20 ({weights}) on MNIST as 3x32x32: {len(scope)} groups, {args.criterion}+{args.normalize}, "
+          f"calibration {len(calib)}, accuracy on {len(evaluation)} validation images")
+
+    def naive_step(removed: list[tuple[str, int]]):
+        model = copy.deepcopy(base)
+        g = fmprune.trace(model, example)
+        for group, original in removed:
+            g.remove(group, [g.group(group).original.index(original)])
+        engine = GraphEngine(g, create_criterion(args.criterion), evaluation, calib, scope, args.normalize)
+        chosen = engine.select(1)
+        engine.remove_selected(chosen)
+        return chosen, engine.accuracy()
+
+    removed: list[tuple[str, int]] = []
+    ref, t_naive = [], []
+    for _ in range(args.resnet_steps):
+        t0 = time.perf_counter()
+        chosen, acc = naive_step(removed)
+        t_naive.append(time.perf_counter() - t0)
+        ref.append((chosen, acc))
+        removed += [(c.layer, c.original) for c in chosen]
+
+    t0 = time.perf_counter()
+    engine = create_engine(graph, create_criterion(args.criterion), evaluation, calib, scope, args.normalize)
+    t_build = time.perf_counter() - t0
+    got, t_engine = [], []
+    for _ in range(args.resnet_steps):
+        t0 = time.perf_counter()
+        chosen = engine.select(1)
+        engine.remove_selected(chosen)
+        acc = engine.accuracy()
+        t_engine.append(time.perf_counter() - t0)
+        got.append((chosen, acc))
+    same = all([(c.layer, c.original) for c in a] == [(c.layer, c.original) for c in b]
+               for (a, _), (b, _) in zip(ref, got))
+    acc_diff = max(abs(ra - ga) for (_, ra), (_, ga) in zip(ref, got))
+    naive_s, engine_s = sum(t_naive) / len(t_naive), (t_build + sum(t_engine)) / len(t_engine)
+    print(f"{'model':<10}{'engine':<13}{'steps':>6}{'naive s/step':>14}{'fmprune s/step':>16}{'ratio':>8}"
+          f"  same maps  max |acc diff|")
+    print(f"{'resnet20':<10}{type(engine).__name__:<13}{len(got):>6}{naive_s:>14.2f}{engine_s:>16.2f}"
+          f"{naive_s / engine_s:>7.1f}x  {'yes' if same else 'NO':<9}  {acc_diff:.1e}")
+    print(f"(fmprune per step includes its one-time setup of {t_build:.2f} s spread over the steps)")
 
 
 if __name__ == "__main__":

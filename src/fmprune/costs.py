@@ -61,22 +61,25 @@ def model_bytes(model: nn.Module) -> int:
 
 
 def measure_latencies(models: list[nn.Module], input_shape: tuple[int, ...], batch: int,
-                      repeats: int = 30, warmup: int = 5) -> list[float]:
-    """Median seconds of one eval forward of ``batch`` examples on the CPU, for each model.
+                      repeats: int = 30, warmup: int = 5, runtime: str = "eager",
+                      runners: list | None = None) -> list[float]:
+    """Median seconds of one eval forward of ``batch`` examples on the CPU, for each model, in
+    ``runtime`` (see :mod:`fmprune.runtimes`; ``runners`` from ``runtimes.prepare`` skip the
+    export/compilation when several batch sizes are timed).
 
     The models take turns within every repeat, so drifts of a noisy machine (other processes,
     frequency changes) hit all of them alike and their ratios stay fair."""
-    for m in models:
-        m.eval()
+    from .runtimes import prepare
+
+    runners = runners if runners is not None else prepare(models, runtime, input_shape)
     x = torch.rand(batch, *input_shape)
-    times: list[list[float]] = [[] for _ in models]
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            for j, m in enumerate(models):
-                start = time.perf_counter()
-                m(x)
-                if i >= warmup:
-                    times[j].append(time.perf_counter() - start)
+    times: list[list[float]] = [[] for _ in runners]
+    for i in range(warmup + repeats):
+        for j, run in enumerate(runners):
+            start = time.perf_counter()
+            run(x)
+            if i >= warmup:
+                times[j].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
 
 

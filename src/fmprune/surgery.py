@@ -38,12 +38,19 @@ def take(t: torch.Tensor, dim: int, index: torch.Tensor, max_runs: int = 16) -> 
     """``t.index_select(dim, index)`` for sorted indices; when they form a few contiguous runs
     (removing one map leaves two) it concatenates slices, which copies memory in blocks and is
     about twice as fast on large tensors."""
-    idx = index.tolist()
-    starts = [0] + [i for i in range(1, len(idx)) if idx[i] != idx[i - 1] + 1]
-    if not idx or len(starts) > max_runs or any(b < a for a, b in zip(idx, idx[1:])):
+    index = index.to("cpu", torch.long)
+    if len(index) == 0:
         return t.index_select(dim, index.to(t.device))
-    ends = starts[1:] + [len(idx)]
-    return torch.cat([t.narrow(dim, idx[a], b - a) for a, b in zip(starts, ends)], dim)
+    step = index[1:] - index[:-1]
+    if bool((step < 0).any()):
+        return t.index_select(dim, index.to(t.device))
+    breaks = (step != 1).nonzero().flatten() + 1          # where a new contiguous run starts
+    if len(breaks) >= max_runs:
+        return t.index_select(dim, index.to(t.device))
+    starts = [0] + breaks.tolist()
+    ends = starts[1:] + [len(index)]
+    first = index[starts].tolist()
+    return torch.cat([t.narrow(dim, f, b - a) for f, a, b in zip(first, starts, ends)], dim)
 
 
 def slice_param(module: nn.Module, attr: str, slicer: Slicer,
@@ -54,12 +61,20 @@ def slice_param(module: nn.Module, attr: str, slicer: Slicer,
     if old is None:
         return
     if not isinstance(old, nn.Parameter):  # a buffer such as running_mean
-        setattr(module, attr, slicer(old).clone())
+        setattr(module, attr, _own(slicer(old), old))
         return
-    new = nn.Parameter(slicer(old.data).clone(), requires_grad=old.requires_grad)
+    new = nn.Parameter(_own(slicer(old.data), old), requires_grad=old.requires_grad)
     setattr(module, attr, new)
     if optimizer is not None:
         _swap_in_optimizer(optimizer, old, new, slicer)
+
+
+def _own(sliced: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``sliced`` in memory of its own: copied only when the slicer returned a view of ``source``
+    (``take`` already copies; a second copy of a large weight per removal costs real time)."""
+    if sliced.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        return sliced.clone()
+    return sliced
 
 
 def _swap_in_optimizer(optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter,
@@ -72,6 +87,6 @@ def _swap_in_optimizer(optimizer: torch.optim.Optimizer, old: nn.Parameter, new:
     state = optimizer.state.pop(old, None)
     if state is not None:
         optimizer.state[new] = {
-            k: slicer(v).clone() if torch.is_tensor(v) and v.shape == old.shape else v
+            k: _own(slicer(v), v) if torch.is_tensor(v) and v.shape == old.shape else v
             for k, v in state.items()
         }

@@ -25,6 +25,7 @@ from ..data import Split
 from ..graph import Graph
 from ..graph.chain import Stage, Topology
 from ..surgery import take
+from .head import HeadProjection, head_index
 from .select import Selected, select_minimum
 from .winners import WinnerContributions, winner_pool
 
@@ -71,34 +72,48 @@ class ActivationCache:
     """Pre-activations ``z`` and consumer inputs ``p`` of every stage for a fixed set of inputs.
 
     The first stage's ``z`` is the largest tensor and is read only by criteria (activations);
-    an evaluation cache passes ``first_z=False`` and never stores it."""
+    an evaluation cache passes ``first_z=False`` and never stores it. ``paths`` says which fast
+    paths gradients may take: "head" (``head``, then ``winners``), "winners", or "dense" (the
+    plain backward, the reference the tests compare with). With ``lazy`` (an evaluation cache: only
+    the logits are read) stages without BatchNorm keep removed channels in place instead of
+    copying their N × C × ... tensors at every removal; ``_cols[i]`` maps stage i's current
+    numbering to buffer channels (None: they are the same)."""
 
-    def __init__(self, topology: Topology, split: Split, first_z: bool = True) -> None:
+    def __init__(self, topology: Topology, split: Split, first_z: bool = True, lazy: bool = False,
+                 paths: str = "head") -> None:
         self.topology, self.split, self.first_z = topology, split, first_z
+        self._lazy_ok = [lazy and not s.norms for s in topology.stages[:-1]] + [False]
         self.z: list[torch.Tensor | None] = []
         self.p: list[torch.Tensor] = []
+        self._cols: list[torch.Tensor | None] = [None] * len(topology.stages)
         self._vjp_graphs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._winners: dict[int, WinnerContributions] = {}
+        self._head_index = head_index(topology) if paths == "head" else None
+        self._use_winners = paths in ("head", "winners")
+        self.head: HeadProjection | None = None
         self._rounds_since_rebuild = 0
+        self._rebuilds = 0
         self.rebuild()
 
     @torch.no_grad()
     def rebuild(self) -> None:
-        """Full forward (after weights changed, e.g. by retraining)."""
-        zs: list[list[torch.Tensor]] = [[] for _ in self.topology.stages]
-        ps: list[list[torch.Tensor]] = [[] for _ in self.topology.stages]
-        for start in range(0, len(self.split), CHUNK):
+        """Full forward (after weights changed, e.g. by retraining), into one buffer per tensor."""
+        stages, n = self.topology.stages, len(self.split)
+        self.z = [None] * len(stages)
+        self.p = [None] * len(stages)
+        for start in range(0, n, CHUNK):
             x = self.split.images[start:start + CHUNK]
-            for i, s in enumerate(self.topology.stages):
+            for i, s in enumerate(stages):
                 z, x = stage_outputs(s, x)
                 if i > 0 or self.first_z:
-                    zs[i].append(z)
-                ps[i].append(x)
-        self.z = [torch.cat(c) if c else None for c in zs]
-        self.p = [torch.cat(c) for c in ps]
+                    self.z[i] = _into(self.z[i], z, start, n)
+                self.p[i] = _into(self.p[i], x, start, n)
+        self._cols = [None] * len(stages)
         self._vjp_graphs.clear()
         self._winners.clear()
+        self.head = None
         self._rounds_since_rebuild = 0
+        self._rebuilds += 1
 
     @property
     def logits(self) -> torch.Tensor:
@@ -107,27 +122,47 @@ class ActivationCache:
     def accuracy(self) -> float:
         return float((self.logits.argmax(1) == self.split.labels).float().mean())
 
+    def _current_p(self, index: int) -> torch.Tensor:
+        """Stage ``index``'s consumer input at the current width."""
+        cols = self._cols[index]
+        return self.p[index] if cols is None else self.p[index].index_select(1, cols)
+
     def contribution(self, index: int, drop: torch.Tensor, consumer_weight: torch.Tensor,
                      flatten_factor: int) -> torch.Tensor:
         """The dropped maps' share of the consumer's pre-activation, with the weights before surgery."""
         consumer = self.topology.stages[index + 1]
         cols = consumer_columns(drop, flatten_factor)
-        return input_contribution(consumer, take(self.p[index], 1, drop), take(consumer_weight, 1, cols))
+        buffer_cols = self._cols[index]
+        x = (self.p[index].index_select(1, buffer_cols[drop]) if buffer_cols is not None
+             else take(self.p[index], 1, drop))
+        return input_contribution(consumer, x, take(consumer_weight, 1, cols))
 
     @torch.no_grad()
     def apply_removal(self, index: int, keep: torch.Tensor, contribution: torch.Tensor) -> None:
         """Update the cache after surgery removed maps of stage ``index`` (keeping ``keep``)."""
         stages = self.topology.stages
-        if self.z[index] is not None:
-            self.z[index] = take(self.z[index], 1, keep)
-        self.p[index] = take(self.p[index], 1, keep)
+        if self.head is not None:
+            self.head.before_removal(index, keep)
+        if self._lazy_ok[index]:
+            cols = self._cols[index]
+            self._cols[index] = keep.clone() if cols is None else cols[keep]
+        else:
+            if self.z[index] is not None:
+                self.z[index] = take(self.z[index], 1, keep)
+            self.p[index] = take(self.p[index], 1, keep)
         self._vjp_graphs = {i: g for i, g in self._vjp_graphs.items() if i < index}
         c = index + 1
-        self.z[c].sub_(contribution)  # no one else holds z[c]: stale graphs were dropped above
+        if self._cols[c] is not None:   # dead channels are never read: leave them stale
+            self.z[c].index_add_(1, self._cols[c], contribution, alpha=-1)
+        else:
+            self.z[c].sub_(contribution)  # no one else holds z[c]: stale graphs were dropped above
         self.p[c] = stages[c].reduce_maps(stages[c].activate(self.z[c]))
         self._update_winners(index, keep)
         for j in range(c + 1, len(stages)):
-            self.z[j], self.p[j] = stage_outputs(stages[j], self.p[j - 1])
+            self.z[j], self.p[j] = stage_outputs(stages[j], self._current_p(j - 1))
+            self._cols[j] = None        # recomputed at the current width
+        if self.head is not None:
+            self.head.after_removal(index, keep)
 
     def grad_dot_activations(self, first: int) -> dict[int, torch.Tensor]:
         """For every stage from ``first`` to the last prunable one: per example and map,
@@ -141,6 +176,12 @@ class ActivationCache:
         self._rounds_since_rebuild += 1
         g = torch.softmax(self.z[last], 1)
         g[torch.arange(len(g), device=g.device), self.split.labels] -= 1.0
+        head = self._head_projection(first)
+        if head is not None:
+            out = head.grad_dot(g)
+            grad_p = input_grad(stages[last], g, self.p[last - 1].shape)
+            out[last - 1] = grad_p * self.p[last - 1]
+            return out
         grad_p = g
         out: dict[int, torch.Tensor] = {}
         for i in range(last, first, -1):
@@ -155,14 +196,28 @@ class ActivationCache:
             out[i - 1] = (grad_p * x).flatten(2).sum(2) if x.dim() > 2 else grad_p * x
         return out
 
+    def _worth_building(self) -> bool:
+        """Whether a fast path's tensors (built once, then kept exact across removals) pay off:
+        from the first round in a run whose weights never changed (no retraining: every later
+        round reuses them), else from the second round after a rebuild (a run retraining every
+        step rebuilds every step and keeps the dense backward)."""
+        return self._rebuilds == 1 or self._rounds_since_rebuild >= 2
+
+    def _head_projection(self, first: int) -> HeadProjection | None:
+        """The projection through the linear head when it covers every stage from ``first`` on."""
+        if self.head is None and self._head_index is not None and self._worth_building():
+            lowest = self._head_index - (2 if winner_pool(self.topology.stages[self._head_index - 1]) else 1)
+            if first >= lowest:
+                self.head = HeadProjection(self.topology, self._head_index, self)
+        return self.head if self.head is not None and first >= self.head.lowest else None
+
     def _winner_contributions(self, consumer: int) -> WinnerContributions | None:
-        """The fast path for the producer of ``consumer``, built from the second scoring round
-        after a rebuild on (a retraining run rebuilds every step and keeps the dense backward)."""
+        """The fast path for the producer of ``consumer`` (see ``_worth_building``)."""
         if consumer in self._winners:
             return self._winners[consumer]
         stage = self.topology.stages[consumer]
         pool = winner_pool(stage)
-        if (pool is None or self._rounds_since_rebuild < 2
+        if (pool is None or not self._use_winners or not self._worth_building()
                 or not WinnerContributions.fits(stage, self.p[consumer - 1])):
             return None
         self._winners[consumer] = WinnerContributions(stage, pool, self.p[consumer - 1], self.z[consumer])
@@ -190,6 +245,14 @@ class ActivationCache:
         with torch.enable_grad():
             (gz,) = torch.autograd.grad(out, z, grad_p, retain_graph=True)
         return gz
+
+
+def _into(buffer: torch.Tensor | None, block: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    """Copy ``block`` into rows start:start+len(block) of ``buffer`` (allocated at the first block)."""
+    if buffer is None:
+        buffer = torch.empty((n, *block.shape[1:]), dtype=block.dtype, device=block.device)
+    buffer[start:start + len(block)] = block
+    return buffer
 
 
 class CachedProvider:
@@ -221,7 +284,7 @@ class ChainEngine:
         self.graph, self.topology, self.criterion, self.scope = graph, topology, criterion, scope
         self.normalization, self.flops_lambda = normalization, flops_lambda
         self.generator = torch.Generator().manual_seed(seed)
-        self.eval_cache = ActivationCache(topology, eval_split, first_z=False)
+        self.eval_cache = ActivationCache(topology, eval_split, first_z=False, lazy=True)
         self.calib_cache = ActivationCache(topology, calibration)
         self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
 

@@ -23,7 +23,7 @@ from torch import nn
 from ..surgery import take
 from ..graph.chain import Stage
 
-MEMORY_BUDGET = 2_500_000_000  # bytes ``U`` may take; larger layers use the dense backward
+MEMORY_BUDGET = 1_000_000_000  # bytes ``U`` may take; larger layers use the dense backward
 _RELU_FUNCTIONS = {F.relu, torch.relu}
 
 

@@ -7,7 +7,7 @@ import csv
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +18,7 @@ from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_
 from ..data import Splits
 from ..errors import FmpruneError
 from ..costs import measure_latencies, model_bytes
+from ..runtimes import RUNTIMES, available_runtimes, check_runtimes, prepare
 from ..graph import Graph
 from ..training import Recipe, evaluate, recipe_from_dict, train_recipe
 
@@ -31,13 +32,18 @@ class ModelRow:
     params: int
     macs: int
     bytes: int
-    latency: dict[int, float]      # batch size -> median seconds
+    latency: dict[int, float]      # batch size -> median seconds, in the comparison's first runtime
+    latencies: dict[str, dict[int, float]] = field(default_factory=dict)   # runtime -> batch -> s
 
 
 @dataclass
 class Comparison:
     rows: list[ModelRow]           # the first row is the base model
     threads: int
+    runtimes: list[str] = field(default_factory=lambda: ["eager"])   # the first one fills ``latency``
+
+    def _latency(self, row: ModelRow, runtime: str) -> dict[int, float]:
+        return row.latencies.get(runtime, row.latency if runtime == self.runtimes[0] else {})
 
     def table(self) -> list[dict[str, str]]:
         """Rows as printed: every ratio is against the base model."""
@@ -54,9 +60,13 @@ class Comparison:
                 "MAC reduction x": f"{base.macs / r.macs:.1f}",
                 "size KiB": f"{r.bytes / 1024:,.1f}",
             }
-            for b in LATENCY_BATCHES:
-                row[f"latency b{b} ms"] = f"{1000 * r.latency[b]:.3f}"
-                row[f"speed-up b{b} x"] = f"{base.latency[b] / r.latency[b]:.1f}"
+            row["runtime"] = self.runtimes[0]
+            for i, runtime in enumerate(self.runtimes):
+                suffix = "" if i == 0 else f" {runtime}"
+                lat, base_lat = self._latency(r, runtime), self._latency(base, runtime)
+                for b in LATENCY_BATCHES:
+                    row[f"latency b{b} ms{suffix}"] = f"{1000 * lat[b]:.3f}"
+                    row[f"speed-up b{b} x{suffix}"] = f"{base_lat[b] / lat[b]:.1f}"
             out.append(row)
         return out
 
@@ -65,8 +75,9 @@ class Comparison:
         head = list(rows[0])
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h != "model" else "---" for h in head) + "|"]
         lines += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
-        note = (f"\nAccuracy on the test split; MACs per image; latency: median CPU time of one forward, "
-                f"{self.threads} threads, models measured in turns in one process.\n")
+        where = "; ".join(f"{rt}: {RUNTIMES[rt]}" for rt in self.runtimes)
+        note = (f"\nAccuracy on the test split; MACs per image; latency: median CPU time of one forward "
+                f"({where}), {self.threads} threads, models measured in turns in one process.\n")
         return "\n".join(lines) + "\n" + note
 
     def to_text(self) -> str:
@@ -83,11 +94,14 @@ class Comparison:
         md.write_text(self.to_markdown())
         with open(cs, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["model", "test_accuracy", "params", "macs", "bytes"]
-                            + [f"latency_b{b}_s" for b in LATENCY_BATCHES])
+            extra = self.runtimes[1:]
+            writer.writerow(["model", "test_accuracy", "params", "macs", "bytes", "runtime"]
+                            + [f"latency_b{b}_s" for b in LATENCY_BATCHES]
+                            + [f"latency_b{b}_s_{rt}" for rt in extra for b in LATENCY_BATCHES])
             for r in self.rows:
-                writer.writerow([r.label, f"{r.accuracy:.6f}", r.params, r.macs, r.bytes]
-                                + [f"{r.latency[b]:.6g}" for b in LATENCY_BATCHES])
+                writer.writerow([r.label, f"{r.accuracy:.6f}", r.params, r.macs, r.bytes, self.runtimes[0]]
+                                + [f"{r.latency[b]:.6g}" for b in LATENCY_BATCHES]
+                                + [f"{self._latency(r, rt)[b]:.6g}" for rt in extra for b in LATENCY_BATCHES])
         return md, cs
 
 
@@ -139,17 +153,30 @@ def measure_row(label: str, ckpt: Checkpoint, splits: Splits) -> tuple[ModelRow,
     return row, model, graph
 
 
+def best_runtimes() -> list[str]:
+    """onnxruntime first when installed (the fastest here on small pruned models, see the
+    README), eager PyTorch always: what ``fmprune compare`` should time."""
+    return (["onnxruntime"] if "onnxruntime" in available_runtimes() else []) + ["eager"]
+
+
 def compare_models(base: Checkpoint, pruned: Checkpoint, splits: Splits, scratch: Checkpoint | None,
-                   repeats: int = 30) -> Comparison:
-    """Measure the models side by side; latencies are taken in turns within one process."""
+                   repeats: int = 30, runtimes: list[str] | tuple[str, ...] = ("eager",)) -> Comparison:
+    """Measure the models side by side; latencies are taken in turns within one process, in every
+    runtime of ``runtimes`` (see :func:`best_runtimes`; the first one fills ``latency``)."""
+    runtimes = check_runtimes(list(runtimes))
     entries = [("base", base), ("pruned", pruned)] + ([("from scratch", scratch)] if scratch else [])
     measured = [measure_row(label, ckpt, splits) for label, ckpt in entries]
     models = [m for _, m, _ in measured]
-    for b in LATENCY_BATCHES:
-        reps = repeats if b == 1 else max(5, repeats // 3)
-        for (row, _, _), t in zip(measured, measure_latencies(models, base.input_shape, b, reps)):
-            row.latency[b] = t
-    return Comparison([row for row, _, _ in measured], torch.get_num_threads())
+    for runtime in runtimes:
+        runners = prepare(models, runtime, base.input_shape)
+        for b in LATENCY_BATCHES:
+            reps = repeats if b == 1 else max(5, repeats // 3)
+            times = measure_latencies(models, base.input_shape, b, reps, runtime=runtime, runners=runners)
+            for (row, _, _), t in zip(measured, times):
+                row.latencies.setdefault(runtime, {})[b] = t
+    for row, _, _ in measured:
+        row.latency = dict(row.latencies[runtimes[0]])
+    return Comparison([row for row, _, _ in measured], torch.get_num_threads(), runtimes)
 
 
 def load_for_comparison(base_path: Path, pruned_path: Path, splits: Splits) -> tuple[Checkpoint, Checkpoint]:

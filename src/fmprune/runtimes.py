@@ -1,0 +1,114 @@
+"""Where a latency is measured: eager PyTorch, torch.compile (inductor) or onnxruntime on the CPU.
+
+A pruned model's speed-up depends on the runtime as much as on its MACs: eager PyTorch pays a
+fixed cost per op that small layers do not amortise, a compiled graph or onnxruntime much less.
+:func:`prepare` turns models into callables for one runtime (exporting or compiling once), so
+``costs.measure_latencies`` can time any batch size with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import FmpruneError
+
+RUNTIMES = {
+    "eager": "eager PyTorch",
+    "compile": "torch.compile (inductor, C++ CPU kernels)",
+    "onnxruntime": "onnxruntime (CPU execution provider)",
+}
+Runner = Callable[[torch.Tensor], object]
+
+
+def available_runtimes() -> list[str]:
+    """Runtimes usable here: eager always; compile with a C++ compiler; onnxruntime when the
+    ``export`` extra (onnx, onnxscript, onnxruntime) is installed."""
+    out = ["eager"]
+    from shutil import which
+    if which("c++") or which("g++") or which("clang++"):
+        out.append("compile")
+    if all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime")):
+        out.append("onnxruntime")
+    return out
+
+
+def check_runtimes(names: list[str]) -> list[str]:
+    """``names`` validated: unknown or unavailable runtimes are one clear error."""
+    for name in names:
+        if name not in RUNTIMES:
+            raise FmpruneError(f"unknown runtime {name!r} (known: {', '.join(RUNTIMES)})")
+        if name not in available_runtimes():
+            need = "pip install 'fmprune[export]'" if name == "onnxruntime" else "a C++ compiler (g++)"
+            raise FmpruneError(f"runtime {name!r} is not available here: it needs {need}")
+    return list(names)
+
+
+def prepare(models: list[nn.Module], runtime: str, input_shape: tuple[int, ...]) -> list[Runner]:
+    """One callable per model running an eval-mode forward in ``runtime`` on a float32 batch."""
+    check_runtimes([runtime])
+    for m in models:
+        m.eval()
+    if runtime == "eager":
+        return [_eager(m) for m in models]
+    if runtime == "compile":
+        return [_compiled(m) for m in models]
+    return [_onnxruntime(m, input_shape) for m in models]
+
+
+def _eager(model: nn.Module) -> Runner:
+    def run(x: torch.Tensor):
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+def _compiled(model: nn.Module) -> Runner:
+    compiled = torch.compile(model, dynamic=False)
+
+    def run(x: torch.Tensor):
+        with torch.no_grad():
+            return compiled(x)
+    return run
+
+
+def _onnxruntime(model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        _export(model, torch.zeros(2, *input_shape), path)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()   # the same threads as PyTorch
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor):
+        return session.run(None, {name: x.numpy()})
+    return run
+
+
+def _export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """ONNX with a dynamic batch axis; the exporter's progress output and warnings are muted."""
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_logger.setLevel(logging.ERROR)
+        try:
+            torch.onnx.export(model, (example,), path, input_names=["images"], output_names=["logits"],
+                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+        finally:
+            onnx_logger.setLevel(level)
