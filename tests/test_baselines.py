@@ -164,6 +164,9 @@ def test_thinet_refuses_a_group_without_a_single_next_layer():
     with pytest.raises(PruningError, match="ThiNet: group 'a'"):
         consumer_of(graph, "a")
     assert consumer_of(graph, "c").name == "head"
+    from fmprune.baselines.structure import check_thinet_scope
+    with pytest.raises(PruningError, match="ThiNet can prune: --scope c"):
+        check_thinet_scope(graph, graph.names)
 
 
 # --- network slimming (Liu et al.) ----------------------------------------------------------------------

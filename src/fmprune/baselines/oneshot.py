@@ -34,7 +34,7 @@ from ..training import BatchStream, evaluate, fine_tune
 from .plan import (Plan, check_ratio, count_for, format_ratios, global_plan, parse_ratios, per_layer_plan,
                    ratio_for_target)
 from .scores import group_scores
-from .structure import consumer_of
+from .structure import check_thinet_scope
 from .thinet import SAMPLES_PER_IMAGE, thinet_prune
 
 KIND = "oneshot"   # config.json's "kind": reports and sweeps tell these runs from map-by-map pruning
@@ -215,9 +215,7 @@ class OneShotRun:
             ratio, how = self._ratio(ones)
             ratios = {name: ratio for name in sizes}
         counts = {name: count_for(sizes[name], ratios.get(name, 0.0)) for name in self.scope}
-        for name in self.scope:
-            if counts[name]:
-                consumer_of(self.graph, name)   # every layer refused before any is pruned
+        check_thinet_scope(self.graph, [name for name in self.scope if counts[name]])   # before any is pruned
         removed, notes = {}, []
         for name in self.scope:
             n = counts[name]

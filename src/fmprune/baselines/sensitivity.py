@@ -20,7 +20,7 @@ from ..graph import Graph, trace
 from ..training import evaluate
 from .plan import count_for, lowest
 from .scores import group_scores
-from .structure import consumer_of
+from .structure import check_thinet_scope
 from .thinet import contributions, greedy_removal, remove_and_rescale
 
 DEFAULT_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -115,8 +115,8 @@ def layer_sensitivity(graph: Graph, criterion: Criterion | str, evaluation: Spli
     ratios = check_ratios(ratios)
     scope = graph.names if scope is None else scope
     thinet = criterion.name == "thinet"
-    for name in scope if thinet else ():
-        consumer_of(graph, name)   # a layer ThiNet cannot prune is refused before any is measured
+    if thinet:
+        check_thinet_scope(graph, scope)   # a layer ThiNet cannot prune is refused before any is measured
     scores = {} if thinet else group_scores(graph, criterion, calibration, scope, seed)
     result = SensitivityResult(criterion.name, eval_split, evaluate(graph.model, evaluation), ratios,
                                {n: graph.group(n).size for n in scope}, source=source)

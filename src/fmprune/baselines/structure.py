@@ -85,3 +85,21 @@ def group_norm_scale(graph: Graph, name: str) -> torch.Tensor:
 def batchnorm_weights(model: nn.Module) -> list[nn.Parameter]:
     """The scale parameters (γ) of every BatchNorm of ``model`` (what ``--bn-l1`` pushes to zero)."""
     return [m.weight for m in model.modules() if isinstance(m, NORMS) and m.weight is not None]
+
+
+def check_thinet_scope(graph: Graph, names: list[str]) -> None:
+    """Refuse, before anything is pruned, a scope holding a group ThiNet cannot prune; the one
+    line says which groups it can (the scope to give instead)."""
+    for name in names:
+        try:
+            consumer_of(graph, name)
+        except PruningError as e:
+            usable = []
+            for other in graph.names:
+                try:
+                    consumer_of(graph, other)
+                    usable.append(other)
+                except PruningError:
+                    pass
+            hint = f"--scope {','.join(usable)}" if usable else "no group of this model has a single next layer"
+            raise PruningError(f"{e} (ThiNet can prune: {hint})") from None
