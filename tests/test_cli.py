@@ -89,8 +89,8 @@ def test_truncated_idx_file_gives_one_line(idx_dir, tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--criterion", "magic"], ["unknown criterion 'magic'"]),
-    (["--scope", "fc2"], ["classifier"]),
-    (["--scope", "conv7"], ["unknown layer 'conv7'"]),
+    (["--scope", "fc2"], ["'fc2' is not prunable"]),
+    (["--scope", "conv7"], ["unknown group 'conv7'"]),
     (["--min-accuracy", "1.5"], ["min accuracy"]),
     (["--maps-per-step", "0"], ["maps per step"]),
 ])
