@@ -49,6 +49,7 @@ def format_density_table(rows: list[LayerDensity]) -> str:
     return "\n".join(lines)
 
 
-def is_sparse(model: nn.Module) -> bool:
-    """Whether any layer has zero weights (a model worth showing densities for)."""
-    return any(r.nonzero < r.weights for r in weight_density(model))
+def is_sparse(model: nn.Module, min_zeros: float = 0.01) -> bool:
+    """Whether some layer has at least ``min_zeros`` of its weights at zero (a pruned model worth
+    showing densities for; a freshly initialised one can hold an exact zero by chance)."""
+    return any(r.weights - r.nonzero >= max(1, min_zeros * r.weights) for r in weight_density(model))
