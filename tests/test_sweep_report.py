@@ -59,11 +59,15 @@ def test_every_shipped_experiment_runs_quick(path, small_ckpt, idx_dir, tmp_path
     outcomes = run_sweep(experiment, str(small_ckpt), tmp_path, str(idx_dir), workers=2, quick=True)
     failed = [(o.label, o.message) for o in outcomes if o.status != "done"]
     assert not failed
-    assert len(outcomes) == len(experiment.runs)
+    assert len(outcomes) == len(experiment.runs) + bool(experiment.then and experiment.then_base)  # + base steps
     report = write_report([tmp_path], tmp_path / "report")
     text = report.read_text()
-    assert text.count("![") == len(X_AXES) == 4 and experiment.title in text
-    assert (tmp_path / "report" / "figures" / f"{experiment.name}-accuracy-vs-maps.svg").is_file()
+    if experiment.then:   # follow-up steps score every result: the accuracy-against-score figure
+        assert "figures/accuracy-vs-score.png" in text
+    if experiment.kind == "prune":   # accuracy after every step: one figure per x axis
+        assert text.count(f"](figures/{experiment.name}-accuracy-vs-") == len(X_AXES) == 4
+        assert experiment.title in text
+        assert (tmp_path / "report" / "figures" / f"{experiment.name}-accuracy-vs-maps.svg").is_file()
 
 
 def test_sweep_skips_finished_runs_resumes_and_reports_failures(small_ckpt, idx_dir, tmp_path):
