@@ -24,7 +24,6 @@ import argparse
 import copy
 import csv
 import os
-import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -122,19 +121,29 @@ def compare_scope(base, splits, calib, scope: str, args) -> tuple[float, float, 
     return t_naive, t_engine, steps, same, acc_diff
 
 
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _timed_run(path: str, cfg: PruneConfig, run_dir: str) -> tuple[dict, float, float, float]:
-    """In a fresh process: load the data and run the loop; (summary, wall s, peak RSS MB before
-    the loop, peak RSS MB at its end)."""
+    """In a fresh process: load the data and run the loop; (summary, wall s, resident MB before
+    the loop, peak resident MB during it). The peak is VmHWM, reset before the loop where the
+    kernel allows (``ru_maxrss`` would also count the parent's memory at the fork)."""
     splits = load_splits()
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")            # reset the peak to the current resident size
+    except OSError:
+        pass
     start = time.perf_counter()
     summary = run_pruning(path, splits, cfg, run_dir)
-    return summary.to_dict(), time.perf_counter() - start, before, _rss_mb()
+    return summary.to_dict(), time.perf_counter() - start, before, _status_mb("VmHWM")
 
 
 def full_run(path: str, splits, base, calib, args) -> None:
@@ -153,8 +162,8 @@ def full_run(path: str, splits, base, calib, args) -> None:
     loop_s = summary["seconds"]
     print(f"\nfull whole-network run: {summary['steps']} steps in {wall:.1f} s (loop {loop_s:.1f} s), "
           f"accuracy {summary['base_accuracy']:.4f} -> {summary['final_accuracy']:.4f}")
-    print(f"peak memory of the run's process: {rss_peak:.0f} MB (ru_maxrss; {rss_before:.0f} MB "
-          f"with the data loaded, before the loop)")
+    print(f"peak memory of the loop: {rss_peak:.0f} MB resident (VmHWM of the process running it; "
+          f"{rss_before:.0f} MB with torch and the data loaded, before the loop)")
     first_steps = [float(r["seconds"]) for r in rows[:3]]
     print("first steps end at " + ", ".join(f"{s:.2f}" for s in first_steps) + " s of the loop")
     steps = {int(r["step"]) for r in rows}

@@ -44,3 +44,12 @@ def test_table_names_the_runtime_of_every_latency():
     assert t[1]["runtime"] == "onnxruntime" and t[1]["speed-up b256 x"] == "4.0"
     assert t[1]["speed-up b256 x eager"] == "3.0" and t[0]["latency b1 ms eager"] == "4000.000"
     assert "onnxruntime: onnxruntime (CPU execution provider)" in Comparison(rows, 2, ["onnxruntime", "eager"]).to_markdown()
+
+
+def test_channels_last_runs_the_same_model_and_leaves_the_callers_layout():
+    model = _tiny()
+    (run,) = prepare([model], "eager-cl", (1, 8, 8))
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(run(x), model(x), atol=1e-6)
+    assert model[0].weight.is_contiguous()

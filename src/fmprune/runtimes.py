@@ -1,4 +1,5 @@
-"""Where a latency is measured: eager PyTorch, torch.compile (inductor) or onnxruntime on the CPU.
+"""Where a latency is measured: eager PyTorch (default or channels-last tensors), torch.compile
+(inductor) or onnxruntime, on the CPU.
 
 A pruned model's speed-up depends on the runtime as much as on its MACs: eager PyTorch pays a
 fixed cost per op that small layers do not amortise, a compiled graph or onnxruntime much less.
@@ -24,6 +25,7 @@ from .errors import FmpruneError
 
 RUNTIMES = {
     "eager": "eager PyTorch",
+    "eager-cl": "eager PyTorch, channels-last tensors",
     "compile": "torch.compile (inductor, C++ CPU kernels)",
     "onnxruntime": "onnxruntime (CPU execution provider)",
 }
@@ -33,7 +35,7 @@ Runner = Callable[[torch.Tensor], object]
 def available_runtimes() -> list[str]:
     """Runtimes usable here: eager always; compile with a C++ compiler; onnxruntime when the
     ``export`` extra (onnx, onnxscript, onnxruntime) is installed."""
-    out = ["eager"]
+    out = ["eager", "eager-cl"]
     from shutil import which
     if which("c++") or which("g++") or which("clang++"):
         out.append("compile")
@@ -60,6 +62,8 @@ def prepare(models: list[nn.Module], runtime: str, input_shape: tuple[int, ...])
         m.eval()
     if runtime == "eager":
         return [_eager(m) for m in models]
+    if runtime == "eager-cl":
+        return [_channels_last(m) for m in models]
     if runtime == "compile":
         return [_compiled(m) for m in models]
     return [_onnxruntime(m, input_shape) for m in models]
@@ -69,6 +73,19 @@ def _eager(model: nn.Module) -> Runner:
     def run(x: torch.Tensor):
         with torch.inference_mode():
             return model(x)
+    return run
+
+
+def _channels_last(model: nn.Module) -> Runner:
+    """Conv and pooling kernels over channels-last tensors vectorise across channels, which pays
+    most for thin (pruned) layers; the caller's model keeps its layout (a copy is converted)."""
+    import copy
+
+    converted = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+    def run(x: torch.Tensor):
+        with torch.inference_mode():
+            return converted(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
     return run
 
 

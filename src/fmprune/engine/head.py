@@ -71,6 +71,7 @@ class HeadProjection:
         self.Y: torch.Tensor | None = None      # N × C0 × U' (U' ≥ U: rows of removed units linger)
         self.y_rows = torch.empty(0, dtype=torch.long)   # column of Y for each alive unit of fc_h
         self._old_winners: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._p_t: torch.Tensor | None = None
         if self.pool is not None:
             self._build_y()
         self._recompute_r()
@@ -106,11 +107,10 @@ class HeadProjection:
 
     def _v(self, start: int, stop: int, w_h: torch.Tensor) -> torch.Tensor:
         """V[n, u, c] for examples start:stop and the units whose rows ``w_h`` holds."""
-        x = self._features(self.cache.p[self.h - 1][start:stop])        # n × C × F
         w = self._w_h_maps(w_h)                                           # u × C × F
-        if len(w) <= 4:        # a few units (a removal step): no transposed copy of the features
-            return torch.stack([(x * wu).sum(2) for wu in w], 1)
-        return torch.matmul(x.transpose(0, 1), w.permute(1, 2, 0)).permute(1, 2, 0)  # n × u × C
+        if self._p_t is None:   # p_{h-1} as C × N × F, kept until p_{h-1} changes
+            self._p_t = self._features(self.cache.p[self.h - 1]).transpose(0, 1).contiguous()
+        return torch.matmul(self._p_t[:, start:stop], w.permute(1, 2, 0)).permute(1, 2, 0)  # n × u × C
 
     def _winners(self, z: torch.Tensor) -> torch.Tensor:
         p = self.pool
@@ -141,25 +141,29 @@ class HeadProjection:
         self.y_rows = torch.arange(self.Y.shape[2])
 
     def _recompute_r(self) -> None:
-        """R from the current caches (float64 accumulators for the subtractions that follow)."""
+        """R from the current caches: N × K × (C_{h-1} + C_{h-2}), float64 so that the
+        subtractions of later unit removals do not accumulate rounding."""
         n = len(self.cache.p[self.h])
-        rv, ry = [], []
-        for s in range(0, n, CHUNK):
-            e = min(n, s + CHUNK)
-            j = self._jacobian(s, e)                                                 # n × K × U
-            rv.append(torch.bmm(j, self._v(s, e, self.w_h)).double())
-            if self.Y is not None:
-                ry.append(torch.bmm(self.Y[s:e][:, :, self.y_rows], j.transpose(1, 2)).transpose(1, 2).double())
-        self.r_v = torch.cat(rv)
-        self.r_y = torch.cat(ry) if ry else None
+        self.r = torch.cat([torch.bmm(self._jacobian(s, min(n, s + CHUNK)), self._a(s, min(n, s + CHUNK)))
+                            for s in range(0, n, CHUNK)]).double()
+
+    def _a(self, start: int, stop: int, units: torch.Tensor | None = None, w_h: torch.Tensor | None = None) -> torch.Tensor:
+        """[V | Yᵀ] for examples start:stop and all alive units (or ``units`` with their rows
+        ``w_h``): n × u × (C_{h-1} + C_{h-2})."""
+        v = self._v(start, stop, self.w_h if units is None else w_h)
+        if self.Y is None:
+            return v
+        rows = self.y_rows if units is None else self.y_rows[units]
+        return torch.cat([v, self.Y[start:stop][:, :, rows].transpose(1, 2)], 2)
 
     # -- scoring
     def grad_dot(self, g: torch.Tensor) -> dict[int, torch.Tensor]:
         """Σ dC/dp · p per example and map of stages h-1 (and h-2), from dC/dz_L = ``g`` (N × K)."""
-        g64 = g.double().unsqueeze(1)
-        out = {self.h - 1: torch.bmm(g64, self.r_v).squeeze(1).to(g.dtype)}
-        if self.r_y is not None:
-            out[self.h - 2] = torch.bmm(g64, self.r_y).squeeze(1).to(g.dtype)
+        both = torch.bmm(g.double().unsqueeze(1), self.r).squeeze(1).to(g.dtype)
+        c = self.w_h.shape[1] // self.stages[self.h].flatten_factor
+        out = {self.h - 1: both[:, :c]}
+        if self.Y is not None:
+            out[self.h - 2] = both[:, c:]
         return out
 
     # -- removals (the cache calls these around its own update)
@@ -180,6 +184,7 @@ class HeadProjection:
         self._refresh_weights()
         if index == self.h:
             return
+        self._p_t = None
         if index == self.h - 2 and self._old_winners is not None:
             self._input_maps_removed(keep, *self._old_winners)
             self._old_winners = None
@@ -195,11 +200,8 @@ class HeadProjection:
         w_rows = self.w_h[drop]
         for s in range(0, n, step):
             e = min(n, s + step)
-            j = self._jacobian(s, e, drop)                                           # n × K × d
-            self.r_v[s:e] -= torch.bmm(j, self._v(s, e, w_rows)).double()
-            if self.Y is not None:
-                y = self.Y[s:e][:, :, self.y_rows[drop]]                            # n × C0 × d
-                self.r_y[s:e] -= torch.bmm(y, j.transpose(1, 2)).transpose(1, 2).double()
+            j = self._jacobian(s, e, drop).double()                                  # n × K × d
+            self.r[s:e].baddbmm_(j, self._a(s, e, drop, w_rows).double(), alpha=-1)
         self.y_rows = self.y_rows[keep]
 
     def _conv_maps_removed(self, keep: torch.Tensor) -> None:
