@@ -53,8 +53,19 @@ def test_bad_experiment_files_name_the_bad_key(tmp_path, text, message):
         load_experiment(write(tmp_path, text))
 
 
+# shipped files that cannot run on the test's tiny LeNet and synthetic digits, and why
+NOT_ON_THE_TINY_LENET = {
+    "10-fc-weight-vs-unit": "its unit amounts (up to 0.99) would empty a layer of the test's 6-map LeNet",
+    "12-lenet-unit-pruning": "its unit amounts (up to 0.97) would empty a layer of the test's 6-map LeNet",
+    "30-lab-recipe": "it trains its own ResNet on CIFAR-10 (its own checkpoint and data)",
+    "31-lab-recipe-mnist3x32": "it trains its own ResNet-20 on MNIST 3x32x32 (its own checkpoint and data)",
+}
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_experiment_runs_quick(path, small_ckpt, idx_dir, tmp_path):
+    if path.stem in NOT_ON_THE_TINY_LENET:
+        pytest.skip(NOT_ON_THE_TINY_LENET[path.stem])
     experiment = load_experiment(path, quick=True)
     outcomes = run_sweep(experiment, str(small_ckpt), tmp_path, str(idx_dir), workers=2, quick=True)
     failed = [(o.label, o.message) for o in outcomes if o.status != "done"]
