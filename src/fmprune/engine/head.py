@@ -121,9 +121,9 @@ class HeadProjection:
         pre-activation ``z``, its pooled output ``p`` and its weights (O × C0 × kh × kw)."""
         conv = self.stages[self.h - 1].module
         o, c0 = w_conv.shape[:2]
-        cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
-        cols = cols.view(len(x), c0, -1, cols.shape[-1])                         # n × C0 × K × P
-        u = torch.matmul(w_conv.transpose(0, 1).reshape(c0, o, -1), cols)        # n × C0 × O × P
+        per_input = w_conv.transpose(0, 1).reshape(c0 * o, 1, *w_conv.shape[2:])  # each input map alone
+        u = F.conv2d(x, per_input, None, conv.stride, conv.padding, conv.dilation, groups=c0)
+        u = u.view(len(x), c0, o, -1)                                              # n × C0 × O × P
         win = self._winners(z)                                                     # n × O × J
         t = u.gather(3, win.unsqueeze(1).expand(-1, c0, -1, -1))
         return t * (p.flatten(2) > 0).to(t.dtype).unsqueeze(1)

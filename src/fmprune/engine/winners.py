@@ -64,14 +64,15 @@ class WinnerContributions:
 
     @staticmethod
     def _contributions(conv: nn.Conv2d, x: torch.Tensor, chunk: int = 125) -> torch.Tensor:
+        """What each input map alone adds to each output map: a grouped convolution (one group
+        per input map), several times faster than unfolding the input."""
         w = conv.weight.detach()
         o, c = w.shape[:2]
-        per_input = w.transpose(0, 1).reshape(c, o, -1)                  # C × O × K
+        per_input = w.transpose(0, 1).reshape(c * o, 1, *w.shape[2:])
         parts = []
         for s in range(0, len(x), chunk):
-            cols = F.unfold(x[s:s + chunk], conv.kernel_size, conv.dilation, conv.padding, conv.stride)
-            cols = cols.view(cols.shape[0], c, -1, cols.shape[-1])        # n × C × K × P
-            parts.append(torch.matmul(per_input, cols))                   # n × C × O × P
+            u = F.conv2d(x[s:s + chunk], per_input, None, conv.stride, conv.padding, conv.dilation, groups=c)
+            parts.append(u.view(u.shape[0], c, o, -1))                    # n × C × O × P
         return torch.cat(parts)
 
     def _winners(self, z: torch.Tensor) -> torch.Tensor:
