@@ -1,0 +1,37 @@
+"""`fmprune train --tensorboard DIR`: the training loss per iteration as TensorBoard scalars, and
+one line before any work when the tensorboard package is missing."""
+
+import sys
+
+import pytest
+
+from test_tensorboard import read_scalars
+
+
+def run_cli(args, monkeypatch):
+    from fmprune.cli import main
+    monkeypatch.setattr(sys, "argv", ["fmprune", *map(str, args)])
+    try:
+        main()
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def test_train_writes_its_loss_per_iteration(idx_dir, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    code = run_cli(["train", "--data-dir", idx_dir, "--max-iters", 4, "--batch-size", 100, "--quiet",
+                    "--out", tmp_path / "m.pt", "--tensorboard", tmp_path / "tb"], monkeypatch)
+    assert code == 0 and (tmp_path / "m.pt").is_file()
+    losses = read_scalars(tmp_path / "tb")["train/loss"]
+    assert [step for step, _ in losses] == [1, 2, 3, 4]
+    assert losses[-1][1] < losses[0][1]
+
+
+def test_train_without_tensorboard_fails_before_training(idx_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    code = run_cli(["train", "--data-dir", idx_dir, "--epochs", 1, "--out", tmp_path / "m.pt",
+                    "--tensorboard", tmp_path / "tb"], monkeypatch)
+    assert code == 2 and not (tmp_path / "m.pt").exists()
+    assert capsys.readouterr().err.strip() == (
+        "fmprune: error: TensorBoard output needs the tensorboard package: pip install 'fmprune[tensorboard]'")
