@@ -144,8 +144,17 @@ class HeadProjection:
         """R from the current caches: N × K × (C_{h-1} + C_{h-2}), float64 so that the
         subtractions of later unit removals do not accumulate rounding."""
         n = len(self.cache.p[self.h])
-        self.r = torch.cat([torch.bmm(self._jacobian(s, min(n, s + CHUNK)), self._a(s, min(n, s + CHUNK)))
-                            for s in range(0, n, CHUNK)]).double()
+        c1 = self.w_h.shape[1] // self.stages[self.h].flatten_factor
+        c0 = self.Y.shape[1] if self.Y is not None else 0
+        self.r = torch.empty(n, self.w_last.shape[0], c1 + c0, dtype=torch.float64)
+        dense = self.Y is not None and torch.equal(self.y_rows, torch.arange(self.Y.shape[2]))
+        for s in range(0, n, CHUNK):
+            e = min(n, s + CHUNK)
+            j = self._jacobian(s, e)                                                 # n × K × U
+            self.r[s:e, :, :c1] = torch.bmm(j, self._v(s, e, self.w_h))
+            if self.Y is not None:
+                y = self.Y[s:e] if dense else self.Y[s:e][:, :, self.y_rows]      # n × C0 × U
+                self.r[s:e, :, c1:] = torch.bmm(y, j.transpose(1, 2)).transpose(1, 2)
 
     def _a(self, start: int, stop: int, units: torch.Tensor | None = None, w_h: torch.Tensor | None = None) -> torch.Tensor:
         """[V | Yᵀ] for examples start:stop and all alive units (or ``units`` with their rows
@@ -211,18 +220,12 @@ class HeadProjection:
         self.Y = self.Y[:, :, self.y_rows]                                      # compact: alive units only
         self.y_rows = torch.arange(self.Y.shape[2])
         w_drop = self._w_h_maps(self.w_h)[:, drop, :].reshape(len(self.w_h), -1)  # U × (d·J)
+        z_drop, p_drop = take(cache.z[h - 1], 1, drop), take(cache.p[h - 1], 1, drop)
         n = len(cache.p[h])
-        x = self._padded(cache.p[h - 2])
-        win = self._winners(take(cache.z[h - 1], 1, drop))                        # N × d × J
-        gate = take(cache.p[h - 1], 1, drop).flatten(2) > 0
-        d, j = win.shape[1:]
         for s in range(0, n, CHUNK):
             e = min(n, s + CHUNK)
-            ns = torch.arange(s, e).repeat_interleave(d * j)
-            os = torch.arange(d).repeat_interleave(j).repeat(e - s)
-            t = self._t_at(x, self.w_conv[drop], ns, os, win[s:e].flatten())      # (n·d·J) × C0
-            tg = (t * gate[s:e].flatten().unsqueeze(1)).view(e - s, d * j, -1)
-            self.Y[s:e] -= torch.matmul(tg.transpose(1, 2), w_drop.t())           # n × C0 × U
+            tg = self._gated_t(cache.p[h - 2][s:e], z_drop[s:e], p_drop[s:e], self.w_conv[drop])  # n × C0 × d × J
+            self.Y[s:e] -= torch.matmul(tg.flatten(2), w_drop.t())                  # n × C0 × U
 
     def _input_maps_removed(self, keep: torch.Tensor, old_win: torch.Tensor, old_gate: torch.Tensor) -> None:
         """Maps of stage h-2 went and stage h-1's pre-activation moved: for the surviving input
