@@ -45,7 +45,7 @@ def test_head_projection_equals_the_dense_backward_through_removals(small_traine
 def test_lazy_evaluation_cache_keeps_the_logits_of_a_fresh_forward(small_trained, splits):
     topo = trace(copy.deepcopy(small_trained), (1, 28, 28))
     ev = splits.val.subset(400)
-    lazy, compact = ActivationCache(topo, ev, first_z=False, lazy=True), ActivationCache(topo, ev, first_z=False)
+    lazy, compact = ActivationCache(topo, ev, lazy=True), ActivationCache(topo, ev)
     for layer, maps in STEPS[1:]:
         _remove(topo, [lazy, compact], layer, maps)
         with torch.no_grad():

@@ -56,6 +56,29 @@ def input_contribution(consumer: Stage, x_maps: torch.Tensor, weight_slice: torc
     return x_maps.flatten(1) @ weight_slice.t()
 
 
+class Contribution:
+    """What removed maps add to their consumer's pre-activation (bias excluded), computed block by
+    block when applied, so a removal never holds an N-sized copy of the consumer's output."""
+
+    def __init__(self, consumer: Stage, inputs: torch.Tensor, weight_slice: torch.Tensor) -> None:
+        self.consumer, self.inputs, self.weight_slice = consumer, inputs, weight_slice
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        return input_contribution(self.consumer, self.inputs[start:stop], self.weight_slice)
+
+
+def stage_maps(stage: Stage, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """The consumer input of some maps of a stage without BatchNorm, from the stage's input."""
+    m = stage.module
+    x = x.flatten(1) if stage.flatten_input else x
+    bias = m.bias.detach()[maps] if m.bias is not None else None
+    if isinstance(m, nn.Conv2d):
+        z = F.conv2d(x, m.weight.detach()[maps], bias, m.stride, m.padding, m.dilation)
+    else:
+        z = F.linear(x, m.weight.detach()[maps], bias)
+    return stage.reduce_maps(stage.activate(z))
+
+
 def input_grad(stage: Stage, grad_z: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
     """dC/d(input) of the stage's layer given dC/dz."""
     m = stage.module
@@ -71,20 +94,22 @@ def input_grad(stage: Stage, grad_z: torch.Tensor, input_shape: torch.Size) -> t
 class ActivationCache:
     """Pre-activations ``z`` and consumer inputs ``p`` of every stage for a fixed set of inputs.
 
-    The first stage's ``z`` is the largest tensor and is read only by criteria (activations);
-    an evaluation cache passes ``first_z=False`` and never stores it. ``paths`` says which fast
+    The first stage's ``z`` is the largest tensor and is read only by criteria (activations): it
+    is stored with ``first_z=True`` only, else recomputed when asked. ``paths`` says which fast
     paths gradients may take: "head" (``head``, then ``winners``), "winners", or "dense" (the
-    plain backward, the reference the tests compare with). With ``lazy`` (an evaluation cache: only
-    the logits are read) stages without BatchNorm keep removed channels in place instead of
-    copying their N × C × ... tensors at every removal; ``_cols[i]`` maps stage i's current
-    numbering to buffer channels (None: they are the same)."""
+    plain backward, the reference the tests compare with). With ``lazy`` (an evaluation cache:
+    only the logits are read) stages without BatchNorm keep removed channels in place instead of
+    copying their N × C × ... tensors at every removal (``_cols[i]`` maps stage i's current
+    numbering to buffer channels; None: they are the same), and the first stage's output is not
+    stored (the maps a removal needs are recomputed from the inputs)."""
 
-    def __init__(self, topology: Topology, split: Split, first_z: bool = True, lazy: bool = False,
+    def __init__(self, topology: Topology, split: Split, first_z: bool = False, lazy: bool = False,
                  paths: str = "head") -> None:
-        self.topology, self.split, self.first_z = topology, split, first_z
+        self.topology, self.split, self._store_first_z = topology, split, first_z
         self._lazy_ok = [lazy and not s.norms for s in topology.stages[:-1]] + [False]
+        self._first_p = not self._lazy_ok[0]
         self.z: list[torch.Tensor | None] = []
-        self.p: list[torch.Tensor] = []
+        self.p: list[torch.Tensor | None] = []
         self._cols: list[torch.Tensor | None] = [None] * len(topology.stages)
         self._vjp_graphs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._winners: dict[int, WinnerContributions] = {}
@@ -105,9 +130,12 @@ class ActivationCache:
             x = self.split.images[start:start + CHUNK]
             for i, s in enumerate(stages):
                 z, x = stage_outputs(s, x)
-                if i > 0 or self.first_z:
+                if i > 0 or self._store_first_z:
                     self.z[i] = _into(self.z[i], z, start, n)
-                self.p[i] = _into(self.p[i], x, start, n)
+                if x is z and self.z[i] is not None:
+                    self.p[i] = self.z[i]          # no ops after the layer (the classifier)
+                elif i > 0 or self._first_p:
+                    self.p[i] = _into(self.p[i], x, start, n)
         self._cols = [None] * len(stages)
         self._vjp_graphs.clear()
         self._winners.clear()
@@ -122,23 +150,32 @@ class ActivationCache:
     def accuracy(self) -> float:
         return float((self.logits.argmax(1) == self.split.labels).float().mean())
 
+    def first_pre_activation(self) -> torch.Tensor:
+        """The first stage's pre-activation (stored or recomputed)."""
+        z = self.z[0]
+        return z if z is not None else self.topology.stages[0].layer(self.split.images)
+
     def _current_p(self, index: int) -> torch.Tensor:
         """Stage ``index``'s consumer input at the current width."""
         cols = self._cols[index]
         return self.p[index] if cols is None else self.p[index].index_select(1, cols)
 
+    def _maps(self, index: int, maps: torch.Tensor) -> torch.Tensor:
+        """Consumer inputs of ``maps`` (current numbering) of stage ``index``, weights before surgery."""
+        if self.p[index] is None:       # the first stage of a lazy cache
+            return stage_maps(self.topology.stages[0], self.split.images, maps)
+        cols = self._cols[index]
+        return self.p[index].index_select(1, cols[maps]) if cols is not None else take(self.p[index], 1, maps)
+
     def contribution(self, index: int, drop: torch.Tensor, consumer_weight: torch.Tensor,
-                     flatten_factor: int) -> torch.Tensor:
+                     flatten_factor: int) -> Contribution:
         """The dropped maps' share of the consumer's pre-activation, with the weights before surgery."""
-        consumer = self.topology.stages[index + 1]
         cols = consumer_columns(drop, flatten_factor)
-        buffer_cols = self._cols[index]
-        x = (self.p[index].index_select(1, buffer_cols[drop]) if buffer_cols is not None
-             else take(self.p[index], 1, drop))
-        return input_contribution(consumer, x, take(consumer_weight, 1, cols))
+        return Contribution(self.topology.stages[index + 1], self._maps(index, drop),
+                            take(consumer_weight, 1, cols))
 
     @torch.no_grad()
-    def apply_removal(self, index: int, keep: torch.Tensor, contribution: torch.Tensor) -> None:
+    def apply_removal(self, index: int, keep: torch.Tensor, contribution: Contribution) -> None:
         """Update the cache after surgery removed maps of stage ``index`` (keeping ``keep``)."""
         stages = self.topology.stages
         if self.head is not None:
@@ -149,14 +186,22 @@ class ActivationCache:
         else:
             if self.z[index] is not None:
                 self.z[index] = take(self.z[index], 1, keep)
-            self.p[index] = take(self.p[index], 1, keep)
+            if self.p[index] is not None:
+                self.p[index] = take(self.p[index], 1, keep)
         self._vjp_graphs = {i: g for i, g in self._vjp_graphs.items() if i < index}
         c = index + 1
-        if self._cols[c] is not None:   # dead channels are never read: leave them stale
-            self.z[c].index_add_(1, self._cols[c], contribution, alpha=-1)
-        else:
-            self.z[c].sub_(contribution)  # no one else holds z[c]: stale graphs were dropped above
-        self.p[c] = stages[c].reduce_maps(stages[c].activate(self.z[c]))
+        # no one else holds z[c] or p[c] (stale graphs were dropped above): update them in place,
+        # block by block; a lazy z[c] keeps its dead channels, which are never read
+        for start in range(0, len(self.split), CHUNK):
+            stop = min(len(self.split), start + CHUNK)
+            delta = contribution.block(start, stop)
+            z = self.z[c][start:stop]
+            if self._cols[c] is not None:
+                z.index_add_(1, self._cols[c], delta, alpha=-1)
+            else:
+                z.sub_(delta)
+            if self.p[c] is not self.z[c]:
+                self.p[c][start:stop] = stages[c].reduce_maps(stages[c].activate(z))
         self._update_winners(index, keep)
         for j in range(c + 1, len(stages)):
             self.z[j], self.p[j] = stage_outputs(stages[j], self._current_p(j - 1))
@@ -265,7 +310,8 @@ class CachedProvider:
 
     def activation(self, layer: str) -> torch.Tensor:
         i = self.cache.topology.index(layer)
-        return self.cache.topology.stages[i].activate(self.cache.z[i])
+        z = self.cache.first_pre_activation() if i == 0 else self.cache.z[i]
+        return self.cache.topology.stages[i].activate(z)
 
     def grad_dot_activation(self, layer: str) -> torch.Tensor:
         if self._gda is None:
@@ -284,7 +330,7 @@ class ChainEngine:
         self.graph, self.topology, self.criterion, self.scope = graph, topology, criterion, scope
         self.normalization, self.flops_lambda = normalization, flops_lambda
         self.generator = torch.Generator().manual_seed(seed)
-        self.eval_cache = ActivationCache(topology, eval_split, first_z=False, lazy=True)
+        self.eval_cache = ActivationCache(topology, eval_split, lazy=True)
         self.calib_cache = ActivationCache(topology, calibration)
         self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
 

@@ -33,7 +33,7 @@ from ..graph.chain import Stage, Topology
 from ..surgery import take
 from .winners import winner_pool
 
-CHUNK = 125        # examples per block when building the N × U × C tensors (bounds transient memory)
+CHUNK = 100        # examples per block when building the N × U × C tensors (bounds transient memory)
 _RELU_FUNCTIONS = {F.relu, torch.relu}
 
 
@@ -132,12 +132,12 @@ class HeadProjection:
         """Y[n, c0, u] = Σ_{o,j} W_h[u, (o,j)] · gate · T[n, c0, o, j]: one GEMM per block."""
         cache, h = self.cache, self.h
         n = len(cache.p[h])
-        blocks = []
+        self.Y = None
+        self.Y = torch.empty(n, self.w_conv.shape[1], self.w_h.shape[0])
         for s in range(0, n, CHUNK):
             e = min(n, s + CHUNK)
             tg = self._gated_t(cache.p[h - 2][s:e], cache.z[h - 1][s:e], cache.p[h - 1][s:e], self.w_conv)
-            blocks.append(torch.matmul(tg.flatten(2), self.w_h.t()))               # n × C0 × U
-        self.Y = torch.cat(blocks)
+            torch.matmul(tg.flatten(2), self.w_h.t(), out=self.Y[s:e])              # n × C0 × U
         self.y_rows = torch.arange(self.Y.shape[2])
 
     def _recompute_r(self) -> None:
