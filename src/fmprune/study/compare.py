@@ -61,32 +61,45 @@ class Comparison:
                 "size KiB": f"{r.bytes / 1024:,.1f}",
             }
             row["runtime"] = self.runtimes[0]
-            for i, runtime in enumerate(self.runtimes):
-                suffix = "" if i == 0 else f" {runtime}"
-                lat, base_lat = self._latency(r, runtime), self._latency(base, runtime)
-                for b in LATENCY_BATCHES:
-                    row[f"latency b{b} ms{suffix}"] = f"{1000 * lat[b]:.3f}"
-                    row[f"speed-up b{b} x{suffix}"] = f"{base_lat[b] / lat[b]:.1f}"
+            for b in LATENCY_BATCHES:
+                row[f"latency b{b} ms"] = f"{1000 * r.latency[b]:.3f}"
+                row[f"speed-up b{b} x"] = f"{base.latency[b] / r.latency[b]:.1f}"
             out.append(row)
         return out
 
-    def to_markdown(self) -> str:
-        rows = self.table()
-        head = list(rows[0])
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h != "model" else "---" for h in head) + "|"]
-        lines += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
+    def runtime_table(self) -> list[dict[str, str]]:
+        """One row per runtime and batch size: each model's latency, and for the others their
+        speed-up over the base and that speed-up as a fraction of their MAC reduction."""
+        base = self.rows[0]
+        out = []
+        for runtime in self.runtimes:
+            for b in LATENCY_BATCHES:
+                row = {"runtime": runtime, "batch": str(b)}
+                for r in self.rows:
+                    row[f"{r.label} ms"] = f"{1000 * self._latency(r, runtime)[b]:.3f}"
+                for r in self.rows[1:]:
+                    speed_up = self._latency(base, runtime)[b] / self._latency(r, runtime)[b]
+                    row[f"{r.label} speed-up x"] = f"{speed_up:.2f}"
+                    row[f"{r.label} of MAC cut"] = f"{speed_up / (base.macs / r.macs):.2f}"
+                out.append(row)
+        return out
+
+    def _note(self) -> str:
         where = "; ".join(f"{rt}: {RUNTIMES[rt]}" for rt in self.runtimes)
-        note = (f"\nAccuracy on the test split; MACs per image; latency: median CPU time of one forward "
-                f"({where}), {self.threads} threads, models measured in turns in one process.\n")
-        return "\n".join(lines) + "\n" + note
+        return (f"Accuracy on the test split; MACs per image; latency: median CPU time of one forward "
+                f"({where}), {self.threads} threads, models measured in turns in one process.")
+
+    def to_markdown(self) -> str:
+        parts = [_markdown(self.table())]
+        if len(self.runtimes) > 1:
+            parts.append(_markdown(self.runtime_table()))
+        return "\n\n".join(parts) + "\n\n" + self._note() + "\n"
 
     def to_text(self) -> str:
-        rows = self.table()
-        head = list(rows[0])
-        widths = [max(len(h), *(len(r[h]) for r in rows)) for h in head]
-        fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                      for i, (c, w) in enumerate(zip(cells, widths)))
-        return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt([r[h] for h in head]) for r in rows])
+        parts = [_text(self.table())]
+        if len(self.runtimes) > 1:
+            parts.append(_text(self.runtime_table()))
+        return "\n\n".join(parts)
 
     def write(self, directory: Path) -> tuple[Path, Path]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -103,6 +116,20 @@ class Comparison:
                                 + [f"{r.latency[b]:.6g}" for b in LATENCY_BATCHES]
                                 + [f"{self._latency(r, rt)[b]:.6g}" for rt in extra for b in LATENCY_BATCHES])
         return md, cs
+
+
+def _markdown(rows: list[dict[str, str]]) -> str:
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i else "---" for i, _ in enumerate(head)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows])
+
+
+def _text(rows: list[dict[str, str]]) -> str:
+    head = list(rows[0])
+    widths = [max(len(h), *(len(r[h]) for r in rows)) for h in head]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt([r[h] for h in head]) for r in rows])
 
 
 def reinitialize(model: nn.Module) -> None:
@@ -153,16 +180,18 @@ def measure_row(label: str, ckpt: Checkpoint, splits: Splits) -> tuple[ModelRow,
     return row, model, graph
 
 
-def best_runtimes() -> list[str]:
-    """onnxruntime first when installed (the fastest here on small pruned models, see the
-    README), eager PyTorch always: what ``fmprune compare`` should time."""
-    return (["onnxruntime"] if "onnxruntime" in available_runtimes() else []) + ["eager"]
+def suggested_runtimes() -> list[str]:
+    """What ``fmprune compare`` should time: eager PyTorch (what a user runs by default) first,
+    then channels-last eager (the fastest here for pruned LeNets at batch 256) and onnxruntime
+    (the fastest at batch 1) when installed. torch.compile is left out: it compiles each model
+    and batch size first, which takes longer than the measurement."""
+    return ["eager", "eager-cl"] + (["onnxruntime"] if "onnxruntime" in available_runtimes() else [])
 
 
 def compare_models(base: Checkpoint, pruned: Checkpoint, splits: Splits, scratch: Checkpoint | None,
                    repeats: int = 30, runtimes: list[str] | tuple[str, ...] = ("eager",)) -> Comparison:
     """Measure the models side by side; latencies are taken in turns within one process, in every
-    runtime of ``runtimes`` (see :func:`best_runtimes`; the first one fills ``latency``)."""
+    runtime of ``runtimes`` (see :func:`suggested_runtimes`; the first one fills ``latency``)."""
     runtimes = check_runtimes(list(runtimes))
     entries = [("base", base), ("pruned", pruned)] + ([("from scratch", scratch)] if scratch else [])
     measured = [measure_row(label, ckpt, splits) for label, ckpt in entries]
