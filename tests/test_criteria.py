@@ -121,3 +121,10 @@ def test_user_criterion_works_by_name(tiny):
 def test_unknown_criterion_is_a_clear_error():
     with pytest.raises(FmpruneError, match="unknown criterion 'magic'"):
         create_criterion("magic")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unregister_test_criterion():
+    """The criterion this module registers is gone once its tests ran (the registry is global)."""
+    yield
+    Criterion.registry.pop("test_largest_bias", None)

@@ -80,3 +80,10 @@ def test_a_resumed_rank_once_run_keeps_its_ranking_and_scores_nothing(small_ckpt
     undated = [[{k: v for k, v in r.items() if k != "seconds"} for r in steps_rows(tmp_path / d)]
                for d in ("whole", "killed")]
     assert undated[0] == undated[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unregister_test_criterion():
+    """The criterion this module registers is gone once its tests ran (the registry is global)."""
+    yield
+    Criterion.registry.pop("counting_min_weight", None)
