@@ -249,11 +249,15 @@ class ActivationCache:
         return self._rebuilds == 1 or self._rounds_since_rebuild >= 2
 
     def _head_projection(self, first: int) -> HeadProjection | None:
-        """The projection through the linear head when it covers every stage from ``first`` on."""
-        if self.head is None and self._head_index is not None and self._worth_building():
-            lowest = self._head_index - (2 if winner_pool(self.topology.stages[self._head_index - 1]) else 1)
+        """The projection through the linear head when it covers every stage from ``first`` on
+        and some stage before the head is scored (the head's own units need no projection)."""
+        h = self._head_index
+        if h is None or first >= h:
+            return None
+        if self.head is None and self._worth_building():
+            lowest = h - (2 if winner_pool(self.topology.stages[h - 1]) else 1)
             if first >= lowest:
-                self.head = HeadProjection(self.topology, self._head_index, self)
+                self.head = HeadProjection(self.topology, h, self)
         return self.head if self.head is not None and first >= self.head.lowest else None
 
     def _winner_contributions(self, consumer: int) -> WinnerContributions | None:
@@ -331,7 +335,11 @@ class ChainEngine:
         self.normalization, self.flops_lambda = normalization, flops_lambda
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_cache = ActivationCache(topology, eval_split, lazy=True)
-        self.calib_cache = ActivationCache(topology, calibration)
+        head = head_index(topology)
+        # the head's tables pay off when its units are removed (most steps of a whole-network
+        # run); when only earlier layers lose maps, the pooling-winner path is cheaper per step
+        paths = "head" if head is not None and topology.stages[head].name in scope else "winners"
+        self.calib_cache = ActivationCache(topology, calibration, paths=paths)
         self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
 
     # -- scoring

@@ -150,6 +150,7 @@ class GraphEngine:
         self.generator = torch.Generator().manual_seed(seed)
         self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
         self._accuracy: float | None = None
+        self._evaluator = None      # IncrementalEvaluator, built at the first accuracy()
 
     def raw_scores(self) -> Scores:
         stale = [n for n in self.scope if self.raw[n] is None]
@@ -184,10 +185,13 @@ class GraphEngine:
     def invalidate_all(self) -> None:
         self.raw = {name: None for name in self.scope}
         self._accuracy = None
+        self._evaluator = None
 
     def remove(self, group: str, maps: Sequence[int], optimizer: torch.optim.Optimizer | None = None) -> None:
         touched = {r.name for r in self.graph.group(group).records}
         keep = self.graph.remove(group, maps, optimizer)
+        if self._evaluator is not None:
+            self._evaluator.changed(group)
         if self.raw.get(group) is not None:
             self.raw[group] = self.raw[group][keep]
         for name in self.scope:
@@ -212,8 +216,13 @@ class GraphEngine:
 
     @torch.no_grad()
     def accuracy(self) -> float:
+        """Accuracy on the evaluation split; after a removal only the layers from the removed
+        group on are recomputed (``evaluation.IncrementalEvaluator``)."""
         if self._accuracy is None:
-            self._accuracy = evaluate_model(self.graph.model, self.eval_split)
+            if self._evaluator is None:
+                from .evaluation import IncrementalEvaluator   # it builds on this module
+                self._evaluator = IncrementalEvaluator(self.graph, self.eval_split)
+            self._accuracy = self._evaluator.accuracy()
         return self._accuracy
 
 
