@@ -28,7 +28,7 @@ from .study.export import export_model, export_sparse
 from .costs import format_cost_table, format_group_table
 from .models import available_models, available_zoo, check_output, create_model, torchvision_classifiers
 from .run.loop import PruneConfig, StepRecord, run_pruning
-from .run.tensorboard import TensorBoardLogger, chain, require_tensorboard
+from .run.tensorboard import TensorBoardLogger, chain, require_tensorboard, resumed_step
 from .study.report import write_report
 from .study.sweep import RunOutcome, run_sweep
 from .graph import trace as trace_graph
@@ -528,17 +528,6 @@ class PruneProgress:
             bar.close()
 
 
-def resumed_step(run_dir: Path) -> int | None:
-    """The step a run directory's resume state continues from (TensorBoard drops later events)."""
-    state = run_dir / "state.pt"
-    if not state.is_file():
-        return None
-    try:
-        return int(torch.load(state, map_location="cpu", weights_only=False)["step"]) + 1
-    except Exception:  # noqa: BLE001 - the run itself reports a damaged state
-        return None
-
-
 def train_bar(desc: str) -> tuple[tqdm, Callable[[int, int, float], None]]:
     bar = tqdm(total=1, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True)
 
@@ -623,13 +612,22 @@ def export_cmd(model: Path, out_dir: Path, onnx: bool, sparse: bool) -> None:
               help="Run every run as a Ray task: alone, on a local Ray started for the sweep; 'auto' or "
                    "ray://HOST:PORT for a cluster whose nodes share the output, checkpoint and data paths; "
                    "per-run CPUs/GPUs from the file's [resources] (default: local worker processes, no Ray).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write TensorBoard event files of every pruning run (accuracy, params, MACs per "
+                   "step) to DIR/<experiment name>/<run label>/, as the runs go (default: none).")
 @DEVICE
 @DATA_DIR
 def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: bool,
-              checkpoint: Path | None, ray_address: str | None, device: str, data_dir: Path | None) -> None:
+              checkpoint: Path | None, ray_address: str | None, tensorboard_dir: Path | None,
+              device: str, data_dir: Path | None) -> None:
     """Run every combination of an experiment file; rerun to resume (finished runs are skipped)."""
     resolve_device(device)
     experiment = load_experiment(experiment_file, quick)
+    if tensorboard_dir is not None:
+        require_tensorboard()   # before any run starts
+        if experiment.kind != "prune":
+            raise FmpruneError(f"--tensorboard logs pruning runs; {experiment_file} is a {experiment.kind!r} "
+                               "experiment (its runs write steps.csv and the report's figures instead)")
     if ray_address is not None:   # before the data load: a missing Ray or a bad device fails at once
         from .study.ray_runner import check_device, require_ray
         require_ray()
@@ -651,10 +649,10 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
         if ray_address is not None:
             from .study.ray_runner import run_sweep_ray
             outcomes = run_sweep_ray(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
-                                     ray_address, workers, quick, on_outcome, device)
+                                     ray_address, workers, quick, on_outcome, device, tensorboard_dir)
         else:
             outcomes = run_sweep(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
-                                 workers, quick, on_outcome, device)
+                                 workers, quick, on_outcome, device, tensorboard_dir)
     failed = [o for o in outcomes if o.status == "failed"]
     click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished; report: "
                f"fmprune report {out_dir / experiment.name}")

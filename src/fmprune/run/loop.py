@@ -354,6 +354,9 @@ class PruningRun:
                                 "accuracy": f"{self.base_accuracy:.8f}", "params": self.base_params,
                                 "macs": self.base_macs, "seconds": "0.000"}])
         self.dir.logger().info(f"{self.criterion.display_name}| Test accuracy {self.base_accuracy:.8f}, pruned: 0")
+        if self.on_step is not None:   # curves (TensorBoard, progress) start at the base model
+            self.on_step(StepRecord(0, [], self.base_accuracy, self.base_params, self.base_macs, 0.0),
+                         self.total_steps() or 0)
         return False
 
     def _check_feasible(self, accuracy: float) -> None:

@@ -86,3 +86,17 @@ def require_tensorboard() -> None:
         import tensorboard  # noqa: F401
     except ImportError:
         raise TensorBoardMissing(f"TensorBoard output needs the tensorboard package: {INSTALL_HINT}") from None
+
+
+def resumed_step(run_dir: Path | str) -> int | None:
+    """The step a run directory's resume state continues from (``purge_step`` of its logger:
+    TensorBoard drops the events an interrupted run wrote from there on); None for a fresh run."""
+    import torch
+
+    state = Path(run_dir) / "state.pt"
+    if not state.is_file():
+        return None
+    try:
+        return int(torch.load(state, map_location="cpu", weights_only=False)["step"]) + 1
+    except Exception:  # noqa: BLE001 - the run itself reports a damaged state
+        return None

@@ -191,7 +191,7 @@ def _quicken(values: dict, overrides: dict, known: set[str] = set(CONFIG_FIELDS)
 def run_label(config: PruneConfig, varying: list[str]) -> str:
     """A readable, filesystem-safe name from the settings that differ between runs."""
     parts = []
-    for key in varying or ["criterion"]:
+    for key in varying or [next(iter(vars(config)))]:   # one run: named by its first setting
         value = getattr(config, key)
         prefix = SHORT.get(key, key)
         if isinstance(value, bool):

@@ -108,14 +108,15 @@ def run_on_node(task: RunTask, data_dir: str | None, threads: int) -> RunOutcome
 def run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None = None,
                   address: str | None = None, workers: int | None = None, quick: bool = False,
                   on_outcome: Callable[[RunOutcome], None] | None = None,
-                  device: str = "cpu") -> list[RunOutcome]:
+                  device: str = "cpu", tensorboard: Path | None = None) -> list[RunOutcome]:
     """:func:`~fmprune.study.sweep.run_sweep` with every run a Ray task. ``workers`` caps the runs
     in flight (default: as many as the cluster's resources allow; a local Ray gets that many CPUs)."""
     resources = experiment.resources
     check_device(device, resources)
     require_ray()
     outcomes, pending = plan_sweep(experiment, shared_path(checkpoint), Path(shared_path(out_dir)), quick,
-                                   on_outcome, device)
+                                   on_outcome, device,
+                                   Path(shared_path(tensorboard)) if tensorboard is not None else None)
     if not pending:
         return outcomes
     data_dir = shared_data_dir(data_dir)

@@ -23,6 +23,7 @@ from ..errors import FmpruneError
 from ..study.experiments import Experiment
 from ..run.loop import PruneConfig, run_pruning
 from ..run.rundir import read_json, write_json_atomic
+from ..run.tensorboard import TensorBoardLogger, resumed_step
 from ..unstructured.run import sweep_run as sparsify_run
 from ..baselines.oneshot import sweep_run as oneshot_run
 from .pipeline import BASE_LABEL, base_run, pending as pending_steps, run_follow_ups
@@ -47,6 +48,7 @@ class RunTask(NamedTuple):
     device: str
     kind: str = "prune"
     then: tuple = ()             # follow-up steps (FollowUp dicts) on the finished run
+    tensorboard: str | None = None   # event files of a pruning run go here, written as it runs
 
 
 _worker_splits = None
@@ -62,8 +64,14 @@ def _init_worker(data_dir: str | None, threads: int) -> None:
     _worker_data_dir = data_dir
 
 
-def _prune_run(checkpoint: str, splits, config: dict, run_dir: str, device: str) -> str:
-    summary = run_pruning(checkpoint, splits, PruneConfig.from_dict(config), run_dir, device=device)
+def _prune_run(checkpoint: str, splits, config: dict, run_dir: str, device: str,
+               tensorboard: str | None = None) -> str:
+    if tensorboard is None:
+        summary = run_pruning(checkpoint, splits, PruneConfig.from_dict(config), run_dir, device=device)
+    else:
+        with TensorBoardLogger(tensorboard, prefix="prune/", purge_step=resumed_step(run_dir)) as tb:
+            summary = run_pruning(checkpoint, splits, PruneConfig.from_dict(config), run_dir,
+                                  tb.on_prune_step, device=device)
     return (f"{summary.steps} steps, {summary.eval_split} accuracy {summary.base_accuracy:.4f} -> "
             f"{summary.final_accuracy:.4f}, x{summary.compression:.1f} params, {summary.stop_reason}")
 
@@ -74,11 +82,12 @@ RUNNERS: dict[str, Callable[..., str]] = {"prune": _prune_run, "sparsify": spars
 
 
 def _run_one(label: str, checkpoint: str, config: dict, run_dir: str, device: str,
-             kind: str = "prune", then: tuple = ()) -> RunOutcome:
+             kind: str = "prune", then: tuple = (), tensorboard: str | None = None) -> RunOutcome:
     start = time.perf_counter()
     try:
         if kind == BASE_LABEL or not Path(run_dir, "summary.json").is_file():
-            message = RUNNERS[kind](checkpoint, _worker_splits, config, run_dir, device)
+            extra = {"tensorboard": tensorboard} if tensorboard is not None and kind == "prune" else {}
+            message = RUNNERS[kind](checkpoint, _worker_splits, config, run_dir, device, **extra)
         else:
             message = "finished before"   # only follow-up steps were left
         if then:
@@ -114,9 +123,10 @@ def write_experiment_manifest(experiment: Experiment, directory: Path, checkpoin
 
 def plan_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, quick: bool = False,
                on_outcome: Callable[[RunOutcome], None] | None = None,
-               device: str = "cpu") -> tuple[list[RunOutcome], list[RunTask]]:
+               device: str = "cpu", tensorboard: Path | None = None) -> tuple[list[RunOutcome], list[RunTask]]:
     """Write the manifest; return the outcomes of runs already finished (skipped, or refused
-    because their directory holds other settings) and the tasks still to run."""
+    because their directory holds other settings) and the tasks still to run. With
+    ``tensorboard``, each pruning run logs to ``tensorboard/<experiment>/<label>/``."""
     directory = out_dir / experiment.name
     directory.mkdir(parents=True, exist_ok=True)
     write_experiment_manifest(experiment, directory, checkpoint, quick)
@@ -127,7 +137,8 @@ def plan_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, quick: bo
         pending.append(RunTask(BASE_LABEL, checkpoint, {}, str(directory / BASE_LABEL), device, BASE_LABEL, then))
     for label, config in experiment.runs:
         run_dir = directory / label
-        task = RunTask(label, checkpoint, config.to_dict(), str(run_dir), device, experiment.kind, then)
+        events = str(tensorboard / experiment.name / label) if tensorboard is not None else None
+        task = RunTask(label, checkpoint, config.to_dict(), str(run_dir), device, experiment.kind, then, events)
         if (run_dir / "summary.json").exists():
             previous = read_json(run_dir / "config.json")
             same = {k: previous.get(k) for k in config.to_dict()} == config.to_dict()
@@ -148,10 +159,10 @@ def plan_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, quick: bo
 def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None = None,
               workers: int | None = None, quick: bool = False,
               on_outcome: Callable[[RunOutcome], None] | None = None,
-              device: str = "cpu") -> list[RunOutcome]:
+              device: str = "cpu", tensorboard: Path | None = None) -> list[RunOutcome]:
     """Run (or resume) every run of ``experiment`` on ``device``; returns one outcome per run.
     On a GPU the workers share it: its runs are small, so several keep it busier than one."""
-    outcomes, pending = plan_sweep(experiment, checkpoint, out_dir, quick, on_outcome, device)
+    outcomes, pending = plan_sweep(experiment, checkpoint, out_dir, quick, on_outcome, device, tensorboard)
     if not pending:
         return outcomes
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending)))
