@@ -3,6 +3,7 @@ head only, and the transfer recipe's commands on a tiny generated folder and a t
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -179,5 +180,20 @@ def test_transfer_recipe_commands_on_a_tiny_folder(tmp_path):
                        "--calibration", "16", "--quiet", "--run-dir", str(tmp_path / "run")])
     assert pruned.exit_code == 0, pruned.output
     assert "maps left {'features.0': " in pruned.output
+    # every command reading the folder for this checkpoint reads it at the checkpoint's input shape
+    data = ["--data-dir", str(root)]
+    for args in (["oneshot", str(ckpt), "--criterion", "l1_filter", "--ratio", "0.25", "--scope", "features.0",
+                  "--calibration", "16", "--run-dir", str(tmp_path / "oneshot")],
+                 ["sensitivity", str(ckpt), "--criterion", "l1_filter", "--ratios", "0.5", "--scope", "features.0",
+                  "--calibration", "16", "--quiet", "--out-dir", str(tmp_path / "sens")],
+                 ["quantize", str(ckpt), "--calibration", "16", "--no-onnx", "--repeats", "1",
+                  "--run-dir", str(tmp_path / "q")],
+                 ["sparsify", "--checkpoint", str(ckpt), "--amount", "0.5", "--run-dir", str(tmp_path / "sp")],
+                 ["compare", str(tmp_path / "run"), "--base", str(ckpt), "--no-scratch", "--repeats", "1",
+                  "--out-dir", str(tmp_path / "cmp")]):
+        os.environ.pop(SHAPE_ENV, None)
+        result = run(cli, args + data)
+        assert result.exit_code == 0, f"{args[0]}: {result.output}"
+        assert os.environ.get(SHAPE_ENV) == "3,24,24", args[0]
     missing = run(cli, ["train", "--model", factory, "--data-dir", str(root), "--weights", str(tmp_path / "nope.pt")])
     assert missing.exit_code != 0 and "no such file; fmprune downloads nothing" in str(missing.exception)

@@ -70,6 +70,12 @@ def read_images_at(shape: tuple[int, ...] | None) -> None:
         os.environ[IMAGE_SHAPE_ENV] = ",".join(str(int(d)) for d in shape)
 
 
+def load_splits_at(data_dir: Path | None, shape: tuple[int, ...] | None) -> Splits:
+    """The data of ``--data-dir``, an image folder read at the model's input shape ``shape``."""
+    read_images_at(shape)
+    return load_splits(data_dir)
+
+
 DEVICE = click.option("--device", default="cpu", show_default=True,
                       help="Where runs compute: cpu, cuda or cuda:N (recorded in config.json).")
 
@@ -139,8 +145,7 @@ def data_fetch() -> None:
 def data_info(data_dir: Path | None, model: ModelRequest) -> None:
     """Print split sizes, image shape, classes and the data fingerprint; with --model, whether
     that model takes these images."""
-    read_images_at(model.input_shape)
-    splits = load_splits(data_dir)
+    splits = load_splits_at(data_dir, model.input_shape)
     click.echo(f"dataset     {splits.name or 'unnamed'}")
     click.echo(f"source      {splits.source}")
     for name in ("train", "val", "test"):
@@ -361,8 +366,7 @@ def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | No
         require_tensorboard()   # before the data and the training, not after
     if weights is not None:
         require_file(weights, model.name)   # before the data and the training
-    read_images_at(model.input_shape)
-    splits = load_splits(data_dir)
+    splits = load_splits_at(data_dir, model.input_shape)
     spec = model.spec(splits.input_shape, splits.n_classes)
     recipe = default_recipe(spec.name, seed=seed, epochs=epochs, max_iters=max_iters, batch_size=batch_size,
                             lr=lr, weight_decay=weight_decay, augment=parse_augment(augment),
@@ -473,8 +477,8 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         group_reduction=group_reduction, ignore=tuple(n.strip() for n in ignore.split(",") if n.strip()),
     )
     resolve_device(device)   # an unusable device fails before any data is read
-    read_images_at(load_checkpoint(checkpoint).input_shape if checkpoint is not None else model.input_shape)
-    splits = load_splits(data_dir)
+    splits = load_splits_at(data_dir, load_checkpoint(checkpoint).input_shape if checkpoint is not None
+                            else model.input_shape)
     ckpt_path = resolve_checkpoint(checkpoint, splits, model)
     run_dir = run_dir or Path("runs") / f"{criterion}-{normalize}-{scope.replace(',', '+')}"
     progress = PruneProgress(quiet)
@@ -554,7 +558,7 @@ def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | 
     """Final table on the test split: base vs PRUNED (a checkpoint or run directory) vs from scratch."""
     pruned_path = resolve_model_path(pruned)
     pruned_ckpt = load_checkpoint(pruned_path)
-    splits = load_splits(data_dir)
+    splits = load_splits_at(data_dir, pruned_ckpt.input_shape)
     base_path = base or Path(pruned_ckpt.origin.get("base_checkpoint") or default_checkpoint_path(splits, 0))
     base_ckpt, pruned_ckpt = load_for_comparison(base_path, pruned_path, splits)
     out_dir = out_dir or pruned_path.parent
@@ -632,12 +636,8 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
         from .study.ray_runner import check_device, require_ray
         require_ray()
         check_device(device, experiment.resources)
-    given = checkpoint or (experiment_file.parent / experiment.checkpoint
-                           if experiment.checkpoint.endswith(".pt") else None)
-    if given is not None and Path(given).is_file():   # image folders are read at its input shape
-        read_images_at(load_checkpoint(given).input_shape)
-    ckpt_path = file_checkpoint(experiment_file, experiment.checkpoint, checkpoint, load_splits(data_dir),
-                                experiment.train, quick)
+    splits = load_splits_at(data_dir, file_checkpoint_shape(experiment_file, experiment.checkpoint, checkpoint))
+    ckpt_path = file_checkpoint(experiment_file, experiment.checkpoint, checkpoint, splits, experiment.train, quick)
     runs = len(experiment.runs) + bool(experiment.then and experiment.then_base)   # steps on the base model
     click.echo(f"{experiment.title}: {runs} runs -> {out_dir / experiment.name}")
     if experiment.quick:
@@ -658,6 +658,13 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
                f"fmprune report {out_dir / experiment.name}")
     if failed:
         raise FmpruneError(f"{len(failed)} run(s) failed: {', '.join(o.label for o in failed)}")
+
+
+def file_checkpoint_shape(file: Path, named: str, override: Path | None) -> tuple[int, ...] | None:
+    """Input shape of an experiment or tune file's base checkpoint when it is a file already
+    (image folders are read at it); None for a cached or still untrained one."""
+    given = override or (file.parent / named if named.endswith(".pt") else None)
+    return load_checkpoint(given).input_shape if given is not None and Path(given).is_file() else None
 
 
 def file_checkpoint(file: Path, named: str, override: Path | None, splits: Splits,
@@ -817,8 +824,8 @@ def quantize_cmd(checkpoint: Path, mode: str, bits: int, weight_bits: int | None
                             seed=seed)
     config.check()
     ckpt_path = resolve_model_path(checkpoint)
-    load_checkpoint(ckpt_path)   # a bad checkpoint fails before the data is read
-    splits = load_splits(data_dir)
+    # a bad checkpoint fails before the data is read
+    splits = load_splits_at(data_dir, load_checkpoint(ckpt_path).input_shape)
     run_dir = run_dir or Path("runs") / f"quantize-{config.kind.replace(' ', '-')}-{mode}"
     if mode == "qat":
         bar, on_step = train_bar("qat")
@@ -885,7 +892,8 @@ def sparsify_cmd(checkpoint: Path | None, method: str, scope: str, amount: float
     resolve_device(device)
     if checkpoint is not None and model.explicit and load_checkpoint(checkpoint).arch != model.name:
         raise FmpruneError(f"{checkpoint} holds a {load_checkpoint(checkpoint).arch} model, not --model {model.name}")
-    splits = load_splits(data_dir)
+    splits = load_splits_at(data_dir, load_checkpoint(checkpoint).input_shape if checkpoint is not None
+                            else model.input_shape)
     if checkpoint is None and model.name != "lenet":
         checkpoint = cached_checkpoint(model.name, splits, model)
     ckpt_path = resolve_checkpoint(checkpoint, splits)
@@ -937,7 +945,8 @@ def tune_cmd(tune_file: Path, out_dir: Path, storage: str | None, trials: int | 
         from .study.ray_runner import check_device, require_ray
         require_ray()
         check_device(device, spec.resources)
-    ckpt_path = file_checkpoint(tune_file, spec.checkpoint, checkpoint, load_splits(data_dir))
+    splits = load_splits_at(data_dir, file_checkpoint_shape(tune_file, spec.checkpoint, checkpoint))
+    ckpt_path = file_checkpoint(tune_file, spec.checkpoint, checkpoint, splits)
     directory = out_dir / spec.name
     storage = storage or default_storage(out_dir, spec)
     click.echo(f"{spec.title}: {trials or spec.trials} trials, {objective_text(spec)} -> {directory} "
@@ -990,7 +999,7 @@ def sensitivity_cmd(checkpoint: Path, criterion: str, ratios: str, scope: str, e
     crit = create_criterion(criterion)
     ckpt_path = resolve_model_path(checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    splits = load_splits(data_dir)
+    splits = load_splits_at(data_dir, ckpt.input_shape)
     if tuple(splits.input_shape) != tuple(ckpt.input_shape):
         raise FmpruneError(f"data images have shape {tuple(splits.input_shape)}, the checkpoint's model expects "
                            f"{tuple(ckpt.input_shape)}: pass the --data-dir it was trained on")
@@ -1100,8 +1109,8 @@ def oneshot_cmd(checkpoint: Path, criterion: str, ratio: float | None, ratios: s
         ignore=tuple(n.strip() for n in ignore.split(",") if n.strip()))
     resolve_device(device)
     ckpt_path = resolve_model_path(checkpoint)
-    load_checkpoint(ckpt_path)   # a bad checkpoint fails before the data is read
-    splits = load_splits(data_dir)
+    # a bad checkpoint fails before the data is read
+    splits = load_splits_at(data_dir, load_checkpoint(ckpt_path).input_shape)
     run_dir = run_dir or Path("runs") / f"oneshot-{criterion}"
     bar = tqdm(total=retrain, desc="retrain", unit="it", file=sys.stderr, dynamic_ncols=True,
                disable=quiet or not retrain)
@@ -1144,8 +1153,7 @@ def rank_quality_cmd(checkpoint: Path, layers: str, criteria: str | None, batche
     for entry in entries or ():
         rank_quality.parse_entry(entry)   # a wrong name fails before any work
     ckpt = load_checkpoint(checkpoint)
-    read_images_at(ckpt.input_shape)
-    splits = load_splits(data_dir)
+    splits = load_splits_at(data_dir, ckpt.input_shape)
     if ckpt.data_fingerprint and ckpt.data_fingerprint != splits.fingerprint():
         raise FmpruneError(f"{checkpoint}: trained on other data (fingerprint {ckpt.data_fingerprint}, these data "
                            f"{splits.fingerprint()}); pass the --data-dir it was trained on")

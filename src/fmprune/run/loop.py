@@ -75,7 +75,8 @@ class RunSummary:
 def calibration_subset(train: Split, n: int, seed: int) -> Split:
     """``n`` training images drawn with a seeded permutation: never the split reporting accuracy."""
     if n > len(train):
-        raise FmpruneError(f"calibration size {n} exceeds the {len(train)} training images")
+        raise FmpruneError(f"calibration size {n} exceeds the {len(train)} training images; "
+                           f"give --calibration {len(train)} or fewer")
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))[:n]
     return Split(train.images[idx], train.labels[idx])
 
@@ -182,6 +183,14 @@ class PruningRun:
         self.engine.invalidate_all()
 
     def run(self) -> RunSummary:
+        """Prune (or resume) to the end; the run log is closed however the run ends, so an
+        error or an interrupt leaves no open handler behind (sweeps run many runs per process)."""
+        try:
+            return self._run()
+        finally:
+            self.dir.close()
+
+    def _run(self) -> RunSummary:
         cfg = self.config
         resumed = self._resume_or_start()
         log = self.dir.logger()
@@ -229,9 +238,7 @@ class PruningRun:
                 stop_reason = f"{cfg.steps} steps done"
         if cfg.final_tune:
             accuracy = self._final_tune(accuracy)
-        summary = self._finish(base_accuracy, accuracy, stop_reason)
-        self.dir.close()
-        return summary
+        return self._finish(base_accuracy, accuracy, stop_reason)
 
     def _final_tune(self, accuracy: float) -> float:
         """Train the pruned model ``final_tune`` iterations with a one-cycle schedule (the base
