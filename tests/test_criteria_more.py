@@ -13,7 +13,7 @@ from torch import nn
 import fmprune
 from fmprune.criteria import create_criterion
 from fmprune.data import Split
-from fmprune.engine import ChainEngine, GraphEngine, create_engine
+from fmprune.engine import GraphEngine, create_engine
 from fmprune.engine import masked
 from fmprune.errors import FmpruneError
 from fmprune.models import LeNet

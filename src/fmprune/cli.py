@@ -6,7 +6,6 @@ import functools
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +25,7 @@ from .errors import FmpruneError
 from .study.experiments import load_experiment
 from .study.export import export_model, export_sparse
 from .costs import format_cost_table, format_group_table
-from .models import available_models, available_zoo, check_output, create_model, torchvision_classifiers
+from .models import available_zoo, check_output, create_model, torchvision_classifiers
 from .run.loop import PruneConfig, StepRecord, run_pruning
 from .run.tensorboard import TensorBoardLogger, chain, require_tensorboard, resumed_step
 from .study.report import write_report
@@ -37,7 +36,7 @@ from .models.spec import ModelSpec, build_model
 from .models.weights import require_file
 from .unstructured import format_density_table, is_sparse, weight_density
 from .unstructured import METHODS as SPARSIFY_METHODS, RoundRecord, SparsifyConfig, run_sparsify
-from .training import Recipe, TrainConfig, default_recipe, steps_per_epoch, train_model
+from .training import Recipe, default_recipe, steps_per_epoch, train_model
 
 _DATA_DIR_OPTION = click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None,

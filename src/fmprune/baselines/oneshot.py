@@ -26,7 +26,6 @@ from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device
 from ..efficiency import save_checkpoint_score, score_checkpoint
 from ..errors import FmpruneError, PruningError
-from ..graph import Graph
 from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from ..run.loop import calibration_subset
 from ..run.rundir import RunDirectory, read_json, write_json_atomic

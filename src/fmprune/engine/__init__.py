@@ -8,11 +8,12 @@ from ..data import Split
 from ..errors import TopologyError
 from ..graph import Graph
 from ..graph.chain import trace as trace_chain
+from .base import EngineBase
 from .chain import ChainEngine
 from .general import GraphEngine, evaluate_model
 from .select import Selected, select_minimum
 
-Engine = ChainEngine | GraphEngine
+Engine = EngineBase   # ChainEngine or GraphEngine
 
 
 def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibration: Split,
@@ -34,4 +35,4 @@ def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibra
                        flops_lambda, seed, reduction)
 
 
-__all__ = ["ChainEngine", "GraphEngine", "Engine", "create_engine", "evaluate_model", "Selected", "select_minimum"]
+__all__ = ["EngineBase", "ChainEngine", "GraphEngine", "Engine", "create_engine", "evaluate_model", "Selected", "select_minimum"]

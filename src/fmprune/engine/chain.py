@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..criteria import Criterion, LayerContext, Scores, flops_regularize, mflops, normalize
+from ..criteria import Criterion, LayerContext, Scores
 from ..data import Split
 from ..graph import Graph
 from ..graph.chain import Stage, Topology
 from ..surgery import take
+from .base import EngineBase
 from .head import HeadProjection, head_index
-from .select import Selected, select_minimum
 from .winners import WinnerContributions, winner_pool
 
 CHUNK = 1000  # examples per forward chunk, bounds peak memory of the full-size passes
@@ -324,23 +324,21 @@ class CachedProvider:
         return self._gda[self.cache.topology.index(layer)]
 
 
-class ChainEngine:
+class ChainEngine(EngineBase):
     """Scores, selects and physically removes maps of a chain model, keeping caches exact.
     Surgery goes through the graph; the caches follow it."""
 
     def __init__(self, graph: Graph, topology: Topology, criterion: Criterion, eval_split: Split,
                  calibration: Split, scope: list[str], normalization: str = "none",
                  flops_lambda: float = 0.0, seed: int = 0) -> None:
-        self.graph, self.topology, self.criterion, self.scope = graph, topology, criterion, scope
-        self.normalization, self.flops_lambda = normalization, flops_lambda
-        self.generator = torch.Generator().manual_seed(seed)
+        super().__init__(graph, criterion, scope, normalization, flops_lambda, seed)
+        self.topology = topology
         self.eval_cache = ActivationCache(topology, eval_split, lazy=True)
         head = head_index(topology)
         # the head's tables pay off when its units are removed (most steps of a whole-network
         # run); when only earlier layers lose maps, the pooling-winner path is cheaper per step
         paths = "head" if head is not None and topology.stages[head].name in scope else "winners"
         self.calib_cache = ActivationCache(topology, calibration, paths=paths)
-        self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
 
     # -- scoring
     def raw_scores(self) -> Scores:
@@ -354,22 +352,8 @@ class ChainEngine:
                     self.raw[name] = self.criterion.score_layer(ctx).detach().flatten().cpu().clone()
         return {n: self.raw[n] for n in self.scope}
 
-    def final_scores(self) -> Scores:
-        """Raw scores after per-layer normalisation and FLOPs regularisation."""
-        scores = normalize(self.raw_scores(), self.normalization)
-        costs = {n: mflops(m) for n, m in self.graph.macs_per_map().items()}
-        return flops_regularize(scores, costs, self.flops_lambda)
-
-    def select(self, k: int = 1) -> list[Selected]:
-        return select_minimum(self.final_scores(), self.alive, k)
-
-    @property
-    def alive(self) -> dict[str, list[int]]:
-        return {n: self.graph.alive(n) for n in self.graph.names}
-
     def invalidate_all(self) -> None:
-        """Forget every score and cache (the weights changed, e.g. by retraining)."""
-        self.raw = {name: None for name in self.scope}
+        super().invalidate_all()
         self.eval_cache.rebuild()
         self.calib_cache.rebuild()
 
@@ -391,12 +375,6 @@ class ChainEngine:
             name = self.topology.stages[j].name
             if name in self.raw:
                 self.raw[name] = None
-
-    def remove_selected(self, chosen: list[Selected],
-                        optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Remove a selection, grouped per layer (one surgery per layer)."""
-        for layer in dict.fromkeys(s.layer for s in chosen):
-            self.remove(layer, [s.index for s in chosen if s.layer == layer], optimizer)
 
     def accuracy(self) -> float:
         return self.eval_cache.accuracy()

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..criteria import Criterion, LayerContext, Scores, flops_regularize, mflops, normalize, reduce_members
+from ..criteria import Criterion, LayerContext, Scores, reduce_members
 from ..data import Split
 from ..graph import Graph, Member
 from ..graph.ops import INPLACE_FUNCTIONS
-from .select import Selected, select_minimum
+from .base import EngineBase
 
 CHUNK = 250   # calibration examples per forward/backward: bounds the memory of the autograd graph
 EVAL_CHUNK = 1000
@@ -138,17 +138,14 @@ def _map_numel(member: Member) -> int:
     return n
 
 
-class GraphEngine:
+class GraphEngine(EngineBase):
     """Scores groups of any traced model, selects, removes through the graph, evaluates."""
 
     def __init__(self, graph: Graph, criterion: Criterion, eval_split: Split, calibration: Split,
                  scope: list[str], normalization: str = "none", flops_lambda: float = 0.0,
                  seed: int = 0, reduction: str = "sum") -> None:
-        self.graph, self.criterion, self.scope = graph, criterion, scope
-        self.eval_split, self.calibration = eval_split, calibration
-        self.normalization, self.flops_lambda, self.reduction = normalization, flops_lambda, reduction
-        self.generator = torch.Generator().manual_seed(seed)
-        self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
+        super().__init__(graph, criterion, scope, normalization, flops_lambda, seed)
+        self.eval_split, self.calibration, self.reduction = eval_split, calibration, reduction
         self._accuracy: float | None = None
         self._evaluator = None      # IncrementalEvaluator, built at the first accuracy()
 
@@ -168,22 +165,8 @@ class GraphEngine:
                 self.raw[name] = reduce_members(per_member, self.graph.group(name).size, self.reduction)
         return {n: self.raw[n] for n in self.scope}
 
-    def final_scores(self) -> Scores:
-        scores = normalize(self.raw_scores(), self.normalization)
-        if self.flops_lambda == 0:
-            return scores
-        costs = {n: mflops(self.graph.map_cost(n)[1]) for n in self.scope}
-        return flops_regularize(scores, costs, self.flops_lambda)
-
-    def select(self, k: int = 1) -> list[Selected]:
-        return select_minimum(self.final_scores(), self.alive, k)
-
-    @property
-    def alive(self) -> dict[str, list[int]]:
-        return {n: self.graph.alive(n) for n in self.graph.names}
-
     def invalidate_all(self) -> None:
-        self.raw = {name: None for name in self.scope}
+        super().invalidate_all()
         self._accuracy = None
         self._evaluator = None
 
@@ -209,10 +192,6 @@ class GraphEngine:
         if "weights" in reads:
             return any(m.name in touched for m in self.graph.members(name))
         return False
-
-    def remove_selected(self, chosen: list[Selected], optimizer: torch.optim.Optimizer | None = None) -> None:
-        for group in dict.fromkeys(s.layer for s in chosen):
-            self.remove(group, [s.index for s in chosen if s.layer == group], optimizer)
 
     @torch.no_grad()
     def accuracy(self) -> float:

@@ -18,7 +18,7 @@ from torch import nn
 from .. import __version__
 from ..atomic import write_atomically
 from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from .config import EVAL_SPLITS, PruneConfig
+from .config import PruneConfig
 from ..criteria import create_criterion
 from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device, rng_state, set_rng_state

@@ -1,0 +1,62 @@
+"""What every engine shares: raw scores per group, turned into final scores (normalisation, FLOPs
+term) and a selection, and a selection removed group by group.
+
+An engine subclass computes ``raw_scores`` and keeps them exact across ``remove``; how it does so
+(autograd on any graph, cached chain activations) is its own business.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..criteria import Criterion, Scores, flops_regularize, mflops, normalize
+from ..graph import Graph
+from .select import Selected, select_minimum
+
+
+class EngineBase:
+    """Scores, selects and removes maps of ``graph``'s groups in ``scope``."""
+
+    def __init__(self, graph: Graph, criterion: Criterion, scope: list[str], normalization: str = "none",
+                 flops_lambda: float = 0.0, seed: int = 0) -> None:
+        self.graph, self.criterion, self.scope = graph, criterion, scope
+        self.normalization, self.flops_lambda = normalization, flops_lambda
+        self.generator = torch.Generator().manual_seed(seed)   # random scores, reproducible per run
+        self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
+
+    def raw_scores(self) -> Scores:
+        """The criterion's score of every map in scope, recomputing only what a removal invalidated."""
+        raise NotImplementedError
+
+    def remove(self, group: str, maps: Sequence[int], optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Physically remove ``maps`` (current indices) of ``group`` and keep every cache exact."""
+        raise NotImplementedError
+
+    def accuracy(self) -> float:
+        raise NotImplementedError
+
+    def invalidate_all(self) -> None:
+        """Forget every score and cache (the weights changed, e.g. by retraining)."""
+        self.raw = {name: None for name in self.scope}
+
+    def final_scores(self) -> Scores:
+        """Raw scores after per-group normalisation and FLOPs regularisation (eq. 9)."""
+        scores = normalize(self.raw_scores(), self.normalization)
+        if self.flops_lambda == 0:
+            return scores
+        costs = {n: mflops(self.graph.map_cost(n)[1]) for n in self.scope}
+        return flops_regularize(scores, costs, self.flops_lambda)
+
+    def select(self, k: int = 1) -> list[Selected]:
+        return select_minimum(self.final_scores(), self.alive, k)
+
+    @property
+    def alive(self) -> dict[str, list[int]]:
+        return {n: self.graph.alive(n) for n in self.graph.names}
+
+    def remove_selected(self, chosen: list[Selected], optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Remove a selection group by group (one surgery per group)."""
+        for group in dict.fromkeys(s.layer for s in chosen):
+            self.remove(group, [s.index for s in chosen if s.layer == group], optimizer)
