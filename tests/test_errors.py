@@ -188,6 +188,8 @@ CASES = [
          ["'fc2'", "prun"], ["conv1, conv2, fc1"]),
     Case("unknown-eval-split", lambda ws: prune(ws, "--eval-split", "train"),
          ["--eval-split", "'train' is not one of"], ["--help"]),
+    Case("unknown-runtime", lambda ws: ["compare", ws.ckpt, "--runtime", "eager,tvm", "--no-scratch"],
+         ["unknown runtime 'tvm'"], ["known: eager"]),
     Case("unknown-device", lambda ws: prune(ws, "--device", "tpu"),
          ["unknown device 'tpu'"], ["cpu, cuda or cuda:N"]),
     Case("experiment-unknown-key", lambda ws: ["sweep", ws.bad_toml, "--data-dir", ws.data],

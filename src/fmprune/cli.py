@@ -15,8 +15,9 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from .run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .runtimes import check_runtimes
 from .study.compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path,
-                      scratch_checkpoint, scratch_path)
+                      scratch_checkpoint, scratch_path, suggested_runtimes)
 from .criteria import NORMALIZATIONS, REDUCTIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, load_splits
 from .data.imagefolder import CORRUPT_ENV, CORRUPT_POLICIES, SHAPE_ENV as IMAGE_SHAPE_ENV
@@ -531,8 +532,8 @@ class PruneProgress:
             bar.close()
 
 
-def train_bar(desc: str) -> tuple[tqdm, Callable[[int, int, float], None]]:
-    bar = tqdm(total=1, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True)
+def train_bar(desc: str, disable: bool = False) -> tuple[tqdm, Callable[[int, int, float], None]]:
+    bar = tqdm(total=1, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True, disable=disable)
 
     def on_step(step: int, total: int, loss: float) -> None:
         bar.total = total
@@ -551,10 +552,16 @@ def train_bar(desc: str) -> tuple[tqdm, Callable[[int, int, float], None]]:
 @click.option("--out-dir", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Where compare.md/compare.csv go (default: next to the pruned model).")
 @click.option("--repeats", default=30, show_default=True, help="Timed forwards per model at batch 1.")
+@click.option("--runtime", "runtimes", default="eager", show_default=True, metavar="NAMES",
+              help="Where latencies are measured, comma-separated: eager (PyTorch), eager-cl (channels-last), "
+                   "compile (torch.compile), onnxruntime, or `all` (eager, eager-cl and onnxruntime when "
+                   "installed); with several, a table per runtime and batch size follows the main one.")
 @DATA_DIR
 def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | None, repeats: int,
-                data_dir: Path | None) -> None:
+                runtimes: str, data_dir: Path | None) -> None:
     """Final table on the test split: base vs PRUNED (a checkpoint or run directory) vs from scratch."""
+    chosen = suggested_runtimes() if runtimes == "all" else [r.strip() for r in runtimes.split(",") if r.strip()]
+    check_runtimes(chosen)   # before any data or training
     pruned_path = resolve_model_path(pruned)
     pruned_ckpt = load_checkpoint(pruned_path)
     splits = load_splits_at(data_dir, pruned_ckpt.input_shape)
@@ -564,13 +571,14 @@ def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | 
     scratch_ckpt = None
     if scratch:
         path = scratch_path(out_dir, pruned_ckpt, recipe_of(base_ckpt))
-        if not path.is_file():
+        cached = path.is_file()
+        if not cached:
             click.echo("training the pruned architecture from scratch with the base recipe")
-        bar, on_step = train_bar("scratch")
+        bar, on_step = train_bar("scratch", disable=cached)   # a cached model shows no empty bar
         with bar:
             scratch_ckpt, path, trained = scratch_checkpoint(base_ckpt, pruned_ckpt, splits, out_dir, on_step)
         click.echo(f"{'trained' if trained else 'using'} from-scratch model {path}")
-    comparison = compare_models(base_ckpt, pruned_ckpt, splits, scratch_ckpt, repeats)
+    comparison = compare_models(base_ckpt, pruned_ckpt, splits, scratch_ckpt, repeats, chosen)
     click.echo(comparison.to_text())
     md, cs = comparison.write(out_dir)
     click.echo(f"written: {md}, {cs}")
