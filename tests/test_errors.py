@@ -190,6 +190,8 @@ CASES = [
          ["--eval-split", "'train' is not one of"], ["--help"]),
     Case("unknown-runtime", lambda ws: ["compare", ws.ckpt, "--runtime", "eager,tvm", "--no-scratch"],
          ["unknown runtime 'tvm'"], ["known: eager"]),
+    Case("empty-runtime", lambda ws: ["compare", ws.ckpt, "--runtime", ",", "--no-scratch"],
+         ["--runtime ',' names no runtime"], ["all"]),
     Case("unknown-device", lambda ws: prune(ws, "--device", "tpu"),
          ["unknown device 'tpu'"], ["cpu, cuda or cuda:N"]),
     Case("experiment-unknown-key", lambda ws: ["sweep", ws.bad_toml, "--data-dir", ws.data],

@@ -155,7 +155,7 @@ def test_pretrained_weights_load_with_a_replaced_head_and_only_the_head_trains(t
         load_pretrained(target, tmp_path / "absent.pt", "tiny_vgg")
 
 
-def test_transfer_recipe_commands_on_a_tiny_folder(tmp_path):
+def test_transfer_recipe_commands_on_a_tiny_folder(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "pets", per_class=16, splits=("train", "val"))
     source_model, factory = _tiny_vgg(tmp_path, 10)
     torch.save(source_model.state_dict(), tmp_path / "pretrained.pt")
@@ -181,6 +181,7 @@ def test_transfer_recipe_commands_on_a_tiny_folder(tmp_path):
     assert "maps left {'features.0': " in pruned.output
     # every command reading the folder for this checkpoint reads it at the checkpoint's input shape
     data = ["--data-dir", str(root)]
+    monkeypatch.setenv(SHAPE_ENV, "")   # restored after the test, whatever the commands set
     for args in (["oneshot", str(ckpt), "--criterion", "l1_filter", "--ratio", "0.25", "--scope", "features.0",
                   "--calibration", "16", "--run-dir", str(tmp_path / "oneshot")],
                  ["sensitivity", str(ckpt), "--criterion", "l1_filter", "--ratios", "0.5", "--scope", "features.0",

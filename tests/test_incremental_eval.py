@@ -57,3 +57,27 @@ def test_a_removal_near_the_output_does_not_rerun_the_stem():
     assert evaluator.accuracy() == evaluate_model(model, split)
     assert calls["stem"] == 3 + 1                    # only evaluate_model's forward ran the stem again
     assert calls["down"] == 3 + 3 + 1
+
+
+class FunctionalDropout(torch.nn.Module):
+    """Dropout read from ``self.training`` in Python: fx freezes the flag at trace time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        x = torch.nn.functional.dropout(torch.relu(self.conv(x)), 0.5, self.training)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_model_traced_in_train_mode_is_evaluated_without_dropout():
+    torch.manual_seed(0)
+    model = FunctionalDropout().eval()
+    split = _split_the_model_gets_right(model)
+    model.train()                                    # as a freshly built model is
+    graph = fmprune.trace(model, split.images[:1])
+    assert model.training and model.conv.training    # tracing left the modes as they were
+    model.eval()
+    evaluator = IncrementalEvaluator(graph, split)
+    assert evaluator.accuracy() == evaluate_model(model, split) == 1.0

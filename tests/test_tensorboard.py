@@ -63,3 +63,16 @@ def test_without_tensorboard_one_line_says_how_to_install_it(tmp_path, monkeypat
         require_tensorboard()
     assert not (tmp_path / "tb").exists()
 
+
+
+def test_a_restarted_run_purges_the_steps_it_redoes(tmp_path):
+    """A fresh run purges nothing; an interrupted run without a resume state (no retraining)
+    restarts from the base model, so its old events go from step 0; with a state, after it."""
+    import torch
+
+    from fmprune.run.tensorboard import resumed_step
+    assert resumed_step(tmp_path / "new") is None
+    (tmp_path / "steps.csv").write_text("step\n0\n1\n")
+    assert resumed_step(tmp_path) == 0
+    torch.save({"step": 6}, tmp_path / "state.pt")
+    assert resumed_step(tmp_path) == 7

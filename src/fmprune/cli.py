@@ -554,13 +554,16 @@ def train_bar(desc: str, disable: bool = False) -> tuple[tqdm, Callable[[int, in
 @click.option("--repeats", default=30, show_default=True, help="Timed forwards per model at batch 1.")
 @click.option("--runtime", "runtimes", default="eager", show_default=True, metavar="NAMES",
               help="Where latencies are measured, comma-separated: eager (PyTorch), eager-cl (channels-last), "
-                   "compile (torch.compile), onnxruntime, or `all` (eager, eager-cl and onnxruntime when "
-                   "installed); with several, a table per runtime and batch size follows the main one.")
+                   "compile (torch.compile), onnxruntime; `all` is eager, eager-cl and onnxruntime when "
+                   "installed (e.g. all,compile); with several, a table per runtime and batch size follows.")
 @DATA_DIR
 def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | None, repeats: int,
                 runtimes: str, data_dir: Path | None) -> None:
     """Final table on the test split: base vs PRUNED (a checkpoint or run directory) vs from scratch."""
-    chosen = suggested_runtimes() if runtimes == "all" else [r.strip() for r in runtimes.split(",") if r.strip()]
+    chosen = list(dict.fromkeys(name for r in runtimes.split(",") if r.strip()
+                                for name in (suggested_runtimes() if r.strip() == "all" else [r.strip()])))
+    if not chosen:
+        raise FmpruneError(f"--runtime {runtimes!r} names no runtime; e.g. --runtime eager,onnxruntime or all")
     check_runtimes(chosen)   # before any data or training
     pruned_path = resolve_model_path(pruned)
     pruned_ckpt = load_checkpoint(pruned_path)

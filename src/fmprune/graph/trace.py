@@ -15,8 +15,9 @@ ignored or channel-mixing op touches. A pinned root is never part of a group.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -93,9 +94,25 @@ def _as_tuple(example_inputs: Any) -> tuple:
     return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
 
 
-def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode for the duration, each one's own train flag restored after."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
     try:
-        graph = _Tracer().trace(model)
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """The fx graph of ``model`` as it runs in eval mode: Python reads of ``self.training`` (e.g.
+    ``F.dropout(x, p, self.training)``) are frozen at trace time, and the graph is what evaluation
+    and scoring replay, so they must see inference behaviour whatever mode the model is in now."""
+    try:
+        with eval_mode(model):
+            graph = _Tracer().trace(model)
     except Exception as e:   # noqa: BLE001 - any tracing failure is the user's model's property
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsupportedModelError(
@@ -108,18 +125,13 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
 def propagate_shapes(gm: fx.GraphModule, model: nn.Module, example_inputs: tuple) -> None:
     """Record every node's output shape (node.meta['tensor_meta']) with one eval-mode forward
     that changes nothing: no gradients, BatchNorm statistics untouched, train flags restored."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             ShapeProp(gm).propagate(*example_inputs)
     except Exception as e:  # noqa: BLE001
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsupportedModelError(f"{type(model).__name__} does not run on the example inputs "
                                     f"({type(e).__name__}: {first})") from None
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 def _piece_shapes(node: fx.Node) -> list[tuple[int, ...]] | None:

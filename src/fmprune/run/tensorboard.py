@@ -90,12 +90,14 @@ def require_tensorboard() -> None:
 
 def resumed_step(run_dir: Path | str) -> int | None:
     """The step a run directory's resume state continues from (``purge_step`` of its logger:
-    TensorBoard drops the events an interrupted run wrote from there on); None for a fresh run."""
+    TensorBoard drops the events an interrupted run wrote from there on); 0 for an interrupted
+    run without a resume state (runs that never retrain restart from the base model); None for a
+    fresh run."""
     import torch
 
     state = Path(run_dir) / "state.pt"
     if not state.is_file():
-        return None
+        return 0 if (Path(run_dir) / "steps.csv").is_file() else None
     try:
         return int(torch.load(state, map_location="cpu", weights_only=False)["step"]) + 1
     except Exception:  # noqa: BLE001 - the run itself reports a damaged state

@@ -126,6 +126,8 @@ class StepReporter:
         self.stopped: dict | None = None
 
     def __call__(self, record: StepRecord, total: int) -> None:
+        if record.step == 0:    # the base model: the same for every trial, nothing to judge
+            return
         if self.base is None:   # step 0 of steps.csv is the base model (also after a resume)
             curve = read_curve(self.run_dir)
             self.base = (curve.params[0], curve.macs[0])
