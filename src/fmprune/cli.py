@@ -14,7 +14,7 @@ import torch
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from .run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .run.checkpoint import Checkpoint, load_checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
 from .runtimes import check_runtimes
 from .study.compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path,
                       scratch_checkpoint, scratch_path, suggested_runtimes)
@@ -1162,11 +1162,8 @@ def rank_quality_cmd(checkpoint: Path, layers: str, criteria: str | None, batche
     entries = [c.strip() for c in criteria.split(",") if c.strip()] if criteria is not None else None
     for entry in entries or ():
         rank_quality.parse_entry(entry)   # a wrong name fails before any work
-    ckpt = load_checkpoint(checkpoint)
-    splits = load_splits_at(data_dir, ckpt.input_shape)
-    if ckpt.data_fingerprint and ckpt.data_fingerprint != splits.fingerprint():
-        raise FmpruneError(f"{checkpoint}: trained on other data (fingerprint {ckpt.data_fingerprint}, these data "
-                           f"{splits.fingerprint()}); pass the --data-dir it was trained on")
+    splits = load_splits_at(data_dir, load_checkpoint(checkpoint).input_shape)
+    ckpt = load_checkpoint_for(checkpoint, splits)
     _, graph = ckpt.build_traced()
     scope = graph.scope(layers)
     out_dir = out_dir or Path("rank-quality") / checkpoint.stem

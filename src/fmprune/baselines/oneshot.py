@@ -26,7 +26,7 @@ from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device
 from ..efficiency import save_checkpoint_score, score_checkpoint
 from ..errors import FmpruneError, PruningError
-from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from ..run.checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
 from ..run.loop import calibration_subset
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from ..training import BatchStream, evaluate, fine_tune
@@ -295,10 +295,7 @@ def run_oneshot(checkpoint: Path | str, splits: Splits, config: OneShotConfig, r
                 device: str | torch.device | None = None,
                 on_tune: Callable[[int, int, float], None] | None = None) -> OneShotSummary:
     """Prune the model of ``checkpoint`` once as ``config`` says, retrain, write ``run_dir``."""
-    base = load_checkpoint(checkpoint)
-    if base.data_fingerprint and base.data_fingerprint != splits.fingerprint():
-        raise PruningError(f"{checkpoint}: trained on other data (fingerprint {base.data_fingerprint}, "
-                           f"these data {splits.fingerprint()}); pass the --data-dir it was trained on")
+    base = load_checkpoint_for(checkpoint, splits)
     return OneShotRun(base, str(checkpoint), splits, config, run_dir, device, on_tune).run()
 
 

@@ -141,6 +141,16 @@ def _from_old_format(payload: dict) -> dict:
     return payload
 
 
+def load_checkpoint_for(path: Path | str, splits) -> Checkpoint:
+    """:func:`load_checkpoint`, refusing a model trained on other data than ``splits`` (its
+    accuracies and any pruning decisions would mean nothing there)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.data_fingerprint and ckpt.data_fingerprint != splits.fingerprint():
+        raise CheckpointError(f"{path}: trained on other data (fingerprint {ckpt.data_fingerprint}, "
+                              f"these data {splits.fingerprint()}); pass the --data-dir it was trained on")
+    return ckpt
+
+
 def load_checkpoint(path: Path | str) -> Checkpoint:
     path = Path(path)
     if not path.is_file():

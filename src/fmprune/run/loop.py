@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import __version__
 from ..atomic import write_atomically
-from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
 from .config import PruneConfig
 from ..criteria import create_criterion
 from ..data import Split, Splits, sha256_file
@@ -433,8 +433,5 @@ def run_pruning(checkpoint: Path | str, splits: Splits, config: PruneConfig, run
     """Prune the model of ``checkpoint`` as ``config`` says, writing everything to ``run_dir``;
     ``device`` (default cpu) is where it computes, recorded in ``config.json`` but not part of the
     configuration: a run may resume on another device."""
-    base = load_checkpoint(checkpoint)
-    if base.data_fingerprint and base.data_fingerprint != splits.fingerprint():
-        raise PruningError(f"{checkpoint}: trained on other data (fingerprint {base.data_fingerprint}, "
-                           f"these data {splits.fingerprint()}); pass the --data-dir it was trained on")
+    base = load_checkpoint_for(checkpoint, splits)
     return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device, on_tune).run()

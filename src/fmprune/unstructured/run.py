@@ -18,8 +18,8 @@ from torch import nn
 from .. import __version__
 from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device
-from ..errors import FmpruneError, PruningError
-from ..run.checkpoint import Checkpoint, load_checkpoint
+from ..errors import FmpruneError
+from ..run.checkpoint import Checkpoint, load_checkpoint_for
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from ..training import BatchStream, evaluate, fine_tune
 from .config import UNIT_METHOD, SparsifyConfig
@@ -214,10 +214,7 @@ def run_sparsify(checkpoint: Path | str, splits: Splits, config: SparsifyConfig,
                  device: str | torch.device | None = None,
                  on_round: Callable[[RoundRecord, int], None] | None = None) -> SparsifySummary:
     """Sparsify the model of ``checkpoint`` as ``config`` says, writing everything to ``run_dir``."""
-    base = load_checkpoint(checkpoint)
-    if base.data_fingerprint and base.data_fingerprint != splits.fingerprint():
-        raise PruningError(f"{checkpoint}: trained on other data (fingerprint {base.data_fingerprint}, "
-                           f"these data {splits.fingerprint()}); pass the --data-dir it was trained on")
+    base = load_checkpoint_for(checkpoint, splits)
     return SparsifyRun(base, str(checkpoint), splits, config, run_dir, device, on_round).run()
 
 
