@@ -17,6 +17,7 @@ from fmprune.study.experiments import load_experiment
 from fmprune.study.ray_runner import check_device, require_ray, run_sweep_ray
 from fmprune.study.resources import Resources
 from fmprune.study.sweep import run_sweep
+from test_tensorboard import read_scalars
 
 SWEEP = """
 [experiment]
@@ -97,12 +98,16 @@ def test_ray_sweep_equals_the_local_runner_and_resumes(local_ray, small_ckpt, id
     # the command line, on a local Ray with 2 CPUs
     args = ["sweep", str(path), "--ray", "--workers", "2", "--checkpoint", str(small_ckpt),
             "--data-dir", str(idx_dir), "--out-dir", str(tmp_path / "ray")]
-    result = CliRunner().invoke(cli, args)
+    pytest.importorskip("tensorboard")   # the runs also log their steps from inside the Ray tasks
+    events = tmp_path / "tb"
+    result = CliRunner().invoke(cli, args + ["--tensorboard", str(events)])
     assert result.exit_code == 0, result.output
     assert "2 of 2 runs finished" in result.output
     for label in ("random", "taylor"):
         on_ray, locally = tmp_path / "ray" / "on-ray" / label, tmp_path / "local" / "on-ray" / label
         assert rows(on_ray) == rows(locally) and len(rows(on_ray)) == 4
+        logged = read_scalars(events / "on-ray" / label)["prune/params"]   # written by the Ray task
+        assert [int(v) for _, v in logged] == [int(r["params"]) for r in rows(on_ray)]
         assert (on_ray / "summary.json").is_file() and not (on_ray / "state.pt").exists()
     assert (tmp_path / "ray" / "on-ray" / "experiment.json").is_file()
 
