@@ -126,7 +126,7 @@ class QuantizeResult:
             ratios = [f"size x{f.bytes / q.bytes:.2f} smaller"]
             ratios += [f"x{f.latency[b] / q.latency[b]:.2f} faster at batch {b}" for b in batches
                        if b in f.latency and b in q.latency]
-            lines.append("int8 vs float: " + ", ".join(ratios) + f" ({self.threads} torch threads)")
+            lines.append("int8 vs float: " + ", ".join(ratios) + f" ({self.threads} torch thread{'s' if self.threads != 1 else ''})")
         if self.onnx is not None:
             lines.append(f"ONNX vs the torch int8 model: same class for {self.onnx['agreement']:.2%} of the images, "
                          f"max |logit diff| {self.onnx['max_diff']:.3g} (kernels round differently: one "
