@@ -14,7 +14,7 @@ model with the earlier layers already pruned, as in the paper) and rescales the 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +26,7 @@ from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device
 from ..efficiency import save_checkpoint_score, score_checkpoint
 from ..errors import FmpruneError, PruningError
+from ..run.config import config_from_dict
 from ..run.checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
 from ..run.loop import calibration_subset
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
@@ -96,11 +97,7 @@ class OneShotConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "OneShotConfig":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
-        if "ignore" in values:
-            values["ignore"] = tuple(values["ignore"])
-        return cls(**values)
+        return config_from_dict(cls, d)
 
 
 @dataclass

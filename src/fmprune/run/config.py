@@ -69,8 +69,15 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PruneConfig":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
-        if "ignore" in values:
-            values["ignore"] = tuple(values["ignore"])
-        return cls(**values)
+        return config_from_dict(cls, d)
+
+
+def config_from_dict(cls: type, d: dict):
+    """A config dataclass from its JSON form (config.json, an experiment's run): keys it does not
+    know (library versions, the device) are left out, lists back to the tuples they were."""
+    names = {f.name: f for f in fields(cls)}
+    values = {k: v for k, v in d.items() if k in names}
+    for k, v in values.items():
+        if isinstance(v, list) and "tuple" in str(names[k].type):
+            values[k] = tuple(v)
+    return cls(**values)

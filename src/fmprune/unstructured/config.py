@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from ..errors import FmpruneError
+from ..run.config import config_from_dict
 from .layers import parse_layer_list
 from .select import SCOPES, WEIGHT_METHODS, check_amount
 
@@ -65,5 +66,4 @@ class SparsifyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SparsifyConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, d)
