@@ -1,7 +1,11 @@
 """The command line through its real entry point (``python -m fmprune``), as a user runs it."""
 
+import csv
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -12,6 +16,29 @@ def fmprune(*args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"fmprune {' '.join(map(str, args))} failed:\n{proc.stderr}")
     return proc
+
+
+def kill_minus_9_after(args, run_dir, steps: int, timeout: float) -> None:
+    """``fmprune ARGS --run-dir RUN_DIR`` killed with SIGKILL once steps.csv holds ``steps`` steps
+    after the base row (fails if the run ends first); the run must then be unfinished."""
+    proc = subprocess.Popen([sys.executable, "-m", "fmprune", *map(str, args), "--run-dir", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = run_dir / "steps.csv"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if rows.exists() and len(rows.read_text().splitlines()) >= steps + 2:   # header, step 0, the steps
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists()
+
+
+def decisions(run_dir):
+    """steps.csv without its wall-clock column: everything a run decided and measured."""
+    with open(run_dir / "steps.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
 
 def assert_user_error(proc, *fragments):
@@ -109,33 +136,12 @@ def test_missing_and_corrupt_checkpoints_give_one_line(idx_dir, tmp_path):
 
 
 def test_kill_minus_9_then_resume_equals_an_uninterrupted_run(small_ckpt, idx_dir, tmp_path):
-    import csv
-    import os
-    import signal
-    import time
-
     args = ["prune", "--checkpoint", small_ckpt, "--data-dir", idx_dir, "--retrain", 10, "--save-every", 2,
             "--steps", 12]
     fmprune(*args, "--run-dir", tmp_path / "whole")
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "fmprune", *map(str, args), "--run-dir", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    steps = run / "steps.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if steps.exists() and len(steps.read_text().splitlines()) >= 7:   # header, step 0, >= 5 steps
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (run / "summary.json").exists()
+    kill_minus_9_after(args, run, steps=5, timeout=120)
     fmprune(*args, "--run-dir", run)
-
-    def decisions(d):
-        with open(d / "steps.csv", newline="") as f:
-            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
-
     assert decisions(run) == decisions(tmp_path / "whole")
     assert "Resumed at step" in (run / "run.log").read_text()
     log_steps = [line.rsplit("pruned: ", 1)[1] for line in (run / "run.log").read_text().splitlines()

@@ -900,10 +900,10 @@ def sparsify_cmd(checkpoint: Path | None, method: str, scope: str, amount: float
                             rounds=rounds, optimizer=optimizer, retrain_lr=retrain_lr, retrain_batch=retrain_batch,
                             eval_split=eval_split, eval_size=eval_size, seed=seed)
     resolve_device(device)
-    if checkpoint is not None and model.explicit and load_checkpoint(checkpoint).arch != model.name:
-        raise FmpruneError(f"{checkpoint} holds a {load_checkpoint(checkpoint).arch} model, not --model {model.name}")
-    splits = load_splits_at(data_dir, load_checkpoint(checkpoint).input_shape if checkpoint is not None
-                            else model.input_shape)
+    given = load_checkpoint(checkpoint) if checkpoint is not None else None
+    if given is not None and model.explicit and given.arch != model.name:
+        raise FmpruneError(f"{checkpoint} holds a {given.arch} model, not --model {model.name}")
+    splits = load_splits_at(data_dir, given.input_shape if given is not None else model.input_shape)
     if checkpoint is None and model.name != "lenet":
         checkpoint = cached_checkpoint(model.name, splits, model)
     ckpt_path = resolve_checkpoint(checkpoint, splits)

@@ -83,13 +83,13 @@ class IncrementalEvaluator:
                         env[start_cut] = self.values[k][start_cut]
                     recorder = Recorder(self.graph.graph_module, set(self.cuts))
                     logits = logits_of(recorder.run(x, initial_env=env))
-                    kept = recorder.values
+                    correct = int((logits.argmax(1) == self.split.labels[s:s + self.chunk]).sum())
                     if k < len(self.values):
-                        self.values[k].update(kept)
-                        self.correct[k] = int((logits.argmax(1) == self.split.labels[s:s + self.chunk]).sum())
+                        self.values[k].update(recorder.values)
+                        self.correct[k] = correct
                     else:
-                        self.values.append(kept)
-                        self.correct.append(int((logits.argmax(1) == self.split.labels[s:s + self.chunk]).sum()))
+                        self.values.append(recorder.values)
+                        self.correct.append(correct)
         finally:
             model.train(was_training)
 

@@ -110,14 +110,19 @@ def _check_value(path: Path, where: str, key: str, value: Any, known: dict = CON
         raise _err(path, f"'{where}.{key}' = {value!r} should be {expected}")
 
 
+def read_toml(path: Path, kind: str) -> dict:
+    """The parsed TOML of an experiment or tune file (``kind``); missing or invalid: one line."""
+    if not path.is_file():
+        raise FmpruneError(f"{path}: missing {kind} file")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise FmpruneError(f"{kind} file {path}: not valid TOML ({e})") from None
+
+
 def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
     path = Path(path)
-    if not path.is_file():
-        raise FmpruneError(f"{path}: missing experiment file")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise _err(path, f"not valid TOML ({e})") from None
+    doc = read_toml(path, "experiment")
     _check_keys(path, "top level", doc, SECTIONS)
     meta = _check_keys(path, "experiment", doc.get("experiment", {}), EXPERIMENT_KEYS)
     if "name" not in meta or not str(meta["name"]).strip():

@@ -237,13 +237,7 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
     fig.suptitle(f"{group.title} ({group.quick_warning})" if group.quick else group.title,
                  color="firebrick" if group.quick else "black")
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{group.name}-accuracy-vs-{axis}"
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for p in paths:
-        fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir / f"{group.name}-accuracy-vs-{axis}")
 
 
 def summary_rows(group: Group) -> list[dict[str, str]]:
@@ -378,12 +372,7 @@ def plot_accuracy_vs_score(records: list[ScoreRecord], out_dir: Path, stem: str 
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir / stem)
 
 
 def score_rows(records: list[ScoreRecord]) -> list[dict[str, str]]:
@@ -529,12 +518,7 @@ def plot_accuracy_vs_k(points: list[SparsityPoint], title: str, stem: Path) -> l
     axes[1].set_xlabel("non-zero weights left (fraction of the base model, log scale)")
     fig.suptitle(title)
     fig.tight_layout()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for p in paths:
-        fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, stem)
 
 
 def accuracy_by_k_rows(points: list[SparsityPoint]) -> list[dict[str, str]]:

@@ -35,7 +35,6 @@ Unless the file sets or searches ``min_accuracy``, every run stops at the object
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 from ..efficiency import ScoreInputs, efficiency_score
 from ..errors import FmpruneError
 from ..run.config import PruneConfig
+from .experiments import read_toml
 from .report import Curve
 from .resources import Resources, parse_resources
 
@@ -200,12 +200,7 @@ def _param(path: Path, name: str, table: Any) -> Param:
 def load_tune_file(path: Path | str) -> TuneSpec:
     """Read and check a tune file; a wrong key or value is named in a one-line error."""
     path = Path(path)
-    if not path.is_file():
-        raise FmpruneError(f"{path}: missing tune file")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise _err(path, f"not valid TOML ({e})") from None
+    doc = read_toml(path, "tune")
     for key in doc:
         if key not in SECTIONS:
             raise _err(path, f"unknown section '{key}' (known: {', '.join(sorted(SECTIONS))})")
