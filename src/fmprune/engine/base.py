@@ -13,6 +13,7 @@ import torch
 
 from ..criteria import Criterion, Scores, flops_regularize, mflops, normalize
 from ..graph import Graph
+from ..seeding import independent_generator
 from .select import Selected, select_minimum
 
 
@@ -23,7 +24,7 @@ class EngineBase:
                  flops_lambda: float = 0.0, seed: int = 0) -> None:
         self.graph, self.criterion, self.scope = graph, criterion, scope
         self.normalization, self.flops_lambda = normalization, flops_lambda
-        self.generator = torch.Generator().manual_seed(seed)   # random scores, reproducible per run
+        self.generator = independent_generator("scores", seed)   # random scores: reproducible, not the init stream
         self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
 
     def raw_scores(self) -> Scores:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..criteria import Criterion, flops_regularize, mflops, normalize
 from ..data import Split
+from ..seeding import independent_generator
 from .chain import layer_context
 from .select import Selected, select_minimum
 from ..graph.chain import Topology, trace
@@ -58,7 +59,7 @@ class NaiveLoop:
         self.criterion, self.scope = criterion, scope
         self.eval_split, self.calibration = eval_split, calibration
         self.normalization, self.flops_lambda = normalization, flops_lambda
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = independent_generator("scores", seed)
         self.alive = {s.name: list(range(s.n_maps)) for s in self.topology.stages[:-1]}
 
     def counts(self) -> dict[str, int]:

@@ -21,6 +21,7 @@ from ..devices import device_description, resolve_device
 from ..errors import FmpruneError
 from ..run.checkpoint import Checkpoint, load_checkpoint_for
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
+from ..seeding import independent_generator
 from ..training import BatchStream, evaluate, fine_tune
 from .config import UNIT_METHOD, SparsifyConfig
 from .density import LayerDensity, total_density, weight_density
@@ -162,7 +163,7 @@ class SparsifyRun:
         log = rundir.logger()
         name = cfg.method.capitalize()
         torch.manual_seed(cfg.seed)   # dropout while retraining: same seed, same run
-        generator = torch.Generator().manual_seed(cfg.seed)
+        generator = independent_generator("weight-masks", cfg.seed)
         before = weight_density(self.model)
         units_before = dict(self.original)
         params_before = _params(self.model)
