@@ -196,7 +196,7 @@ class LabelFlow:
             return self._constant(node, f"maps combined with the constant tensor {node.target!r} are kept")
         if node.op == "output":
             for arg in _flat_nodes(node.args):
-                self.pin(self._tensor_labels(arg), "")   # the output layer is never a group
+                self._pin_all(arg, "")   # the output layer is never a group
             return None
         if self._ignored(node):
             return self._opaque(node, f"ignored {self._describe(node)}: the maps through it are kept")
@@ -219,7 +219,7 @@ class LabelFlow:
     def _opaque(self, node: fx.Node, reason: str) -> Any:
         """Pin everything going in; what comes out gets new pinned labels."""
         for arg in _flat_nodes((node.args, node.kwargs)):
-            self.pin(self._tensor_labels(arg), reason)
+            self._pin_all(arg, reason)
         pieces = _piece_shapes(node)
         if pieces is not None:
             return [self._pinned_fresh(shape, reason) for shape in pieces]
@@ -235,6 +235,16 @@ class LabelFlow:
     def _tensor_labels(self, node: Any) -> Labels | None:
         value = self.labels.get(node) if isinstance(node, fx.Node) else None
         return value if isinstance(value, np.ndarray) else None
+
+    def _sequence_labels(self, node: Any) -> list[Labels | None] | None:
+        """The labels of each tensor of a node holding a sequence (a split, a slice of one), else None."""
+        value = self.labels.get(node) if isinstance(node, fx.Node) else None
+        return list(value) if isinstance(value, list) else None
+
+    def _pin_all(self, node: Any, reason: str) -> None:
+        """Pin what ``node`` carries, one tensor or a sequence of them (a split returned as is)."""
+        for labels in self._sequence_labels(node) or [self._tensor_labels(node)]:
+            self.pin(labels, reason)
 
     # -- modules
     def _call_module(self, node: fx.Node) -> Any:
@@ -376,18 +386,28 @@ class LabelFlow:
         return coupled[0]
 
     def _dim(self, node: fx.Node, position: int, default: int) -> int:
+        """The ``dim`` argument, made non-negative with the rank of the tensor(s) involved (a cat's
+        output has its inputs' rank, whether they come as a list or as one sequence node)."""
         dim = node.args[position] if len(node.args) > position else node.kwargs.get("dim", default)
-        shape = _shape(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
-        if shape is None:   # cat: the first tensor of the list
-            first = node.args[0][0] if node.args and isinstance(node.args[0], (list, tuple)) else None
-            shape = _shape(first)
-        return dim % len(shape) if shape else dim
+        source = node.args[0] if node.args else None
+        shape = _shape(source) or _shape(node)
+        return dim % len(shape) if shape and isinstance(dim, int) else dim
+
+    def _cat_parts(self, node: fx.Node) -> list[Labels | None]:
+        """The labels of what a cat joins: a list of tensors, or one node holding a sequence
+        (``torch.cat(x.split(8, 1), 1)``, ``torch.cat(x.chunk(4, 1)[1:], 1)``)."""
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors", [])
+        if isinstance(tensors, fx.Node):
+            parts = self._sequence_labels(tensors)
+            if parts is None:
+                raise self._unsupported(node, "it joins a sequence fmprune cannot follow")
+            return parts
+        return [self._tensor_labels(t) for t in tensors]
 
     def _cat(self, node: fx.Node) -> Labels | None:
-        tensors = list(node.args[0]) if node.args else list(node.kwargs.get("tensors", []))
         dim = self._dim(node, 1, 0)
-        parts = [self._tensor_labels(t) for t in tensors]
-        if any(p is None for p in parts):
+        parts = self._cat_parts(node)
+        if not parts or any(p is None for p in parts):
             raise self._unsupported(node, "one of its inputs has no channel axis")
         if dim == 1:
             return np.concatenate(parts)
@@ -415,7 +435,7 @@ class LabelFlow:
         source, index = node.args
         value = self.labels.get(source) if isinstance(source, fx.Node) else None
         if isinstance(value, list):
-            return value[index]
+            return self._pick(node, value, index)
         if value is None:   # a tensor without a channel axis (a scalar per example, a constant)
             return self._pinned_fresh(_shape(node) or (), f"{node.name} builds channels from a value without them: they are kept")
         index = index if isinstance(index, tuple) else (index,)
@@ -435,6 +455,14 @@ class LabelFlow:
             self.pin(value, f"{node.name} slices channels at fixed positions: the maps it slices are kept")
             return value[cut]
         raise self._unsupported(node, "indexing the channel axis")
+
+    def _pick(self, node: fx.Node, pieces: list[Labels | None], index: Any) -> Any:
+        """An item or a slice of a sequence of tensors (``x.chunk(4, 1)[1:]``, ``[::-1]``): the
+        labels of the pieces picked, in that order; an index computed at run time is refused."""
+        parts = (index.start, index.stop, index.step) if isinstance(index, slice) else (index,)
+        if not all(p is None or (isinstance(p, int) and not isinstance(p, bool)) for p in parts):
+            raise self._unsupported(node, "an index computed at run time")
+        return pieces[index]
 
     def _reshape(self, node: fx.Node, static: bool) -> Labels | None:
         """Flatten into features (each map owns H·W consecutive features) or a reshape that keeps
