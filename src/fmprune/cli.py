@@ -19,7 +19,7 @@ from .runtimes import check_runtimes
 from .study.compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path,
                       scratch_checkpoint, scratch_path, suggested_runtimes)
 from .criteria import NORMALIZATIONS, REDUCTIONS, available_criteria, Criterion
-from .data import Splits, fetch_mnist, fmprune_home, load_splits
+from .data import Splits, fetch_mnist, fmprune_home, get_fashion_mnist, load_splits
 from .data.imagefolder import CORRUPT_ENV, CORRUPT_POLICIES, SHAPE_ENV as IMAGE_SHAPE_ENV
 from .devices import resolve_device
 from .errors import FmpruneError
@@ -137,6 +137,25 @@ def data_fetch() -> None:
     CIFAR-10/100 are not fetched: give their distribution files with --data-dir."""
     path = fetch_mnist()
     click.echo(f"MNIST ready: {path}")
+
+
+GETTERS = {   # what `fmprune data get` fetches -> (fetch into the cache, display name)
+    "fashion-mnist": (get_fashion_mnist, "Fashion-MNIST"),
+    "mnist": (fetch_mnist, "MNIST"),
+}
+
+
+@data.command("get")
+@click.argument("name", type=click.Choice(list(GETTERS)))
+def data_get(name: str) -> None:
+    """Fetch a dataset into the cache and verify its SHA-256 sums.
+
+    fashion-mnist: Debian's dataset-fashion-mnist package (apt-get download, no root; read from
+    the system when installed); then use --data-dir fashion-mnist, or fashion-mnist3x32 for the
+    3x32x32 zoo models. mnist: the same as `fmprune data fetch`."""
+    fetch, display = GETTERS[name]
+    path = fetch()
+    click.echo(f"{display} ready: {path}")
 
 
 @data.command("info")

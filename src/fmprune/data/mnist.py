@@ -104,10 +104,12 @@ def _images_labels(directory: Path, which: str) -> tuple[np.ndarray, np.ndarray]
     return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
 
 
-def load_idx_dir(directory: Path, val_size: int | None = None) -> Splits:
+def load_idx_dir(directory: Path, val_size: int | None = None, name: str = "mnist") -> Splits:
+    """The splits of a directory of IDX files; ``name`` says which dataset they are (Fashion-MNIST
+    comes in the same format)."""
     train_x, train_y = _images_labels(directory, "train")
     test_x, test_y = _images_labels(directory, "test")
-    return make_splits(train_x, train_y, test_x, test_y, val_size, f"idx:{directory}", name="mnist")
+    return make_splits(train_x, train_y, test_x, test_y, val_size, f"idx:{directory}", name=name)
 
 
 # ---------------------------------------------------------------------------- mnist.pkl.gz

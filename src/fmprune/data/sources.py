@@ -1,7 +1,8 @@
 """What ``--data-dir`` may name, and loading it.
 
 - nothing, or ``mnist``: MNIST from the cache (fetched on first use);
-- ``mnist3x32``: the same MNIST presented as 3×32×32 (see :mod:`.adapters`);
+- ``fashion-mnist``: Fashion-MNIST from the cache (fetched on first use, see :mod:`.fashion`);
+- ``mnist3x32`` / ``fashion-mnist3x32``: the same data presented as 3×32×32 (see :mod:`.adapters`);
   ``mnist3x32:PATH`` does that to the MNIST-format data at PATH;
 - a path: CIFAR-10/100 (python or binary; the extracted folder, its parent, or the archive),
   a directory of MNIST IDX files, a directory holding ``mnist.pkl.gz``, or that file; or an image
@@ -13,30 +14,43 @@ An existing path always wins over a name, so a folder called ``mnist`` is read a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from ..errors import DataError
 from .adapters import adapt
 from .cifar import find_cifar, load_cifar
+from .fashion import FASHION_MNIST, get_fashion_mnist, is_fashion_mnist_dir
 from .imagefolder import is_image_folder, load_image_folder
 from .mnist import IDX_FILES, MNIST_PKL_NAME, fetch_mnist, load_cached_mnist, load_idx_dir, load_mnist_pkl
 from .splits import Splits
 
+MNIST = "mnist"
 MNIST3X32 = "mnist3x32"
-DATA_NAMES = ("mnist", MNIST3X32)
+FASHION_MNIST3X32 = "fashion-mnist3x32"
+_NAMES = {   # what --data-dir may name -> (the cached dataset it reads, adapter)
+    MNIST: (MNIST, None),
+    MNIST3X32: (MNIST, "rgb32"),
+    FASHION_MNIST: (FASHION_MNIST, None),
+    FASHION_MNIST3X32: (FASHION_MNIST, "rgb32"),
+}
+DATA_NAMES = tuple(_NAMES)
+_CACHED: dict[str, Callable[[int | None], Splits]] = {   # cached dataset -> its loader (fetching on first use)
+    MNIST: lambda val_size: load_cached_mnist(fetch_mnist(), val_size),
+    FASHION_MNIST: lambda val_size: load_idx_dir(get_fashion_mnist(), val_size, FASHION_MNIST),
+}
 
 
-def parse_data_dir(data_dir: Path | str | None) -> tuple[Path | None, str | None]:
-    """``(path or None for the cached MNIST, adapter or None)``."""
+def parse_data_dir(data_dir: Path | str | None) -> tuple[Path | str, str | None]:
+    """``(a path, or the name of a cached dataset (mnist, fashion-mnist); adapter or None)``;
+    nothing given is the cached MNIST."""
     if data_dir is None:
-        return None, None
+        return MNIST, None
     text = str(data_dir)
     path = Path(text).expanduser()
     if path.exists():
         return path, None
-    if text == "mnist":
-        return None, None
-    if text == MNIST3X32:
-        return None, "rgb32"
+    if text in _NAMES:
+        return _NAMES[text]
     if text.startswith(MNIST3X32 + ":"):
         return Path(text[len(MNIST3X32) + 1:]).expanduser(), "rgb32"
     return path, None
@@ -62,15 +76,15 @@ def load_path(path: Path, val_size: int | None = None, image_shape: tuple[int, i
     if pkl.is_file() and not any((path / s).exists() or (path / f"{s}.gz").exists()
                                  for s in IDX_FILES.values()):
         return load_mnist_pkl(pkl, val_size)
-    return load_idx_dir(path, val_size)
+    return load_idx_dir(path, val_size, FASHION_MNIST if is_fashion_mnist_dir(path) else MNIST)
 
 
 def load_splits(data_dir: Path | str | None = None, val_size: int | None = None,
                 image_shape: tuple[int, int, int] | None = None, corrupt: str | None = None) -> Splits:
-    """The splits ``--data-dir`` names (None: the cached MNIST, fetched on first use); an image
+    """The splits ``--data-dir`` names (None: the cached MNIST; a cached dataset is fetched on first use); an image
     folder is read at ``image_shape`` (default 3×224×224), skipping or refusing undecodable
     images as ``corrupt`` says."""
-    path, adapter = parse_data_dir(data_dir)
-    splits = (load_cached_mnist(fetch_mnist(), val_size) if path is None
-              else load_path(path, val_size, image_shape, corrupt))
+    source, adapter = parse_data_dir(data_dir)
+    splits = (_CACHED[source](val_size) if isinstance(source, str)
+              else load_path(source, val_size, image_shape, corrupt))
     return adapt(splits, adapter) if adapter else splits
