@@ -11,8 +11,8 @@ from typing import Sequence
 
 import torch
 
-from ..criteria import Criterion, Scores, flops_regularize, mflops, normalize
-from ..graph import Graph
+from ..criteria import CalibrationProvider, Criterion, LayerContext, Scores, flops_regularize, mflops, normalize, reduce_members
+from ..graph import Graph, Member
 from ..seeding import independent_generator
 from .select import Selected, select_minimum
 
@@ -38,6 +38,20 @@ class EngineBase:
     def accuracy(self) -> float:
         raise NotImplementedError
 
+    def score_groups(self, names: Sequence[str], provider: CalibrationProvider, reduction: str = "sum") -> None:
+        """Score groups ``names`` into ``raw``: the criterion scores each producer of a group from
+        what ``provider`` computed, and the producers' scores combine by ``reduction``. The general
+        engine and the in-loop :class:`fmprune.Pruner` both score through here, so one group gets
+        the same score whichever fed the provider (an fx replay or the user's own backward)."""
+        for name in names:
+            per_member = []
+            for m in self.graph.members(name):
+                ctx = LayerContext(m.name, m.module, len(m.index), map_numel(m),
+                                   lambda m=m: m.adapter.filters(m.module), provider, self.generator)
+                with torch.no_grad():
+                    per_member.append((self.criterion.score_layer(ctx).detach().flatten().cpu(), m.index))
+            self.raw[name] = reduce_members(per_member, self.graph.group(name).size, reduction)
+
     def invalidate_all(self) -> None:
         """Forget every score and cache (the weights changed, e.g. by retraining)."""
         self.raw = {name: None for name in self.scope}
@@ -61,3 +75,12 @@ class EngineBase:
         """Remove a selection group by group (one surgery per group)."""
         for group in dict.fromkeys(s.layer for s in chosen):
             self.remove(group, [s.index for s in chosen if s.layer == group], optimizer)
+
+
+def map_numel(member: Member) -> int:
+    """Positions per map of ``member``'s feature map (H·W for a conv, 1 for a Linear)."""
+    meta = member.feature_node.meta.get("tensor_meta")
+    n = 1
+    for d in tuple(meta.shape)[2:]:
+        n *= d
+    return n

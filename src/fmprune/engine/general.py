@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..criteria import Criterion, LayerContext, Scores, reduce_members
+from ..criteria import Criterion, Scores
 from ..data import Split
 from ..graph import Graph, Member
 from ..graph.ops import INPLACE_FUNCTIONS
@@ -130,14 +130,6 @@ class AutogradProvider:
         return self._probes.get(layer, quantity, **options)
 
 
-def _map_numel(member: Member) -> int:
-    meta = member.feature_node.meta.get("tensor_meta")
-    n = 1
-    for d in tuple(meta.shape)[2:]:
-        n *= d
-    return n
-
-
 class GraphEngine(EngineBase):
     """Scores groups of any traced model, selects, removes through the graph, evaluates."""
 
@@ -152,17 +144,8 @@ class GraphEngine(EngineBase):
     def raw_scores(self) -> Scores:
         stale = [n for n in self.scope if self.raw[n] is None]
         if stale:
-            members = {name: self.graph.members(name) for name in stale}
-            provider = AutogradProvider(self.graph, self.calibration,
-                                        {m.name: m for ms in members.values() for m in ms})
-            for name in stale:
-                per_member = []
-                for m in members[name]:
-                    ctx = LayerContext(m.name, m.module, len(m.index), _map_numel(m),
-                                       lambda m=m: m.adapter.filters(m.module), provider, self.generator)
-                    with torch.no_grad():
-                        per_member.append((self.criterion.score_layer(ctx).detach().flatten().cpu(), m.index))
-                self.raw[name] = reduce_members(per_member, self.graph.group(name).size, self.reduction)
+            members = {m.name: m for name in stale for m in self.graph.members(name)}
+            self.score_groups(stale, AutogradProvider(self.graph, self.calibration, members), self.reduction)
         return {n: self.raw[n] for n in self.scope}
 
     def invalidate_all(self) -> None:

@@ -23,8 +23,9 @@ from ..criteria import create_criterion
 from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
+from ..engine.targets import smallest_size
 from ..errors import FmpruneError, PruningError
-from ..graph import Graph, trace
+from ..graph import Graph
 from .rundir import RunDirectory, read_json, write_json_atomic
 from ..data.augment import Augmentation
 from ..training import BatchStream, SGDConfig, fine_tune, recipe_from_dict, resolve_recipe
@@ -376,21 +377,12 @@ class PruningRun:
         targets = [("params", cfg.target_params, self.base_params), ("macs", cfg.target_macs, self.base_macs)]
         if all(t is None for _, t, _ in targets):
             return
-        smallest = dict(zip(("params", "macs"), self._smallest_size()))
+        smallest = dict(zip(("params", "macs"), smallest_size(self.graph, self.scope)))
         for name, target, base in targets:
             if target is not None and target * base < smallest[name]:
                 raise PruningError(f"--target-{name} {target} ({int(target * base):,} {name}) is below the smallest "
                                    f"model scope {cfg.scope!r} can reach ({smallest[name]:,} {name}, one map per "
                                    "layer); raise it or widen --scope")
-
-    def _smallest_size(self) -> tuple[int, int]:
-        """(params, MACs) with every scope group down to one map, measured on a copy."""
-        model = copy.deepcopy(self.model)
-        graph = trace(model, tuple(t.to(self.device) for t in self.graph.example_inputs))
-        for name in self.scope:
-            if graph.group(name).size > 1:
-                graph.remove(name, list(range(1, graph.group(name).size)))
-        return graph.total_params(), graph.total_macs()
 
     def _load_state(self) -> None:
         try:

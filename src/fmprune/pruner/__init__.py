@@ -1,0 +1,7 @@
+"""fmprune inside the user's own loop: the :class:`Pruner`, saving and loading pruned models of
+the user's own class, and the one-call loop :func:`prune`."""
+
+from .pruner import Pruner, PruneReport
+from .saving import load, save
+
+__all__ = ["Pruner", "PruneReport", "save", "load"]

@@ -1,0 +1,278 @@
+"""``fmprune.Pruner``: dependency groups, criteria and physical removal inside the user's own loop.
+
+    pruner = fmprune.Pruner(model, example_inputs, criterion="taylor", normalize="l2")
+    for x, y in loader:
+        loss = my_loss(model(x), y); loss.backward()
+        pruner.accumulate()                       # Taylor products of this batch, any loss
+        optimizer.step(); optimizer.zero_grad()
+        if it % 100 == 0:
+            pruner.step(maps=8, optimizer=optimizer)
+
+It is an engine like ``fmprune prune``'s (:class:`~fmprune.engine.EngineBase`): the same group
+scoring, normalisation, FLOPs term, selection and surgery; only where the criterion's inputs come
+from differs: hooks on the user's passes (:mod:`.taps`) instead of a replay of the traced graph
+on a calibration split with a cross-entropy loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..criteria import Criterion, create_criterion
+from ..criteria.structural import GroupCriterion
+from ..engine.base import EngineBase
+from ..engine.select import Selected, select_minimum
+from ..engine.targets import smallest_size
+from ..errors import FmpruneError
+from ..graph import trace
+from . import distributed
+from .saving import remember
+from .taps import Taps, TapProvider
+
+OWN_PASSES = ("masked_loss", "hessian")   # criteria that need passes of their own over data
+
+
+@dataclass
+class PruneReport:
+    """Sizes before and now; ``groups`` maps each group in scope to (maps at start, maps now)."""
+
+    params: tuple[int, int]
+    macs: tuple[int, int]
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
+    steps: int = 0
+
+    def __str__(self) -> str:
+        lines = [f"params {self.params[0]:,} -> {self.params[1]:,} (x{self.params[0] / self.params[1]:.2f} fewer), "
+                 f"MACs {self.macs[0]:,} -> {self.macs[1]:,} (x{self.macs[0] / self.macs[1]:.2f} fewer), "
+                 f"{self.steps} steps"]
+        width = max((len(n) for n in self.groups), default=5)
+        lines.append(f"{'group':<{width}}  maps")
+        lines += [f"{n:<{width}}  {a} -> {b}" for n, (a, b) in self.groups.items()]
+        return "\n".join(lines)
+
+
+def _ignored_names(model: nn.Module, ignore: Sequence[nn.Module | str]) -> list[str]:
+    """Module objects or names -> names; anything not in ``model`` is an error."""
+    by_id = {id(m): n for n, m in model.named_modules()}
+    names = set(by_id.values())
+    out = []
+    for item in ignore:
+        if isinstance(item, nn.Module):
+            if id(item) not in by_id:
+                raise FmpruneError(f"ignore: module {type(item).__name__} is not part of the model")
+            out.append(by_id[id(item)])
+        elif isinstance(item, str):
+            if item not in names:
+                raise FmpruneError(f"ignore: no module named {item!r} in the model")
+            out.append(item)
+        else:
+            raise FmpruneError(f"ignore: expected modules or module names, got {type(item).__name__}")
+    return out
+
+
+def _inside(name: str, containers: list[str]) -> bool:
+    return any(name == c or name.startswith(c + ".") or c == "" for c in containers)
+
+
+class Pruner(EngineBase):
+    """Scores and removes feature maps of ``model`` inside the user's training loop.
+
+    ``criterion`` is any registered name (``fmprune criteria``) or a :class:`Criterion`;
+    ``normalize`` (none/l1/l2), ``flops_lambda`` and ``reduction`` are ``fmprune prune``'s
+    ``--normalize``, ``--flops-lambda`` and ``--group-reduction``; ``ignore`` lists modules (or
+    their names, a container covers what it holds) whose output maps are kept: every group one of
+    them produces stays whole, their inputs may still shrink. ``trace_ignore`` is ``fmprune.trace``'s
+    ``ignore`` (ops to leave alone, pinning every map through them); ``scope`` is ``"all"`` or
+    group names. ``auto=True`` accumulates at every backward without calls to :meth:`accumulate`.
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Any, criterion: str | Criterion = "taylor",
+                 normalize: str = "l2", ignore: Sequence[nn.Module | str] = (), scope: str | Sequence[str] = "all",
+                 trace_ignore: Sequence[str] = (),
+                 flops_lambda: float = 0.0, reduction: str = "sum", seed: int = 0, auto: bool = False,
+                 activation_examples: int = 256) -> None:
+        criterion = create_criterion(criterion) if isinstance(criterion, str) else criterion
+        if any(r in criterion.reads for r in OWN_PASSES):
+            raise FmpruneError(f"criterion {criterion.name!r} needs passes of its own over data: not available "
+                               "inside a training loop; use `fmprune prune` for it")
+        if not (isinstance(flops_lambda, (int, float)) and flops_lambda >= 0 and flops_lambda == flops_lambda):
+            raise FmpruneError(f"flops_lambda must be a finite number >= 0, got {flops_lambda!r}")
+        kept = _ignored_names(model, ignore)
+        graph = trace(model, example_inputs, ignore=list(trace_ignore))
+        names = [n for n in graph.scope(scope if isinstance(scope, str) else ",".join(scope))
+                 if not any(_inside(m.name, kept) for m in graph.members(n))]
+        if not names:
+            raise FmpruneError("nothing to prune: the model has no prunable group in scope "
+                               f"(notes: {'; '.join(graph.notes) or 'none'})")
+        super().__init__(graph, criterion, names, normalize, float(flops_lambda), seed)
+        self.model, self.reduction, self.auto = model, reduction, auto
+        remember(model, graph)
+        self.base_params, self.base_macs = graph.total_params(), graph.total_macs()
+        self.start_sizes = {n: graph.group(n).size for n in names}
+        self.steps = 0
+        reads = criterion.reads
+        self.reads_data = not isinstance(criterion, GroupCriterion) and bool(reads & {"activations", "gradients"})
+        want_grad = "gradients" in reads
+        wheres = {"feature"} | ({"output", "norm"} if "parameter_gradients" in reads else set())
+        members = [m for n in names for m in graph.members(n)] if self.reads_data else []
+        self.taps = Taps(graph, members, wheres, "activations" in reads and not want_grad, want_grad,
+                         activation_examples, auto)
+
+    # -- statistics from the user's passes
+    def accumulate(self) -> int:
+        """Add the forwards and backwards since the last call to the statistics (a data-reading
+        criterion's scores are the mean over everything accumulated since the last step); returns
+        the number of examples added. Call it after ``loss.backward()``."""
+        if not self.reads_data:
+            return 0
+        return self.taps.accumulate()
+
+    @property
+    def examples(self) -> int:
+        """Examples accumulated since the last step."""
+        return self.taps.examples
+
+    @property
+    def notes(self) -> list[str]:
+        """What was pinned when tracing, and where a criterion reads before a functional activation."""
+        return self.graph.notes + self.taps.notes
+
+    def raw_scores(self):
+        stale = [n for n in self.scope if self.raw[n] is None]
+        if stale:
+            self.score_groups(stale, TapProvider(self.taps, self._group_probe), self.reduction)
+        return {n: self.raw[n] for n in self.scope}
+
+    def _group_probe(self, layer: str, quantity: str) -> torch.Tensor | None:
+        from ..criteria.structural import group_probe
+        compute = group_probe(quantity)
+        if compute is None:
+            return None
+        try:
+            return compute(self.graph, None, layer)
+        except (AttributeError, TypeError):
+            raise FmpruneError(f"criterion {quantity!r} needs a calibration split of its own: not available "
+                               "inside a training loop; use `fmprune prune` for it") from None
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        """Final scores per group in scope (after normalisation and the FLOPs term), lowest first
+        to go; ``alive`` gives each position's map in the unpruned numbering."""
+        self._require_statistics()
+        self._share_statistics()
+        return self.final_scores()
+
+    # -- removal
+    def step(self, maps: int | None = None, fraction: float | None = None, target_macs: float | None = None,
+             target_params: float | None = None, optimizer: torch.optim.Optimizer | None = None) -> list[Selected]:
+        """Remove the lowest-scoring maps over the groups in scope: ``maps`` of them, a ``fraction``
+        of those left, or as many as needed to reach ``target_macs`` / ``target_params`` (fractions
+        of the model's size when the pruner was created). ``optimizer``'s state is sliced with the
+        weights. Returns what was removed; the statistics start over."""
+        given = [v is not None for v in (maps, fraction, target_macs, target_params)]
+        if sum(given) != 1:
+            raise FmpruneError("step() takes exactly one of maps=, fraction=, target_macs=, target_params=")
+        self._require_statistics()
+        removable = sum(len(self.graph.alive(n)) - 1 for n in self.scope)
+        if maps is not None:
+            if not (isinstance(maps, int) and maps >= 1):
+                raise FmpruneError(f"maps must be a positive integer, got {maps!r}")
+            if maps > removable:
+                raise FmpruneError(f"maps={maps} is more than the {removable} maps that can still be removed "
+                                   "(one map per group stays)")
+        if fraction is not None and not (0 < fraction <= 1):
+            raise FmpruneError(f"fraction must be in (0, 1], got {fraction!r}")
+        for name, target in (("target_macs", target_macs), ("target_params", target_params)):
+            if target is not None:
+                self._check_target(name, target)
+        self._share_statistics()
+        if maps is not None or fraction is not None:
+            k = maps if maps is not None else max(1, int(fraction * sum(len(self.graph.alive(n)) for n in self.scope)))
+            chosen = self.select(min(k, removable))
+            self.remove_selected(chosen, optimizer)
+        else:
+            chosen = self._to_target(target_macs, target_params, optimizer)
+        if chosen:
+            self.steps += 1
+        self.taps.clear()
+        self.invalidate_all()
+        return chosen
+
+    def remove(self, group: str, maps: Sequence[int], optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.graph.remove(group, maps, optimizer)
+        self.raw[group] = None
+
+    def _to_target(self, target_macs: float | None, target_params: float | None,
+                   optimizer: torch.optim.Optimizer | None) -> list[Selected]:
+        """Walk the ranking (scores of this step) and remove in rounds until every target is met;
+        each round removes what the current per-map costs predict is still missing."""
+        final = self.final_scores()
+        ranking = select_minimum(final, self.alive, sum(len(v) for v in final.values()))
+        order = [(s.layer, s.original, s.score) for s in ranking]
+        removed: list[Selected] = []
+        while order and not self._met(target_macs, target_params):
+            need_macs = self.graph.total_macs() - (target_macs or 0) * self.base_macs if target_macs else 0
+            need_params = self.graph.total_params() - (target_params or 0) * self.base_params if target_params else 0
+            round_: list[Selected] = []
+            left = {n: len(self.graph.alive(n)) for n in self.scope}
+            saved_macs = saved_params = 0
+            while order and (saved_macs < need_macs or saved_params < need_params):
+                layer, original, score = order.pop(0)
+                alive = self.graph.alive(layer)
+                if left[layer] <= 1 or original not in alive:
+                    continue
+                left[layer] -= 1
+                params, macs = self.graph.map_cost(layer)
+                saved_macs, saved_params = saved_macs + macs, saved_params + params
+                round_.append(Selected(layer, alive.index(original), original, score))
+            self.remove_selected(round_, optimizer)
+            removed += round_
+        return removed
+
+    def _met(self, target_macs: float | None, target_params: float | None) -> bool:
+        ok = target_macs is None or self.graph.total_macs() <= target_macs * self.base_macs
+        return ok and (target_params is None or self.graph.total_params() <= target_params * self.base_params)
+
+    def _check_target(self, name: str, target: float) -> None:
+        if not (isinstance(target, (int, float)) and 0 < target <= 1):
+            raise FmpruneError(f"{name} must be a fraction in (0, 1] of the model's size, got {target!r}")
+        params, macs = smallest_size(self.graph, self.scope)
+        smallest, base = (macs, self.base_macs) if name == "target_macs" else (params, self.base_params)
+        if target * base < smallest:
+            raise FmpruneError(f"{name}={target} ({int(target * base):,}) is below the smallest model the scope "
+                               f"can reach ({smallest:,}, one map per group); raise it or widen the scope")
+
+    def _require_statistics(self) -> None:
+        if self.auto and self.reads_data and self.taps.active:
+            self.taps.commit_completed()
+        if not self.taps.active and self.reads_data:
+            raise FmpruneError("the pruner's hooks were removed (remove_hooks()); create a new Pruner")
+        if self.reads_data and self.taps.examples == 0 and distributed.world_size() == 1:
+            raise FmpruneError(f"criterion {self.criterion.name!r} reads data: run forward and loss.backward(), "
+                               "then pruner.accumulate(), before step()")
+
+    def _share_statistics(self) -> None:
+        """Under torch.distributed: check every rank holds the same model, then give every rank
+        all ranks' statistics, so each removes the same maps."""
+        if distributed.world_size() > 1:
+            distributed.check_ranks_agree(self.graph.sizes(), self.taps.examples, self.reads_data)
+            if self.reads_data:
+                distributed.gather_taps(self.taps)
+            self.invalidate_all()
+
+    # -- the end
+    def report(self, print_it: bool = True) -> PruneReport:
+        """Params and MACs at the start -> now, maps per group; printed unless ``print_it=False``."""
+        report = PruneReport((self.base_params, self.graph.total_params()), (self.base_macs, self.graph.total_macs()),
+                             {n: (self.start_sizes[n], len(self.graph.alive(n))) for n in self.scope}, self.steps)
+        if print_it:
+            print(report)
+        return report
+
+    def remove_hooks(self) -> None:
+        """Remove every hook: the model is a plain ``nn.Module`` again (the pruner can no longer
+        read data; weight criteria still work)."""
+        self.taps.remove()

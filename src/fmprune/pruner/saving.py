@@ -1,0 +1,96 @@
+"""Saving and loading a pruned model of the user's own class, with no pickled code.
+
+``save`` writes the state dict and the surviving structure: for every group, the maps still
+alive (numbered as in the unpruned model) and the example input shapes the model was traced at.
+``load`` rebuilds the unpruned architecture with the user's own code, traces it, removes the maps
+that are gone, and loads the weights; the file is read with ``weights_only=True``, so loading a
+file from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..atomic import write_atomically
+from ..errors import FmpruneError
+from ..graph import Graph, trace
+
+FORMAT = "fmprune-pruned-model/1"
+_graphs: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
+
+
+def remember(model: nn.Module, graph: Graph) -> None:
+    """Let :func:`save` find the graph a pruner traced ``model`` into (its unpruned numbering)."""
+    _graphs[model] = graph
+
+
+def save(model: nn.Module, path: str | Path, example_inputs: Any = None, ignore: Sequence[str] = ()) -> Path:
+    """Write ``model``'s weights and structure to ``path`` (atomically). A model pruned by a
+    :class:`~fmprune.Pruner` needs nothing else; otherwise give the ``example_inputs`` to trace it."""
+    graph = _graphs.get(model)
+    if graph is None:
+        if example_inputs is None:
+            raise FmpruneError("save: this model was not pruned by a fmprune.Pruner; pass example_inputs= "
+                               "to trace it")
+        graph = trace(model, example_inputs, ignore=ignore)
+    record = {
+        "format": FORMAT,
+        "fmprune_version": __version__,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "alive": {g.name: list(g.original) for g in graph.groups},
+        "input_shapes": [list(t.shape) for t in graph.example_inputs],
+        "input_dtypes": [str(t.dtype).removeprefix("torch.") for t in graph.example_inputs],
+        "ignore": list(graph.ignore),
+    }
+    path = Path(path)
+    write_atomically(path, lambda tmp: torch.save(record, tmp))
+    return path
+
+
+def load(build_fn: Callable[[], nn.Module], path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The model of ``path``: ``build_fn()`` builds the unpruned architecture (the user's own
+    code), which is shrunk to the stored structure and given the stored weights."""
+    record = _read(Path(path), map_location)
+    model = build_fn()
+    if not isinstance(model, nn.Module):
+        raise FmpruneError(f"load: build_fn returned {type(model).__name__}, not an nn.Module")
+    examples = tuple(torch.zeros(shape, dtype=getattr(torch, dtype))
+                     for shape, dtype in zip(record["input_shapes"], record["input_dtypes"]))
+    graph = trace(model, examples, ignore=record["ignore"])
+    for name, alive in record["alive"].items():
+        if name not in graph.names:
+            raise FmpruneError(f"load: {path}: group {name!r} is not in the model build_fn returns; "
+                               "is it the architecture the file was saved from?")
+        group = graph.group(name)
+        wanted = set(alive)
+        if not wanted <= set(group.original) or not wanted:
+            raise FmpruneError(f"load: {path}: group {name!r} keeps maps the built model does not have "
+                               f"({group.size} maps); is it the architecture the file was saved from?")
+        gone = [i for i, original in enumerate(group.original) if original not in wanted]
+        if gone:
+            graph.remove(name, gone)
+    try:
+        model.load_state_dict(record["state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise FmpruneError(f"load: {path}: the weights do not fit the rebuilt model ({first[1].strip() if len(first) > 1 else first[0]})") from None
+    remember(model, graph)
+    return model
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict:
+    if not path.is_file():
+        raise FmpruneError(f"load: {path}: no such file")
+    try:
+        record = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise FmpruneError(f"load: {path}: not a readable fmprune model file ({type(e).__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise FmpruneError(f"load: {path}: not a model saved by fmprune.save")
+    return record

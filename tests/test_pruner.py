@@ -1,0 +1,237 @@
+"""fmprune.Pruner inside a user's loop: the same decisions as `fmprune prune`'s engine, any loss,
+removal to a target, the model a plain nn.Module again, and one-line errors that change nothing."""
+
+from __future__ import annotations
+
+import copy
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fmprune
+from fmprune.criteria import create_criterion
+from fmprune.data import Split
+from fmprune.engine import create_engine
+from fmprune.run.config import PruneConfig
+from fmprune.run.loop import calibration_subset
+from graph_models import ResidualBN, randomize_norms
+
+CHUNK = 50
+
+
+def feed(pruner: fmprune.Pruner, model: torch.nn.Module, split: Split, loss_reduction: str = "sum") -> None:
+    """The user's side: forward, loss, backward, accumulate, on ``split`` in chunks (eval mode,
+    as the engine scores)."""
+    model.eval()
+    for start in range(0, len(split), CHUNK):
+        x, y = split.images[start:start + CHUNK], split.labels[start:start + CHUNK]
+        F.cross_entropy(model(x), y, reduction=loss_reduction).backward()
+        pruner.accumulate()
+        model.zero_grad()
+
+
+def chosen(selection) -> list[tuple[str, int]]:
+    return [(s.layer, s.original) for s in selection]
+
+
+def test_lenet_decisions_equal_fmprune_prune_step_for_step(small_ckpt, splits, tmp_path):
+    """`fmprune prune`'s run (steps.csv) and a Pruner fed the same calibration images remove the
+    same maps at every step."""
+    config = PruneConfig(criterion="taylor", normalize="l2", maps_per_step=2, steps=6, calibration=200)
+    fmprune.run_pruning(small_ckpt, splits, config, tmp_path / "run")
+    with open(tmp_path / "run" / "steps.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["layer"]]
+    by_step: dict[int, list[tuple[str, int]]] = {}
+    for r in rows:
+        by_step.setdefault(int(r["step"]), []).append((r["layer"], int(r["map"])))
+
+    model = fmprune.load_checkpoint(small_ckpt).build()
+    calibration = calibration_subset(splits.train, 200, 0)
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28), criterion="taylor", normalize="l2")
+    for step in range(1, 7):
+        feed(pruner, model, calibration)
+        assert chosen(pruner.step(maps=2)) == by_step[step], f"step {step}"
+
+
+@pytest.mark.parametrize("criterion, norm, lam", [
+    ("taylor", "none", 1e-3),
+    ("mean_activation", "l2", 0.0),
+    ("weight_grad", "l2", 0.0),
+    ("min_weight", "l1", 0.0),
+])
+def test_lenet_decisions_equal_the_engine(small_trained, splits, criterion, norm, lam):
+    calibration, k = splits.train.subset(150), 2
+    engine_model, user_model = copy.deepcopy(small_trained).eval(), copy.deepcopy(small_trained).eval()
+    graph = fmprune.trace(engine_model, torch.zeros(1, 1, 28, 28))
+    engine = create_engine(graph, create_criterion(criterion), splits.val, calibration, graph.names, norm, lam)
+    pruner = fmprune.Pruner(user_model, torch.zeros(1, 1, 28, 28), criterion=criterion, normalize=norm,
+                            flops_lambda=lam)
+    for step in range(8):
+        expected = engine.select(k)
+        engine.remove_selected(expected)
+        if pruner.reads_data:
+            feed(pruner, user_model, calibration)
+        assert chosen(pruner.step(maps=k)) == chosen(expected), f"step {step}"
+
+
+def conv_bn_net() -> torch.nn.Module:
+    """Every producer followed by a BatchNorm (what taylor_bn reads), ReLU modules in place."""
+    torch.manual_seed(1)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+                         nn.Conv2d(6, 7, 3, padding=1), nn.BatchNorm2d(7), nn.ReLU(inplace=True),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(7, 4))
+
+
+@pytest.mark.parametrize("criterion, build", [
+    ("taylor", ResidualBN), ("weight_grad", ResidualBN), ("l1_filter", ResidualBN), ("slimming", conv_bn_net),
+    ("taylor_bn", conv_bn_net), ("taylor", conv_bn_net), ("mean_activation", conv_bn_net),
+])
+def test_residual_groups_score_as_the_general_engine(criterion, build):
+    """Residual adds, BatchNorm, functional ReLUs (hooks sit on the BN before F.relu) and
+    in-place ReLU modules."""
+    torch.manual_seed(0)
+    model = randomize_norms(build()).eval()
+    x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 4, (40,))
+    graph = fmprune.trace(copy.deepcopy(model), x[:1])
+    engine = create_engine(graph, create_criterion(criterion), Split(x, y), Split(x, y), graph.names, "l2",
+                           fast=False)
+    pruner = fmprune.Pruner(model, x[:1], criterion=criterion, normalize="l2")
+    if pruner.reads_data:
+        feed(pruner, model, Split(x, y))
+    expected = engine.final_scores()
+    got = pruner.scores()
+    assert list(got) == list(expected)
+    for name in expected:
+        assert torch.allclose(got[name].double(), expected[name].double(), rtol=1e-4, atol=1e-9), name
+
+
+def test_any_loss_and_mean_reduction_give_the_same_ranking(small_trained, splits):
+    """Selection only compares scores: a loss scaled by 1/N ranks maps as its sum does."""
+    cal = splits.train.subset(100)
+    picks = []
+    for reduction in ("sum", "mean"):
+        model = copy.deepcopy(small_trained)
+        pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28))
+        feed(pruner, model, cal, reduction)
+        picks.append(chosen(pruner.step(maps=5)))
+    assert picks[0] == picks[1]
+
+
+def test_target_macs_is_reached_and_the_model_stays_consistent(small_trained, splits):
+    model = copy.deepcopy(small_trained)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28))
+    base = pruner.graph.total_macs()
+    model.train()
+    x, y = splits.train.images[:64], splits.train.labels[:64]
+    F.cross_entropy(model(x), y).backward()
+    pruner.accumulate()
+    optimizer.step()
+    removed = pruner.step(target_macs=0.5, optimizer=optimizer)
+    assert removed and pruner.graph.total_macs() <= 0.5 * base
+    # the model trains on with its optimizer (state sliced with the weights)
+    optimizer.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    report = pruner.report(print_it=False)
+    assert report.macs == (base, pruner.graph.total_macs())
+    assert report.groups["conv1"] == (6, len(pruner.graph.alive("conv1")))
+
+
+def test_automatic_accumulation_needs_no_calls(small_trained, splits):
+    cal = splits.train.subset(100)
+    manual_model, auto_model = copy.deepcopy(small_trained), copy.deepcopy(small_trained)
+    manual = fmprune.Pruner(manual_model, torch.zeros(1, 1, 28, 28))
+    auto = fmprune.Pruner(auto_model, torch.zeros(1, 1, 28, 28), auto=True)
+    feed(manual, manual_model, cal)
+    auto_model.eval()
+    for start in range(0, len(cal), CHUNK):
+        F.cross_entropy(auto_model(cal.images[start:start + CHUNK]), cal.labels[start:start + CHUNK],
+                        reduction="sum").backward()
+    assert chosen(auto.step(maps=4)) == chosen(manual.step(maps=4))
+
+
+def test_evaluation_under_no_grad_is_not_recorded(small_trained, splits):
+    model = copy.deepcopy(small_trained)
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28))
+    with torch.no_grad():
+        model(splits.val.images[:20])
+    assert pruner.accumulate() == 0 and pruner.examples == 0
+
+
+def test_remove_hooks_leaves_a_plain_module(small_trained):
+    model = copy.deepcopy(small_trained)
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28))
+    assert any(m._forward_hooks for m in model.modules())
+    pruner.remove_hooks()
+    assert not any(m._forward_hooks for m in model.modules())
+    with pytest.raises(fmprune.FmpruneError, match="hooks were removed"):
+        pruner.step(maps=1)
+
+
+def _unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    after = model.state_dict()
+    return before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_input_is_one_line_and_changes_nothing(small_trained, splits):
+    model = copy.deepcopy(small_trained)
+    before = copy.deepcopy(model.state_dict())
+    example = torch.zeros(1, 1, 28, 28)
+    other = torch.nn.Linear(2, 2)
+    with pytest.raises(fmprune.FmpruneError, match="not part of the model"):
+        fmprune.Pruner(model, example, ignore=[other])
+    with pytest.raises(fmprune.FmpruneError, match="no module named 'head'"):
+        fmprune.Pruner(model, example, ignore=["head"])
+    with pytest.raises(fmprune.FmpruneError, match="unknown criterion"):
+        fmprune.Pruner(model, example, criterion="nope")
+    with pytest.raises(fmprune.FmpruneError, match="passes of its own"):
+        fmprune.Pruner(model, example, criterion="oracle")
+    pruner = fmprune.Pruner(model, example)
+    with pytest.raises(fmprune.FmpruneError, match="before step"):
+        pruner.step(maps=1)
+    model.train()
+    F.cross_entropy(model(splits.train.images[:8]), splits.train.labels[:8]).backward()
+    pruner.accumulate()
+    with pytest.raises(fmprune.FmpruneError, match="more than the 35 maps"):
+        pruner.step(maps=36)
+    with pytest.raises(fmprune.FmpruneError, match="below the smallest model"):
+        pruner.step(target_macs=0.001)
+    with pytest.raises(fmprune.FmpruneError, match="exactly one of"):
+        pruner.step(maps=1, fraction=0.1)
+    with pytest.raises(fmprune.FmpruneError, match="positive integer"):
+        pruner.step(maps=0)
+    assert _unchanged(model, before)
+    for message in ("maps", "fraction"):
+        assert "\n" not in message
+
+
+def test_backward_that_misses_a_layer_is_named():
+    """A two-headed model whose loss uses one head: the other head's layers get no gradient."""
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.a = torch.nn.Conv2d(8, 6, 3, padding=1)
+            self.b = torch.nn.Conv2d(8, 5, 3, padding=1)
+            self.head_a, self.head_b = torch.nn.Linear(6, 3), torch.nn.Linear(5, 1)
+
+        def forward(self, x):
+            h = F.relu(self.body(x))
+            a = F.adaptive_avg_pool2d(F.relu(self.a(h)), 1).flatten(1)
+            b = F.adaptive_avg_pool2d(F.relu(self.b(h)), 1).flatten(1)
+            return self.head_a(a), self.head_b(b)
+
+    model = TwoHeads()
+    pruner = fmprune.Pruner(model, torch.zeros(1, 3, 8, 8))
+    logits, _ = model(torch.randn(4, 3, 8, 8))
+    F.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).backward()
+    with pytest.raises(fmprune.FmpruneError, match=r"did not reach layer\(s\) b:"):
+        pruner.accumulate()
+    with pytest.raises(fmprune.FmpruneError, match="after loss.backward"):
+        model(torch.randn(4, 3, 8, 8))
+        pruner.accumulate()
