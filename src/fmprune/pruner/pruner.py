@@ -28,7 +28,7 @@ from ..engine.base import EngineBase
 from ..engine.select import Selected, select_minimum
 from ..engine.targets import smallest_size
 from ..errors import FmpruneError
-from ..graph import trace
+from ..graph import Graph, trace
 from . import distributed
 from .saving import remember
 from .taps import Taps, TapProvider
@@ -88,11 +88,13 @@ class Pruner(EngineBase):
     them produces stays whole, their inputs may still shrink. ``trace_ignore`` is ``fmprune.trace``'s
     ``ignore`` (ops to leave alone, pinning every map through them); ``scope`` is ``"all"`` or
     group names. ``auto=True`` accumulates at every backward without calls to :meth:`accumulate`.
+    ``graph``: a graph this model was already traced into (pruned models keep the numbering of
+    the unpruned one: ``steps`` and ``save`` report original map indices).
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, criterion: str | Criterion = "taylor",
                  normalize: str = "l2", ignore: Sequence[nn.Module | str] = (), scope: str | Sequence[str] = "all",
-                 trace_ignore: Sequence[str] = (),
+                 trace_ignore: Sequence[str] = (), graph: Graph | None = None,
                  flops_lambda: float = 0.0, reduction: str = "sum", seed: int = 0, auto: bool = False,
                  activation_examples: int = 256) -> None:
         criterion = create_criterion(criterion) if isinstance(criterion, str) else criterion
@@ -102,7 +104,8 @@ class Pruner(EngineBase):
         if not (isinstance(flops_lambda, (int, float)) and flops_lambda >= 0 and flops_lambda == flops_lambda):
             raise FmpruneError(f"flops_lambda must be a finite number >= 0, got {flops_lambda!r}")
         kept = _ignored_names(model, ignore)
-        graph = trace(model, example_inputs, ignore=list(trace_ignore))
+        if graph is None or graph.model is not model:   # a graph of this model keeps its numbering
+            graph = trace(model, example_inputs, ignore=list(trace_ignore))
         names = [n for n in graph.scope(scope if isinstance(scope, str) else ",".join(scope))
                  if not any(_inside(m.name, kept) for m in graph.members(n))]
         if not names:

@@ -30,16 +30,29 @@ def remember(model: nn.Module, graph: Graph) -> None:
     _graphs[model] = graph
 
 
+def remembered(model: nn.Module) -> Graph | None:
+    """The graph a pruner (or :func:`load`) traced ``model`` into, if any."""
+    return _graphs.get(model)
+
+
 def save(model: nn.Module, path: str | Path, example_inputs: Any = None, ignore: Sequence[str] = ()) -> Path:
     """Write ``model``'s weights and structure to ``path`` (atomically). A model pruned by a
     :class:`~fmprune.Pruner` needs nothing else; otherwise give the ``example_inputs`` to trace it."""
+    record = structure_record(model, example_inputs, ignore)
+    path = Path(path)
+    write_atomically(path, lambda tmp: torch.save(record, tmp))
+    return path
+
+
+def structure_record(model: nn.Module, example_inputs: Any = None, ignore: Sequence[str] = ()) -> dict:
+    """What :func:`save` writes, in memory (plain containers and tensors)."""
     graph = _graphs.get(model)
     if graph is None:
         if example_inputs is None:
             raise FmpruneError("save: this model was not pruned by a fmprune.Pruner; pass example_inputs= "
                                "to trace it")
         graph = trace(model, example_inputs, ignore=ignore)
-    record = {
+    return {
         "format": FORMAT,
         "fmprune_version": __version__,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -48,9 +61,6 @@ def save(model: nn.Module, path: str | Path, example_inputs: Any = None, ignore:
         "input_dtypes": [str(t.dtype).removeprefix("torch.") for t in graph.example_inputs],
         "ignore": list(graph.ignore),
     }
-    path = Path(path)
-    write_atomically(path, lambda tmp: torch.save(record, tmp))
-    return path
 
 
 def load(build_fn: Callable[[], nn.Module], path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -60,17 +70,23 @@ def load(build_fn: Callable[[], nn.Module], path: str | Path, map_location: str 
     model = build_fn()
     if not isinstance(model, nn.Module):
         raise FmpruneError(f"load: build_fn returned {type(model).__name__}, not an nn.Module")
-    examples = tuple(torch.zeros(shape, dtype=getattr(torch, dtype))
+    return shrink_to(model, record, str(path))
+
+
+def shrink_to(model: nn.Module, record: dict, source: str = "record") -> nn.Module:
+    """Shrink the unpruned ``model`` (in place) to ``record``'s structure and load its weights."""
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    examples = tuple(torch.zeros(shape, dtype=getattr(torch, dtype), device=device)
                      for shape, dtype in zip(record["input_shapes"], record["input_dtypes"]))
     graph = trace(model, examples, ignore=record["ignore"])
     for name, alive in record["alive"].items():
         if name not in graph.names:
-            raise FmpruneError(f"load: {path}: group {name!r} is not in the model build_fn returns; "
+            raise FmpruneError(f"load: {source}: group {name!r} is not in the model build_fn returns; "
                                "is it the architecture the file was saved from?")
         group = graph.group(name)
         wanted = set(alive)
         if not wanted <= set(group.original) or not wanted:
-            raise FmpruneError(f"load: {path}: group {name!r} keeps maps the built model does not have "
+            raise FmpruneError(f"load: {source}: group {name!r} keeps maps the built model does not have "
                                f"({group.size} maps); is it the architecture the file was saved from?")
         gone = [i for i, original in enumerate(group.original) if original not in wanted]
         if gone:
@@ -79,7 +95,7 @@ def load(build_fn: Callable[[], nn.Module], path: str | Path, map_location: str 
         model.load_state_dict(record["state_dict"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise FmpruneError(f"load: {path}: the weights do not fit the rebuilt model ({first[1].strip() if len(first) > 1 else first[0]})") from None
+        raise FmpruneError(f"load: {source}: the weights do not fit the rebuilt model ({first[1].strip() if len(first) > 1 else first[0]})") from None
     remember(model, graph)
     return model
 
