@@ -122,3 +122,83 @@ def test_a_sequence_index_computed_at_run_time_is_refused():
             return self.q(self.p(x).chunk(2, 1)[x.shape[0] - 1])
     with pytest.raises(fmprune.UnsupportedModelError, match="computed at run time"):
         fmprune.trace(Dynamic(), torch.zeros(1, 3, 4, 4))
+
+
+class SpatialLinear(nn.Module):
+    """conv -> reshape(B, C, -1) -> a Linear over the spatial axis -> flatten -> fc: the spatial
+    Linear adds its bias to a zeroed map, a constant that fc must still receive."""
+
+    def __init__(self, fc_bias: bool = True) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.spatial, self.fc = nn.Linear(16, 5), nn.Linear(8 * 5, 3, bias=fc_bias)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        x = self.spatial(x.reshape(x.shape[0], x.shape[1], -1))
+        return self.fc(F.relu(x).flatten(1))
+
+
+class Offsets(nn.Module):
+    """Ops that turn a zero map into a constant (sigmoid, ``x + 1``) before a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p, self.q = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 4, 1)
+        self.fc = nn.Linear(6 * 16 + 4, 3)
+
+    def forward(self, x):
+        a = torch.sigmoid(self.p(x)).flatten(1)
+        b = (F.relu(self.q(x)) + 1).mean((2, 3))
+        return self.fc(torch.cat([a, b], 1))
+
+
+class ResidueIntoConv(nn.Module):
+    """A constant (sigmoid) and data (a channel-broadcast map added) reach convs: a conv with
+    padding cannot fold either, so those maps are kept; the gated and the plain maps prune."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p, self.one = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 1, 1)
+        self.r, self.s = nn.Conv2d(3, 5, 3, padding=1), nn.Conv2d(3, 7, 3, padding=1)
+        self.q = nn.Conv2d(6 + 5 + 7, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        a = torch.sigmoid(self.p(x))
+        b = F.relu(self.r(x)) + self.one(x)
+        c = F.relu(self.s(x)) * torch.sigmoid(self.one(x))
+        return self.fc(F.relu(self.q(torch.cat([a, b, c], 1))).mean((2, 3)))
+
+
+RESIDUE_CASES = {
+    "spatial_linear": (SpatialLinear, {"conv": 8}),
+    "spatial_linear_fc_without_bias": (lambda: SpatialLinear(fc_bias=False), {}),
+    "offsets": (Offsets, {"p": 6, "q": 4}),
+    "residue_into_conv": (ResidueIntoConv, {"one": 1, "s": 7, "q": 4}),
+}
+
+
+@pytest.mark.parametrize("case", list(RESIDUE_CASES))
+def test_a_constant_left_by_a_removed_map_is_folded_or_its_maps_kept(case):
+    factory, sizes = RESIDUE_CASES[case]
+    torch.manual_seed(0)
+    model = factory()
+    x = torch.randn(3, 3, 4, 4)
+    assert fmprune.trace(model, x[:1]).sizes() == sizes
+    assert_shrunk_equals_zeroed(model, x, rounds=3)
+
+
+def test_the_constant_folded_is_the_one_the_model_computes_at_removal():
+    """The spatial Linear's bias changes after tracing (retraining): removal folds today's."""
+    torch.manual_seed(0)
+    model, x = randomize_norms(SpatialLinear()), torch.randn(3, 3, 4, 4)
+    graph = fmprune.trace(model, x[:1])
+    model, x = model.double(), x.double()   # the example inputs stay float32
+    with torch.no_grad():
+        model.spatial.bias.add_(torch.randn(5, dtype=torch.float64))
+    reference = copy.deepcopy(model)
+    zero_maps(reference, graph.positions("conv", [1, 4]))
+    graph.remove("conv", [1, 4])
+    with torch.no_grad():
+        assert (model(x) - reference(x)).abs().max().item() < 1e-12
