@@ -55,6 +55,17 @@ class LayerAdapter:
         """Keep only ``keep_in`` input / ``keep_out`` output positions (None: unchanged)."""
         raise NotImplementedError
 
+    def folds_constants(self, module: nn.Module) -> bool:
+        """Whether removing an input position that holds a constant (a removed map after a bias or
+        sigmoid) can move its contribution into the layer exactly (``fold_constant``); if not,
+        such maps are kept."""
+        return False
+
+    def fold_constant(self, module: nn.Module, positions: torch.Tensor, values: torch.Tensor) -> None:
+        """Add what input ``positions`` holding ``values`` contribute to every output, so the
+        positions can then be cut without changing the layer's output."""
+        raise NotImplementedError
+
     def cost(self, module: nn.Module, output_shape: tuple[int, ...], n_in: int, n_out: int) -> tuple[int, int]:
         """(parameters, multiply-accumulates per example) of the layer if it had ``n_in`` input
         and ``n_out`` output positions; ``output_shape`` gives the spatial size of one call."""
@@ -169,6 +180,14 @@ class LinearAdapter(LayerAdapter):
 
     def acts_on_channels(self, module, input_rank):
         return input_rank == 2
+
+    def folds_constants(self, module):
+        return module.bias is not None   # a constant input feature is a bias term: exact
+
+    @torch.no_grad()
+    def fold_constant(self, module, positions, values):
+        weight = module.weight.index_select(1, positions.to(module.weight.device))
+        module.bias.add_(weight @ values.to(weight))
 
     def cost(self, module, output_shape, n_in, n_out):
         weights = n_in * n_out

@@ -19,7 +19,7 @@ from torch import fx, nn
 from ..errors import PruningError
 from ..layers import LayerAdapter
 from ..surgery import keep_indices
-from .trace import LayerRecord, TraceResult, trace_labels
+from .trace import LayerRecord, TraceResult, eval_mode, trace_labels
 
 
 @dataclass
@@ -160,6 +160,7 @@ class Graph:
         keep = keep_indices(g.size, list(indices), name)
         kept = set(keep.tolist())
         removed = np.array([r for i, r in enumerate(g.roots) if i not in kept], dtype=np.int64)
+        self._fold_residues(g, removed)
         for record in g.records:
             keep_in = _keep_positions(record.inputs, removed)
             keep_out = _keep_positions(record.outputs, removed)
@@ -168,11 +169,27 @@ class Graph:
             record.adapter.prune(record.module, keep_in, keep_out, optimizer)
             if keep_in is not None:
                 record.inputs = record.inputs[keep_in.numpy()]
+                record.residue = None if record.residue is None else record.residue[keep_in.numpy()]
             if keep_out is not None:
                 record.outputs = record.outputs[keep_out.numpy()]
         g.roots = [g.roots[i] for i in keep.tolist()]
         g.original = [g.original[i] for i in keep.tolist()]
         return keep
+
+    def _fold_residues(self, g: Group, removed: np.ndarray) -> None:
+        """Before cutting: where a removed map reaches a consumer as a constant (a Linear over the
+        spatial axis added its bias to it), fold that constant into the consumer, as the model
+        with the map zeroed computes it."""
+        consumers = [(r, torch.from_numpy(np.flatnonzero(r.residue & np.isin(r.inputs, removed))))
+                     for r in g.records if r.residue is not None]
+        consumers = [(r, pos) for r, pos in consumers if len(pos)]
+        if not consumers:
+            return
+        zeroed = {r.module: torch.from_numpy(np.flatnonzero(np.isin(r.outputs, removed)))
+                  for r in g.records if r.outputs is not None and np.isin(r.outputs, removed).any()}
+        values = _inputs_when_zeroed(self.model, self.example_inputs, zeroed, consumers)
+        for (r, pos), value in zip(consumers, values):
+            r.adapter.fold_constant(r.module, pos, value)
 
     def positions(self, name: str, indices: Sequence[int]) -> dict[str, dict[str, list[int]]]:
         """Where maps ``indices`` (current numbering) of group ``name`` sit in each of its layers:
@@ -255,6 +272,41 @@ class Graph:
     def is_chain(self) -> bool:
         """Every group is one producer feeding the next layer only (LeNet-like)."""
         return all(sum(1 for r in g.records if not r.adapter.channelwise) == 2 for g in self._groups)
+
+
+def _inputs_when_zeroed(model: nn.Module, examples: tuple, zeroed: dict[nn.Module, torch.Tensor],
+                        consumers: list[tuple[LayerRecord, torch.Tensor]]) -> list[torch.Tensor]:
+    """What each consumer reads at its positions when the ``zeroed`` output positions of those
+    modules are zero: one eval-mode forward of the example inputs (nothing changes). The tracer
+    only lets constants of the model through, so the values must agree across the batch."""
+    captured: dict[int, torch.Tensor] = {}
+
+    def zero(positions: torch.Tensor):
+        return lambda module, args, out: out.index_fill(1, positions.to(out.device), 0)
+
+    def capture(i: int, positions: torch.Tensor):
+        def hook(module, args):
+            captured.setdefault(i, args[0].index_select(1, positions.to(args[0].device)))
+        return hook
+
+    hooks = [m.register_forward_hook(zero(pos)) for m, pos in zeroed.items()]
+    hooks += [r.module.register_forward_pre_hook(capture(i, pos)) for i, (r, pos) in enumerate(consumers)]
+    first = next(model.parameters())
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(*[x.to(first.device, first.dtype) if torch.is_tensor(x) and x.is_floating_point() else x
+                    for x in examples])
+    finally:
+        for h in hooks:
+            h.remove()
+    values = []
+    for i, (r, _) in enumerate(consumers):
+        value = captured[i]
+        if value.dim() != 2 or not bool((value == value[:1]).all()):
+            raise PruningError(f"{r.name!r}: a removed map does not reach it as a constant; "
+                               "trace the model again with that op in ignore=[...]")
+        values.append(value[0])
+    return values
 
 
 def _keep_positions(arr: np.ndarray | None, removed: np.ndarray) -> torch.Tensor | None:

@@ -56,6 +56,9 @@ BINARY_FUNCTIONS = {
     torch.minimum,
 }
 BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+# how a binary op treats a zero operand (what a removed map leaves behind): 0 * x = 0, 0 / x = 0
+PRODUCTS = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+QUOTIENTS = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
 
 CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 SPLIT_FUNCTIONS = {torch.split, torch.chunk, torch.tensor_split}

@@ -11,6 +11,14 @@ flatten expansion and residual coupling correct by construction.
 
 Maps that must never go are *pinned*: the model's inputs and outputs, constants, and what an
 ignored or channel-mixing op touches. A pinned root is never part of a group.
+
+Removing a map must give the model whose removed map is zero at the output of every layer of its
+group. Most ops keep a zero map zero, but some leave something behind (sigmoid(0) = 0.5, a Linear
+over the spatial axis adds its bias, ``x + 1``): every label also carries a *residue*, what its
+position holds once the map is removed (ZERO, a CONST of the model, or DATA). A layer creating new
+maps from a position whose residue is not zero would lose that contribution: a constant is folded
+into its bias on removal when the adapter can do it exactly (``LayerAdapter.folds_constants``),
+anything else is pinned.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ from ..layers import LayerAdapter, adapter_for, is_registered
 from . import ops
 
 Labels = np.ndarray
+
+# what a position holds once its map is removed (zero at the output of every layer of its group)
+ZERO, CONST, DATA = 0, 1, 2
 
 
 class _UnionFind:
@@ -71,6 +82,7 @@ class LayerRecord:
     outputs: Labels | None = None
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)
     feature_node: fx.Node | None = None   # where its maps are read (after norms/activations)
+    residue: np.ndarray | None = None     # input positions holding a constant once removed (folded)
 
 
 @dataclass
@@ -122,12 +134,45 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph, class_name=type(model).__name__)
 
 
+class _ShapeAndZeroProp(ShapeProp):
+    """ShapeProp that also records, for each op passing channels through one by one (activations,
+    padding, a layer over a non-channel axis), whether it maps zeros to zeros
+    (``node.meta['keeps_zero']``): if not, a removed map leaves a residue behind it. The op is
+    called once more on zeros with its real other arguments, so no list of ops has to know."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        op = self._channel_by_channel(n, args)
+        if op is not None:
+            try:
+                out = op(torch.zeros_like(args[0]), *args[1:], **kwargs)
+                n.meta["keeps_zero"] = torch.is_tensor(out) and not bool(out.any())
+            except Exception:   # noqa: BLE001 - unknown: the residue is then taken as a constant
+                n.meta["keeps_zero"] = False
+        return result
+
+    def _channel_by_channel(self, n: fx.Node, args: tuple) -> Any:
+        if not args or not torch.is_tensor(args[0]):
+            return None
+        if n.op == "call_function" and n.target in ops.UNARY_FUNCTIONS | ops.PAD_FUNCTIONS:
+            return n.target
+        if n.op == "call_method" and n.target in ops.UNARY_METHODS:
+            return lambda x, *a, **k: getattr(x, n.target)(*a, **k)
+        if n.op == "call_module":
+            module = self.fetch_attr(n.target)
+            adapter = adapter_for(module)
+            if ops.is_unary_module(module) or (adapter is not None and not adapter.acts_on_channels(module, args[0].dim())):
+                return module
+        return None
+
+
 def propagate_shapes(gm: fx.GraphModule, model: nn.Module, example_inputs: tuple) -> None:
     """Record every node's output shape (node.meta['tensor_meta']) with one eval-mode forward
     that changes nothing: no gradients, BatchNorm statistics untouched, train flags restored."""
     try:
         with eval_mode(model), torch.no_grad():
-            ShapeProp(gm).propagate(*example_inputs)
+            _ShapeAndZeroProp(gm).propagate(*example_inputs)
     except Exception as e:  # noqa: BLE001
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsupportedModelError(f"{type(model).__name__} does not run on the example inputs "
@@ -160,6 +205,7 @@ class LabelFlow:
         self.origin: dict[int, str] = {}
         self.labels: dict[fx.Node, Any] = {}     # node -> Labels | list[Labels] | None
         self.records: dict[str, LayerRecord] = {}
+        self.residue: dict[int, int] = {}        # label -> CONST | DATA (absent: ZERO)
         self._current = ""
 
     # -- LabelContext for adapters
@@ -173,6 +219,27 @@ class LabelFlow:
         if labels is not None and len(labels):
             self.pinned_labels.append(labels)
             self._reasons.append((labels, reason))
+
+    # -- residues: what a position holds once its map is removed
+    def _states(self, labels: Labels) -> np.ndarray:
+        return np.fromiter((self.residue.get(x, ZERO) for x in labels.tolist()), dtype=np.int8, count=len(labels))
+
+    def _with_states(self, labels: Labels | None, states: np.ndarray) -> Labels | None:
+        """``labels`` whose positions hold ``states`` once removed: the same maps (new labels in
+        their sets) when that differs from what the labels hold already."""
+        if labels is None or np.array_equal(self._states(labels), states):
+            return labels
+        out = self.union.add(len(labels))
+        self.union.union(labels, out)
+        self.residue.update((x, int(s)) for x, s in zip(out.tolist(), states.tolist()) if s != ZERO)
+        return out
+
+    def _through(self, node: fx.Node, labels: Labels | None) -> Labels | None:
+        """Labels after an op that maps channel i to channel i: a zero map stays zero only if the
+        op maps zeros to zeros (not sigmoid, a bias, padding with a value)."""
+        if labels is None or node.meta.get("keeps_zero", False):
+            return labels
+        return self._with_states(labels, np.maximum(self._states(labels), CONST))
 
     # -- the pass
     def run(self) -> TraceResult:
@@ -269,14 +336,19 @@ class LabelFlow:
         if in_shape is None or out_shape is None or inputs is None or not adapter.acts_on_channels(module, len(in_shape)):
             # e.g. a Linear over the last axis of a 3-D tensor: channels pass through untouched
             if in_shape is not None and out_shape is not None and in_shape[:2] == out_shape[:2]:
-                return inputs
+                return self._through(node, inputs)
             return self._opaque(node, f"{self._describe(node)} does not act on the channel axis: the maps through it are kept")
         record = self.records.get(name)
         if record is None:
             record = self.records[name] = LayerRecord(name, module, adapter)
         record.nodes.append(node)
         record.output_shapes.append(out_shape)
+        first_new = len(self.union.parent)
         outputs = adapter.output_labels(module, inputs, self, name)
+        if len(outputs) and int(outputs.min()) >= first_new:   # new maps, computed from its inputs
+            self._read_residues(record, inputs)
+        else:   # its outputs are its inputs' maps, zeroed with them at this layer
+            outputs = self._with_states(outputs, np.zeros(len(outputs), dtype=np.int8))
         if record.inputs is None:
             record.inputs, record.outputs = inputs, outputs
         else:   # the same layer called again: both calls see the same maps
@@ -284,6 +356,21 @@ class LabelFlow:
             self.union.union(record.outputs, outputs)
             outputs = record.outputs
         return outputs
+
+    def _read_residues(self, record: LayerRecord, inputs: Labels) -> None:
+        """A layer making new maps from positions that are not zero once removed: a constant is
+        folded into its bias on removal (``record.residue``) when the adapter does that exactly
+        and the layer is called once; anything else (data, a second call) keeps those maps."""
+        states = self._states(inputs)
+        foldable = (states == CONST) & record.adapter.folds_constants(record.module) & (len(record.nodes) == 1)
+        reason = (f"{record.name!r} reads maps that are not zero once removed (a bias or an op such as "
+                  "sigmoid after them) and cannot fold them: they are kept")
+        if record.residue is not None:   # called again: the folded constant would differ per call
+            self.pin(record.inputs[record.residue], reason)
+            record.residue = None
+        self.pin(inputs[(states != ZERO) & ~foldable], reason)
+        if foldable.any():
+            record.residue = foldable
 
     # -- functions and methods
     def _call(self, node: fx.Node) -> Any:
@@ -324,14 +411,14 @@ class LabelFlow:
         if in_shape is not None and out_shape is not None and len(in_shape) >= 2:
             if len(out_shape) < 2 or out_shape[:2] != in_shape[:2]:
                 raise self._unsupported(node, "it changes the channel axis")
-        return self._tensor_labels(source)
+        return self._through(node, self._tensor_labels(source))
 
     def _pad(self, node: fx.Node) -> Labels | None:
         """Padding; on the channel axis (He et al.'s option A shortcut) the added channels are
         constants of the code, so they are kept, and so is every map an add couples with them."""
         source = node.args[0]
         in_shape, out_shape = _shape(source), _shape(node)
-        labels = self._tensor_labels(source)
+        labels = self._through(node, self._tensor_labels(source))
         if labels is None or in_shape is None or out_shape is None or out_shape[1] == in_shape[1]:
             return labels
         pad = _flat_ints(node.args[1] if len(node.args) > 1 else node.kwargs.get("pad", ()))
@@ -367,23 +454,28 @@ class LabelFlow:
             return None
         channels = out_shape[1]
         coupled: list[Labels] = []
+        states: list[np.ndarray] = []   # each operand's residue, per channel or one for all
         for a in operands:
             shape = _shape(a)
-            if shape is None:
-                continue   # a python number
+            if shape is None:   # a python number (one computed at run time counts as data)
+                states.append(np.int8(DATA if isinstance(a, fx.Node) else ZERO if a == 0 else CONST))
+                continue
             axis = len(shape) - len(out_shape) + 1
-            if axis < 0 or shape[axis] == 1:
-                continue   # broadcast over the channel axis: no coupling
+            if axis < 0 or shape[axis] == 1:   # broadcast over the channel axis: no coupling
+                states.append(np.int8(CONST if a.op == "get_attr" else DATA))
+                continue
             labels = self._tensor_labels(a)
             if len(shape) == len(out_shape) and labels is not None and len(labels) == channels:
                 coupled.append(labels)
+                states.append(self._states(labels))
             else:   # e.g. a per-channel constant vector: keep the maps it touches
                 coupled.append(self._pinned_fresh((1, channels), f"maps combined with a tensor of shape {shape} at {node.name} are kept"))
+                states.append(np.int8(CONST))
         if not coupled:
             return self._pinned_fresh(out_shape, f"{node.name} creates channels from constants: they are kept")
         for other in coupled[1:]:
             self.union.union(coupled[0], other)
-        return coupled[0]
+        return self._with_states(coupled[0], _combined_residue(node.target, states, channels))
 
     def _dim(self, node: fx.Node, position: int, default: int) -> int:
         """The ``dim`` argument, made non-negative with the rank of the tensor(s) involved (a cat's
@@ -413,7 +505,7 @@ class LabelFlow:
             return np.concatenate(parts)
         for p in parts[1:]:   # batch or spatial concatenation: the same maps side by side
             self.union.union(parts[0], p)
-        return parts[0]
+        return self._with_states(parts[0], np.max([self._states(p) for p in parts], axis=0))
 
     def _split(self, node: fx.Node) -> list[Labels | None]:
         labels = self._tensor_labels(node.args[0])
@@ -513,6 +605,21 @@ class LabelFlow:
         else:
             advice = f"exclude it with ignore=[{node.name!r}] (its maps are then kept)"
         return UnsupportedModelError(f"cannot prune through {what}{reason}: {advice}")
+
+
+def _combined_residue(target: Any, states: list[np.ndarray], channels: int) -> np.ndarray:
+    """What ``a op b`` holds once the coupled maps are removed, from what each operand holds:
+    a product with a zero is zero, a quotient is zero when its numerator is (and data when its
+    denominator is: 0/0), a sum or a max is zero only when every term is."""
+    each = np.stack([np.broadcast_to(s, (channels,)) for s in states])
+    most = each.max(axis=0)
+    if target in ops.PRODUCTS:
+        return np.where((each == ZERO).any(axis=0), ZERO, most).astype(np.int8)
+    if target in ops.QUOTIENTS:
+        numerator_zero = each[0] == ZERO
+        denominator_zero = (each[1:] == ZERO).any(axis=0)
+        return np.where(denominator_zero, DATA, np.where(numerator_zero, ZERO, most)).astype(np.int8)
+    return most.astype(np.int8)
 
 
 def _feature_node(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
