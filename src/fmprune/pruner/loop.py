@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import __version__
 from ..atomic import write_atomically
+from ..devices import rng_state, set_rng_state
 from ..errors import FmpruneError
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from .pruner import Pruner
@@ -195,6 +196,7 @@ class _Run:
     def _prune_once(self, k: int) -> list:
         """Statistics from the user's loss on fresh batches (no update), then one removal."""
         if self.pruner.reads_data:
+            self.model.train()            # the training data's passes, as inside a training loop
             for _ in range(self.config["calibration_batches"]):
                 self.loss_fn(self.model, self.batches.next()).backward()
                 self.pruner.accumulate()
@@ -240,14 +242,17 @@ class _Run:
 
     # -- records and resume
     def _start_records(self) -> None:
+        if self.dir is not None:          # a run killed before its first step starts over
+            self.dir.close()
+            for p in (self.dir.steps_path, self.dir.log_path):
+                p.unlink(missing_ok=True)
+            write_json_atomic(self.dir.config_path, {**self.config, "fmprune_version": __version__,
+                                                     "torch_version": torch.__version__})
         self.say(f"Metric {self.metric:.8f}, pruned: 0")
-        if self.dir is None:
-            return
-        for p in (self.dir.steps_path,):
-            p.unlink(missing_ok=True)
-        write_json_atomic(self.dir.config_path, {**self.config, "fmprune_version": __version__,
-                                                 "torch_version": torch.__version__})
-        self._rows(0, [], self.pruner.graph.total_params(), self.pruner.graph.total_macs())
+        params, macs = self.pruner.graph.total_params(), self.pruner.graph.total_macs()
+        self._rows(0, [], params, macs)
+        if self.on_step is not None:      # curves start at the unpruned model
+            self.on_step(0, self.metric, params, macs)
 
     def _rows(self, step: int, chosen: list, params: int, macs: int) -> None:
         elapsed = self.elapsed_before + time.perf_counter() - self.started
@@ -260,8 +265,6 @@ class _Run:
             self.dir.append_steps(rows)
         if self.tensorboard is not None:
             self.tensorboard.log(step, accuracy=self.metric, params=params, macs=macs)
-        if self.on_step is not None:
-            self.on_step(step, self.metric, params, macs)
 
     def _record(self, chosen: list) -> None:
         params, macs = self.pruner.graph.total_params(), self.pruner.graph.total_macs()
@@ -272,9 +275,12 @@ class _Run:
             state = {"format": FORMAT + "+state", "model": structure_record(self.model), "step": self.step,
                      "metric": self.metric, "base_metric": self.base_metric,
                      "optimizer": self.optimizer.state_dict(), "k_cap": self.k_cap,
+                     "rng": rng_state(self._device()),
                      "elapsed": self.elapsed_before + time.perf_counter() - self.started,
                      "record_sizes": self.dir.record_sizes()}
             write_atomically(self.dir.state_path, lambda tmp: torch.save(state, tmp))
+        if self.on_step is not None:      # after the state: a hook that dies loses no step
+            self.on_step(self.step, self.metric, params, macs)
 
     def _resume(self) -> bool:
         if self.dir is None or not self.dir.config_path.exists():
@@ -300,9 +306,13 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.metric, self.base_metric = state["step"], state["metric"], state["base_metric"]
         self.k_cap, self.elapsed_before = state["k_cap"], state["elapsed"]
+        set_rng_state(state["rng"], self._device())      # dropout draws as the killed run would have
         self.dir.truncate_records(state["record_sizes"])
         self.say(f"Resumed at step {self.step}")
         return True
+
+    def _device(self) -> torch.device:
+        return next(iter(self.model.parameters()), torch.zeros(0)).device
 
     def _unpruned_sizes(self) -> tuple[int, int]:
         """The unpruned model's size, for targets after a resume: the first row of steps.csv."""
