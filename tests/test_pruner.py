@@ -85,7 +85,24 @@ def conv_bn_net() -> torch.nn.Module:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(7, 4))
 
 
+class SharedReLU(torch.nn.Module):
+    """One ReLU module called after every conv: its hooks fire three times per forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.c1, self.b1 = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.c2, self.b2 = nn.Conv2d(6, 7, 3, padding=1), nn.BatchNorm2d(7)
+        self.relu, self.fc = nn.ReLU(), nn.Linear(7, 4)
+
+    def forward(self, x):
+        x = self.relu(self.b1(self.c1(x)))
+        x = self.relu(self.b2(self.c2(x)))
+        return self.fc(self.relu(x).mean((2, 3)))
+
+
 @pytest.mark.parametrize("criterion, build", [
+    ("taylor", SharedReLU), ("mean_activation", SharedReLU),
     ("taylor", ResidualBN), ("weight_grad", ResidualBN), ("l1_filter", ResidualBN), ("slimming", conv_bn_net),
     ("taylor_bn", conv_bn_net), ("taylor", conv_bn_net), ("mean_activation", conv_bn_net),
 ])

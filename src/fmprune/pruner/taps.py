@@ -20,6 +20,7 @@ the loop never pollutes the statistics.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,7 +30,7 @@ from torch import fx, nn
 
 from ..errors import FmpruneError
 from ..graph import Graph, Member
-from ..graph.ops import INPLACE_FUNCTIONS
+from ..graph.ops import INPLACE_FUNCTIONS, is_activation_module
 from ..engine.probes import norm_node, producer_chain
 
 # f(z) = f'(z)·z: the Taylor product dL/df·f equals dL/dz·z, so it may be read before f
@@ -54,6 +55,7 @@ class Tap:
     where: str
     module_name: str
     replay: list[fx.Node]
+    modules: dict[str, nn.Module]
     want_activation: bool
     want_grad: bool
     clone: bool                                   # the value is later changed in place
@@ -73,7 +75,7 @@ class Tap:
                 value = value.clone()
             batch = Batch()
             if self.want_activation and self.activation_examples < cap:
-                batch.activation = _replay(self.replay, value).float()
+                batch.activation = _replay(self.replay, value, self.modules).float()
                 self.activation_examples += len(value)
             if self.want_grad:
                 output.register_hook(lambda grad: self._backward(batch, value, grad))
@@ -83,8 +85,7 @@ class Tap:
 
     @staticmethod
     def _backward(batch: Batch, value: torch.Tensor, grad: torch.Tensor) -> None:
-        prod = grad.detach().float() * value.float()
-        batch.grad_dot = prod.flatten(2).sum(2) if prod.dim() > 2 else prod
+        batch.grad_dot = grad_dot(grad.detach(), value)
 
     def take_pending(self, keep_incomplete: bool = False) -> tuple[int, int, int]:
         """Move the completed forwards into the statistics: (forwards seen, kept, examples kept).
@@ -113,12 +114,32 @@ class Tap:
         self.activation_examples = 0
 
 
-def _replay(nodes: list[fx.Node], value: torch.Tensor) -> torch.Tensor:
-    """Apply the traced functions ``nodes`` (a chain of one-input activations) to ``value``."""
+def grad_dot(grad: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Σ over each map's positions of grad · value, per example: N×C. One contraction (half the
+    time of multiplying then summing, which writes the whole product to memory first)."""
+    if grad.dtype != torch.float32:
+        grad, value = grad.float(), value.float()
+    if grad.dim() <= 2:
+        return grad * value
+    return torch.einsum("ncl,ncl->nc", grad.flatten(2), value.flatten(2))
+
+
+def _homogeneous(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[node.target], (nn.ReLU, nn.LeakyReLU, nn.Identity))
+    return node.target in HOMOGENEOUS
+
+
+def _replay(nodes: list[fx.Node], value: torch.Tensor, modules: dict[str, nn.Module]) -> torch.Tensor:
+    """Apply the traced ops ``nodes`` (a chain of one-input norms and activations) to ``value``."""
     for node in nodes:
         args = (value, *node.args[1:])
         kwargs = {k: v for k, v in node.kwargs.items() if k != "inplace"}
-        if node.op == "call_method":
+        if node.op == "call_module":
+            module = modules[node.target]
+            inplace = getattr(module, "inplace", None)
+            value = module(value.clone() if inplace else value)
+        elif node.op == "call_method":
             name = node.target[:-1] if node.target.endswith("_") else node.target
             value = getattr(value, name)(*args[1:], **kwargs)
         else:
@@ -148,6 +169,7 @@ class Taps:
                  want_grad: bool, activation_examples: int, auto: bool = False) -> None:
         self.graph = graph
         self.modules = dict(graph.graph_module.named_modules())
+        self.calls = Counter(n.target for n in graph.graph_module.graph.nodes if n.op == "call_module")
         self.taps: dict[tuple[str, str], Tap] = {}
         self.notes: list[str] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -167,12 +189,21 @@ class Taps:
         if target is None:
             return None
         upto = chain[:chain.index(target) + 1]
-        hooked = max(i for i, n in enumerate(upto) if n.op == "call_module")
-        replay = upto[hooked + 1:]
-        if want_grad and not all(n.target in HOMOGENEOUS for n in replay):
+        # the last module called once in the whole graph: a shared module (one ReLU object used
+        # after every conv) fires its hooks at every call, so the hook sits before it and it is
+        # replayed like a function
+        once = [i for i, n in enumerate(upto) if n.op == "call_module" and self.calls[n.target] == 1]
+        replay = upto[once[-1] + 1:] if once else []
+        if not once or any(n.op == "call_module" and not is_activation_module(self.modules[n.target])
+                           for n in replay):
+            self.notes.append(f"{member.name}: its layers are called more than once (shared weights): "
+                              "not scored from data")
+            return None
+        hooked = once[-1]
+        if want_grad and not all(_homogeneous(n, self.modules) for n in replay):
             self.notes.append(f"{member.name}: gradients read before {', '.join(map(_what, replay))} "
                               f"(a function, not a module: no hook can sit after it)")
-        return Tap(member.name, where, str(upto[hooked].target), replay, want_activation, want_grad,
+        return Tap(member.name, where, str(upto[hooked].target), replay, self.modules, want_activation, want_grad,
                    _changed_in_place(upto[hooked], self.modules))
 
     # -- what the pruner asks
