@@ -40,8 +40,9 @@ from .unstructured import METHODS as SPARSIFY_METHODS, RoundRecord, SparsifyConf
 from .training import Recipe, default_recipe, steps_per_epoch, train_model
 
 _DATA_DIR_OPTION = click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=None,
-    help="A CIFAR-10/100 folder (cifar-10-batches-py, cifar-100-python, cifar-10-batches-bin, ...), its parent "
+    "--data-dir", "--data", "data_dir", type=click.Path(path_type=Path), default=None,
+    help="FILE.py:factory (your own datasets: the factory returns (train, val[, test]) datasets or loaders of "
+         "(image, label)); a CIFAR-10/100 folder (cifar-10-batches-py, cifar-100-python, cifar-10-batches-bin, ...), its parent "
          "or its .tar.gz; an MNIST IDX directory (train-images-idx3-ubyte[.gz], ...) or mnist.pkl.gz; an image "
          "folder (DIR/train/<class>/*.jpg|png, optional DIR/val and DIR/test; read at the model's input shape "
          "with ImageNet normalisation); or mnist3x32 (the cached MNIST as 3x32x32 images; mnist3x32:PATH for "

@@ -4,6 +4,7 @@
 - ``fashion-mnist``: Fashion-MNIST from the cache (fetched on first use, see :mod:`.fashion`);
 - ``mnist3x32`` / ``fashion-mnist3x32``: the same data presented as 3×32×32 (see :mod:`.adapters`);
   ``mnist3x32:PATH`` does that to the MNIST-format data at PATH;
+- ``FILE.py:factory``: the user's own datasets (see :mod:`.factory`);
 - a path: CIFAR-10/100 (python or binary; the extracted folder, its parent, or the archive),
   a directory of MNIST IDX files, a directory holding ``mnist.pkl.gz``, or that file; or an image
   folder (``DIR/train/<class>/*.jpg``, see :mod:`.imagefolder`), read at ``image_shape``.
@@ -19,6 +20,7 @@ from typing import Callable
 from ..errors import DataError
 from .adapters import adapt
 from .cifar import find_cifar, load_cifar
+from .factory import is_data_factory, load_data_factory
 from .fashion import FASHION_MNIST, get_fashion_mnist, is_fashion_mnist_dir
 from .imagefolder import is_image_folder, load_image_folder
 from .mnist import IDX_FILES, MNIST_PKL_NAME, fetch_mnist, load_cached_mnist, load_idx_dir, load_mnist_pkl
@@ -84,6 +86,8 @@ def load_splits(data_dir: Path | str | None = None, val_size: int | None = None,
     """The splits ``--data-dir`` names (None: the cached MNIST; a cached dataset is fetched on first use); an image
     folder is read at ``image_shape`` (default 3×224×224), skipping or refusing undecodable
     images as ``corrupt`` says."""
+    if data_dir is not None and is_data_factory(str(data_dir)):
+        return load_data_factory(str(data_dir))
     source, adapter = parse_data_dir(data_dir)
     splits = (_CACHED[source](val_size) if isinstance(source, str)
               else load_path(source, val_size, image_shape, corrupt))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import inspect
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import FmpruneError
+from ..userfiles import factory_in, load_user_file
 from .normalize import Normalized
 from .torchvision_models import build_torchvision
 from .zoo import ZOO, zoo_entry
@@ -170,31 +170,6 @@ def _call_factory(factory: Callable[..., Any], label: str, spec: ModelSpec) -> n
     return model
 
 
-_file_modules: dict[Path, ModuleType] = {}
-
-
-def _load_file(path_text: str) -> ModuleType:
-    path = Path(path_text).expanduser().resolve()
-    if path in _file_modules:
-        return _file_modules[path]
-    if not path.is_file():
-        raise FmpruneError(f"model file {path_text}: missing file")
-    name = f"fmprune_user_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise FmpruneError(f"model file {path_text}: not a Python module")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module   # dataclasses and pickling inside the file need it registered
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - the user's file may fail in any way
-        del sys.modules[name]
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise FmpruneError(f"model file {path_text} cannot be imported: {type(e).__name__}: {first}") from None
-    _file_modules[path] = module
-    return module
-
-
 def _load_module(module_name: str) -> ModuleType:
     """Import as ``python -m`` would: from the current directory first, then installed packages."""
     cwd = str(Path.cwd())
@@ -211,13 +186,8 @@ def _load_module(module_name: str) -> ModuleType:
 
 def _factory(spec: ModelSpec) -> Callable[..., Any]:
     source, attr = spec.name.rsplit(":", 1)
-    module = _load_file(source) if spec.kind == "file" else _load_module(source)
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
-        raise FmpruneError(f"{source} has no factory {attr!r} (callables defined there: {', '.join(found) or 'none'})")
-    return factory
+    module = load_user_file(source) if spec.kind == "file" else _load_module(source)
+    return factory_in(module, source, attr)
 
 
 def build_network(spec: ModelSpec) -> nn.Module:
