@@ -48,7 +48,7 @@ from fmprune.models import build_model
 from fmprune.models.spec import ModelSpec
 from fmprune.run.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from fmprune.run.loop import calibration_subset
-from fmprune.training import BatchStream, default_recipe, evaluate, fine_tune, train_model
+from fmprune.training import BatchStream, Recipe, default_recipe, evaluate, fine_tune, train_model
 
 MODELS = {   # name -> (fmprune model name, data)
     "lenet": ("lenet", None),
@@ -103,17 +103,26 @@ def base_checkpoint(name: str, splits: Splits, iters: int, seed: int = 0) -> tup
         return path, "cached base checkpoint (LeNet recipe)"
     spec = ModelSpec(arch, {}, splits.n_classes, tuple(splits.input_shape))
     path = fmprune_home() / "checkpoints" / f"peers-{spec.slug()}-{splits.fingerprint()}-it{iters}-seed{seed}.pt"
-    if not path.is_file():
-        if iters == 0:   # random weights
-            torch.manual_seed(seed)
-            model, recipe = build_model(spec), {}
-        else:
-            trained = train_model(spec, splits, default_recipe(arch, max_iters=iters, batch_size=64, seed=seed))
-            model, spec, recipe = trained.model, trained.spec, trained.recipe
-        ckpt = make_checkpoint(model.eval(), spec, data_fingerprint=splits.fingerprint(), seed=seed,
-                               accuracies={"val": evaluate(model, splits.val)}, recipe=recipe)
-        save_checkpoint(ckpt, path)
+    recipe = default_recipe(arch, max_iters=iters, batch_size=64, seed=seed) if iters else None
+    cached_base(spec, splits, recipe, path, seed)
     return path, "random weights" if iters == 0 else f"trained here: SGD {iters} iterations, batch 64, cosine"
+
+
+def cached_base(spec: ModelSpec, splits: Splits, recipe: Recipe | None, path: Path, seed: int = 0) -> Path:
+    """``spec`` trained on ``splits`` with ``recipe`` (None: random weights from ``seed``), saved
+    at ``path`` the first time and read from there afterwards: benchmarks compare pruning, so
+    every run of them starts from the same base weights."""
+    if path.is_file():
+        return path
+    if recipe is None:
+        torch.manual_seed(seed)
+        model, recipe_dict = build_model(spec), {}
+    else:
+        trained = train_model(spec, splits, recipe)
+        model, spec, recipe_dict = trained.model, trained.spec, trained.recipe
+    ckpt = make_checkpoint(model.eval(), spec, data_fingerprint=splits.fingerprint(), seed=seed,
+                           accuracies={"val": evaluate(model, splits.val)}, recipe=recipe_dict)
+    return save_checkpoint(ckpt, path)
 
 
 # -- the two libraries -----------------------------------------------------------------------------
@@ -157,9 +166,7 @@ def tp_prune(base: nn.Module, splits: Splits, method: str, targets: list[float],
     example = torch.zeros(1, *splits.input_shape)
     taylor = method.endswith("taylor")
     importance = tp.importance.TaylorImportance() if taylor else tp.importance.MagnitudeImportance(p=1)
-    # fmprune removes a fraction of the maps *left* per step, Torch-Pruning's linear schedule a fraction of
-    # the original ones: half of it keeps its steps no coarser near the targets (where ~60 % are left)
-    steps_max = max(2, round(0.9 / (args.fraction / 2)))
+    steps_max = tp_steps(args.fraction)
     pruner = tp.pruner.MetaPruner(model, example, importance=importance, global_pruning=True, pruning_ratio=0.9,
                                   iterative_steps=steps_max, ignored_layers=[classifier(model)])
     calib = calibration_subset(splits.train, args.calibration, 0)
@@ -183,6 +190,13 @@ def tp_prune(base: nn.Module, splits: Splits, method: str, targets: list[float],
     return out
 
 
+def tp_steps(fraction: float) -> int:
+    """Torch-Pruning's step count for a 0.9 ratio: fmprune removes a fraction of the maps *left*
+    per step, its linear schedule a fraction of the original ones; half of it keeps its steps no
+    coarser near the targets (where ~60 % are left)."""
+    return max(2, round(0.9 / (fraction / 2)))
+
+
 def graph_seconds(model: nn.Module, input_shape: tuple[int, ...], repeats: int) -> dict[str, float]:
     """Median time to build each library's dependency graph of the base model."""
     import torch_pruning as tp
@@ -199,14 +213,22 @@ def graph_seconds(model: nn.Module, input_shape: tuple[int, ...], repeats: int) 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def retrained(model: nn.Module, splits: Splits, iters: int) -> nn.Module:
-    """The same short retraining for every pruned model: Adam, one-cycle, the same batches."""
+def retrained(model: nn.Module, splits: Splits, iters: int, seed: int = 0) -> nn.Module:
+    """The same short retraining for every pruned model: Adam, one-cycle, the same batches (a
+    copy: the model itself is left as it is)."""
     model = copy.deepcopy(model)
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=iters, pct_start=0.15)
-    fine_tune(model, BatchStream(splits.train, 64, 0), optimizer, iters, schedule)
+    torch.manual_seed(seed)
+    one_cycle(model, BatchStream(splits.train, 64, seed), iters)
     return model.eval()
+
+
+def one_cycle(model: nn.Module, stream: BatchStream, iters: int, lr: float = 1e-3) -> None:
+    """``iters`` updates of a fresh Adam with a one-cycle schedule peaking at ``lr``, in place:
+    a new optimizer each time, because Torch-Pruning replaces the parameters it prunes (an
+    optimizer made before a step would update the old ones)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=iters, pct_start=0.15)
+    fine_tune(model, stream, optimizer, iters, schedule)
 
 
 # -- one model -------------------------------------------------------------------------------------
