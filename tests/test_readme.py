@@ -132,6 +132,7 @@ PRODUCERS = {
     "deploy/model.pt2": export_deploy,
     "deploy/model.onnx": export_deploy,
     "base.pt": lambda ckpt, d: shutil.copy(ckpt, d / "base.pt"),
+    "pruned.pt": lambda ckpt, d: None,      # written by the example itself (fmprune.save)
 }
 
 
