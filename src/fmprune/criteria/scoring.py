@@ -8,18 +8,26 @@ import torch
 from ..errors import FmpruneError
 from .base import Scores
 
-NORMALIZATIONS = ("none", "l1", "l2")
+NORMALIZATIONS = ("none", "l1", "l2", "rms")
 REDUCTIONS = ("sum", "mean", "max")
 
 
 def normalize(scores: Scores, how: str) -> Scores:
-    """Per-group normalisation so groups of different sizes compete fairly (paper's eq. 9 left part)."""
+    """Per-group normalisation so groups with differently scaled scores compete in one ranking.
+
+    ``l2`` is Molchanov et al.'s layer-wise ℓ2 normalisation, v / ‖v‖. It also divides by √n for a
+    group of n maps (a typical entry is 1/√n), so where group sizes differ — LeNet's fc1 has 1024
+    maps, its convs 32 and 64 — the largest group's maps rank lowest whatever their importance.
+    ``rms`` is the same shape without that bias, v / √(mean v²): a typical entry is 1 in every
+    group. ``l1`` divides by Σ|v| (a typical entry 1/n)."""
     if how == "none":
         return dict(scores)
     if how == "l1":
         return {k: v / v.abs().sum().clamp_min(1e-30) for k, v in scores.items()}
     if how == "l2":
         return {k: v / v.norm().clamp_min(1e-30) for k, v in scores.items()}
+    if how == "rms":
+        return {k: v / v.square().mean().sqrt().clamp_min(1e-30) for k, v in scores.items()}
     raise FmpruneError(f"unknown normalisation {how!r} (available: {', '.join(NORMALIZATIONS)})")
 
 

@@ -1,0 +1,27 @@
+"""Per-group normalisations against hand computations, and the group-size bias that separates
+``l2`` from ``rms``."""
+
+from __future__ import annotations
+
+import torch
+
+from fmprune.criteria import normalize
+
+
+def test_each_normalisation_by_hand():
+    v = torch.tensor([1.0, 2.0, 2.0])
+    assert torch.allclose(normalize({"g": v}, "l1")["g"], v / 5)
+    assert torch.allclose(normalize({"g": v}, "l2")["g"], v / 3)
+    assert torch.allclose(normalize({"g": v}, "rms")["g"], v / (9 / 3) ** 0.5)
+    assert torch.equal(normalize({"g": v}, "none")["g"], v)
+
+
+def test_l2_ranks_a_large_group_lower_rms_does_not():
+    """Two groups whose maps are equally important (the same scores, repeated): after l2 every map
+    of the 100-map group ranks below every map of the 4-map group; after rms they interleave."""
+    small = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    large = small.repeat(25)
+    l2 = normalize({"small": small, "large": large}, "l2")
+    assert l2["large"].max() < l2["small"].min()
+    rms = normalize({"small": small, "large": large}, "rms")
+    assert torch.allclose(rms["large"][:4], rms["small"])
