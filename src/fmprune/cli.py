@@ -12,7 +12,6 @@ from typing import Callable
 import click
 import torch
 from click.core import ParameterSource
-from tqdm import tqdm
 
 from .run.checkpoint import Checkpoint, load_checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
 from .runtimes import check_runtimes
@@ -22,6 +21,7 @@ from .criteria import NORMALIZATIONS, REDUCTIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, get_fashion_mnist, load_splits
 from .data.imagefolder import CORRUPT_ENV, CORRUPT_POLICIES, SHAPE_ENV as IMAGE_SHAPE_ENV
 from .devices import resolve_device
+from .progress import Progress, progress, write_line
 from .errors import FmpruneError
 from .study.experiments import load_experiment
 from .study.export import export_model, export_sparse
@@ -271,7 +271,7 @@ class TrainProgress:
     def __init__(self, n_train: int, recipe: Recipe, quiet: bool) -> None:
         self.per_epoch = steps_per_epoch(n_train, recipe.batch_size)
         self.total, self.done = recipe.iterations(n_train), 0
-        bar = functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True, disable=quiet)
+        bar = functools.partial(progress, disable=quiet)
         self.epochs = bar(total=math.ceil(self.total / self.per_epoch), desc="epochs", unit="ep", position=0)
         self.iters = bar(total=min(self.per_epoch, self.total), desc="iters", unit="it", position=1, leave=False)
 
@@ -527,12 +527,11 @@ class PruneProgress:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.bars: dict[str, tqdm] = {}
+        self.bars: dict[str, Progress] = {}
 
-    def _bar(self, name: str, total: int | None, unit: str) -> tqdm:
+    def _bar(self, name: str, total: int | None, unit: str) -> Progress:
         if name not in self.bars:
-            self.bars[name] = tqdm(desc=name, total=total or None, unit=unit, file=sys.stderr,
-                                   dynamic_ncols=True, disable=self.quiet)
+            self.bars[name] = progress(desc=name, total=total or None, unit=unit, disable=self.quiet)
         return self.bars[name]
 
     def on_step(self, rec: StepRecord, total: int) -> None:
@@ -552,8 +551,8 @@ class PruneProgress:
             bar.close()
 
 
-def train_bar(desc: str, disable: bool = False) -> tuple[tqdm, Callable[[int, int, float], None]]:
-    bar = tqdm(total=1, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True, disable=disable)
+def train_bar(desc: str, disable: bool = False) -> tuple[Progress, Callable[[int, int, float], None]]:
+    bar = progress(total=1, desc=desc, unit="it", disable=disable)
 
     def on_step(step: int, total: int, loss: float) -> None:
         bar.total = total
@@ -672,10 +671,10 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
     click.echo(f"{experiment.title}: {runs} runs -> {out_dir / experiment.name}")
     if experiment.quick:
         click.echo(f"warning: {experiment.quick_warning}; the runs are shrunk to check that they work")
-    with tqdm(total=runs, desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress(total=runs, desc="sweep", unit="run") as bar:
         def on_outcome(o: RunOutcome) -> None:
             bar.update(1)
-            tqdm.write(f"{o.status:<8}{o.label}: {o.message}" + (f" ({o.seconds:.0f} s)" if o.seconds else ""))
+            write_line(f"{o.status:<8}{o.label}: {o.message}" + (f" ({o.seconds:.0f} s)" if o.seconds else ""))
         if ray_address is not None:
             from .study.ray_runner import run_sweep_ray
             outcomes = run_sweep_ray(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
@@ -1037,8 +1036,7 @@ def sensitivity_cmd(checkpoint: Path, criterion: str, ratios: str, scope: str, e
     names = graph.scope(scope)
     out_dir = out_dir or Path("runs") / f"sensitivity-{criterion}"
     evaluation = getattr(splits, eval_split).subset(eval_size)
-    with tqdm(total=len(names) * len(fractions), desc="sensitivity", unit="point", file=sys.stderr,
-              dynamic_ncols=True, disable=quiet) as bar:
+    with progress(total=len(names) * len(fractions), desc="sensitivity", unit="point", disable=quiet) as bar:
         def on_point(layer: str, ratio: float, accuracy: float) -> None:
             bar.update(1)
             bar.set_postfix(layer=layer, ratio=f"{ratio:g}", acc=f"{accuracy:.4f}", refresh=False)
@@ -1142,8 +1140,7 @@ def oneshot_cmd(checkpoint: Path, criterion: str, ratio: float | None, ratios: s
     # a bad checkpoint fails before the data is read
     splits = load_splits_at(data_dir, load_checkpoint(ckpt_path).input_shape)
     run_dir = run_dir or Path("runs") / f"oneshot-{criterion}"
-    bar = tqdm(total=retrain, desc="retrain", unit="it", file=sys.stderr, dynamic_ncols=True,
-               disable=quiet or not retrain)
+    bar = progress(total=retrain, desc="retrain", unit="it", disable=quiet or not retrain)
     with bar:
         summary = run_oneshot(ckpt_path, splits, config, run_dir, device, lambda step, total, loss: bar.update(1))
     click.echo(f"{summary.criterion} one-shot, {summary.how}")
