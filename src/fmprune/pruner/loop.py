@@ -28,6 +28,7 @@ from .. import __version__
 from ..atomic import write_atomically
 from ..devices import rng_state, set_rng_state
 from ..errors import FmpruneError
+from ..run.loop import RunSummary
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from .pruner import Pruner
 from .saving import FORMAT, remember, remembered, save, shrink_to, structure_record
@@ -49,13 +50,8 @@ class PruneResult:
     stop_reason: str
     seconds: float
 
-    @property
-    def mac_reduction(self) -> float:
-        return self.base_macs / self.final_macs
-
-    @property
-    def compression(self) -> float:
-        return self.base_params / self.final_params
+    mac_reduction = RunSummary.mac_reduction
+    compression = RunSummary.compression
 
 
 class _Batches:

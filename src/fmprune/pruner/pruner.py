@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..criteria import Criterion, create_criterion
-from ..criteria.structural import GroupCriterion
+from ..criteria.structural import GroupCriterion, group_probe
 from ..engine.base import EngineBase
 from ..engine.select import Selected, select_minimum
 from ..engine.targets import smallest_size
@@ -151,7 +151,6 @@ class Pruner(EngineBase):
         return {n: self.raw[n] for n in self.scope}
 
     def _group_probe(self, layer: str, quantity: str) -> torch.Tensor | None:
-        from ..criteria.structural import group_probe
         compute = group_probe(quantity)
         if compute is None:
             return None

@@ -18,8 +18,9 @@ from torch import nn
 
 from .. import __version__
 from ..atomic import write_atomically
-from ..errors import FmpruneError
+from ..errors import FmpruneError, PruningError
 from ..graph import Graph, trace
+from ..graph.restrict import restrict_to
 
 FORMAT = "fmprune-pruned-model/1"
 _graphs: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
@@ -79,18 +80,10 @@ def shrink_to(model: nn.Module, record: dict, source: str = "record") -> nn.Modu
     examples = tuple(torch.zeros(shape, dtype=getattr(torch, dtype), device=device)
                      for shape, dtype in zip(record["input_shapes"], record["input_dtypes"]))
     graph = trace(model, examples, ignore=record["ignore"])
-    for name, alive in record["alive"].items():
-        if name not in graph.names:
-            raise FmpruneError(f"load: {source}: group {name!r} is not in the model build_fn returns; "
-                               "is it the architecture the file was saved from?")
-        group = graph.group(name)
-        wanted = set(alive)
-        if not wanted <= set(group.original) or not wanted:
-            raise FmpruneError(f"load: {source}: group {name!r} keeps maps the built model does not have "
-                               f"({group.size} maps); is it the architecture the file was saved from?")
-        gone = [i for i, original in enumerate(group.original) if original not in wanted]
-        if gone:
-            graph.remove(name, gone)
+    try:
+        restrict_to(graph, record["alive"])
+    except PruningError as e:
+        raise FmpruneError(f"load: {source}: {e}; is it the architecture the file was saved from?") from None
     try:
         model.load_state_dict(record["state_dict"])
     except RuntimeError as e:

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from ..atomic import write_atomically
-from ..errors import CheckpointError, FmpruneError
+from ..errors import CheckpointError, FmpruneError, PruningError
 from ..graph import Graph, trace
+from ..graph.restrict import restrict_to
 from ..models.spec import ModelSpec, build_model
 
 FORMAT = "fmprune-checkpoint/2"
@@ -60,19 +61,10 @@ class Checkpoint:
         except FmpruneError as e:
             raise CheckpointError(f"{where}cannot rebuild the checkpoint's model: {e}") from None
         graph = trace(model, torch.zeros(1, *spec.input_shape), list(dict.fromkeys([*self.ignore, *ignore])))
-        for name, kept in self.alive.items():
-            try:
-                group = graph.group(name)
-            except FmpruneError:
-                raise CheckpointError(f"checkpoint prunes group {name!r}, which {spec.name} does not have "
-                                      f"(groups: {', '.join(graph.names)})") from None
-            wanted = set(kept)
-            if not wanted or not wanted <= set(group.original):
-                raise CheckpointError(f"checkpoint keeps maps {sorted(wanted)[:8]}… of group {name!r}, "
-                                      f"which has maps 0..{group.size - 1}")
-            drop = [i for i, o in enumerate(group.original) if o not in wanted]
-            if drop:
-                graph.remove(name, drop)
+        try:
+            restrict_to(graph, self.alive)
+        except PruningError as e:
+            raise CheckpointError(f"{where}checkpoint of {spec.name}: {e}") from None
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as e:
