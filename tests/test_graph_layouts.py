@@ -238,6 +238,7 @@ def test_a_layer_scale_is_cut_in_the_graph_module_too():
     with torch.no_grad():
         assert torch.equal(graph.graph_module(x), model(x))
     assert graph.total_macs() == fmprune.costs.count_macs(model, x[:1])
+    assert {m.name: m.axis for m in graph.members("up")} == {"up": 3}
 
 
 class MovedThenReduced(nn.Module):

@@ -94,6 +94,7 @@ class LayerRecord:
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)
     feature_node: fx.Node | None = None   # where its maps are read (after norms/activations)
     residue: np.ndarray | None = None     # input positions holding a constant once removed (folded)
+    axis: int = 1                         # the channel axis of its input and output (channels-last: the last)
 
 
 @dataclass
@@ -398,6 +399,7 @@ class LabelFlow:
             record = self.records[name] = LayerRecord(name, module, adapter)
         record.nodes.append(node)
         record.output_shapes.append(out_shape)
+        record.axis = axis
         first_new = len(self.union.parent)
         outputs = adapter.output_labels(module, inputs, self, name)
         if len(outputs) and int(outputs.min()) >= first_new:   # new maps, computed from its inputs
