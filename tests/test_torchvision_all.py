@@ -36,13 +36,21 @@ def _names() -> list:
 
 @pytest.fixture(scope="module")
 def table(request):
-    rows: list[str] = []
+    rows = _Rows()
     yield rows
     reporter = request.config.pluginmanager.getplugin("terminalreporter")
     if rows and reporter is not None:
         reporter.write_line("\nmodel | groups | trace s | result")
         for row in rows:
             reporter.write_line(row)
+
+
+class _Rows(list):
+    """The table's rows, each also printed as it comes (seen with -s while a long run goes on)."""
+
+    def append(self, row: str) -> None:
+        print(f"\n{row}", flush=True)
+        super().append(row)
 
 
 @pytest.mark.parametrize("name", _names())
