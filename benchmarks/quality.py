@@ -275,7 +275,10 @@ def short(e: Exception) -> str:
 
 # -- one model -----------------------------------------------------------------------------------
 
-def bench_model(name: str, args, log: Callable[[str], None]) -> tuple[list[Result], dict]:
+def bench_model(name: str, args, log: Callable[[str], None],
+                save: Callable[[list[Result], dict], None]) -> tuple[list[Result], dict]:
+    """Every method and seed on one base model; ``save`` gets the rows so far after each chain
+    (a long run that is stopped keeps what it measured)."""
     splits = cached_splits(MODELS[name])
     started = time.perf_counter()
     ckpt = base_checkpoint(name, splits, args.base_iters)
@@ -295,6 +298,7 @@ def bench_model(name: str, args, log: Callable[[str], None]) -> tuple[list[Resul
                     else (lambda: TorchPruningChain(base, splits, method, args, seed))
                 mine = run_chain(name, make, base, splits, method, seed, args)
             results += mine
+            save(results, info)
             log("  " + "; ".join(f"{method} seed {seed} {r.target}: "
                                  + (r.error or f"test {r.acc_pruned:.4f} -> {r.acc_tuned:.4f}") for r in mine))
     return results, info
@@ -331,9 +335,9 @@ def pm(mean: float | None, std: float | None, spec: str, scale: float = 1.0) -> 
     return f"{mean * scale:{spec}} ± {std * scale:{spec}}" if std else f"{mean * scale:{spec}}"
 
 
-def markdown(rows: list[dict], bases: list[dict], args) -> str:
+def markdown(rows: list[dict], bases: list[dict], retrain: int) -> str:
     head = ["model", "target", "method", "seeds", "MACs x", "params x", "test acc % pruned",
-            f"test acc % after {args.retrain} it", "steps", "s/step", "wall s"]
+            f"test acc % after {retrain} it", "steps", "s/step", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for b in bases:
         lines.append(f"| {b['model']} | base | trained {b['base_iters']} it | - | 1.00 | 1.00 | "
@@ -354,8 +358,16 @@ def machine() -> dict:
             "versions": {p: importlib.metadata.version(p) for p in ("fmprune", "torch-pruning", "torch")}}
 
 
+def table_of(path: Path) -> str:
+    """The table of a results file, finished or not (a long run saves after every chain)."""
+    saved = json.loads(path.read_text())
+    done = f"{len(saved['rows'])} rows, {saved['wall_seconds']:.0f} s"
+    return f"{markdown(aggregate([Result(**r) for r in saved['rows']]), saved['bases'], saved['args']['retrain'])}\n\n{done}"
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", type=Path, help="only print the table of this results file (--out of a run) and exit")
     ap.add_argument("--quick", action="store_true", help="a minutes-long subset: " + ", ".join(
         f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     ap.add_argument("--models", help=f"comma-separated, of {', '.join(MODELS)} (default all)")
@@ -372,6 +384,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     ap.add_argument("--out", type=Path, help="write per-seed rows, means and the base models as JSON here")
     args = ap.parse_args()
+    if args.table:
+        return args
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -387,24 +401,31 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.table:
+        print(table_of(args.table))
+        return
     torch.set_num_threads(args.threads)
     info = machine()
     print(f"{info}; {'QUICK mode' if args.quick else 'full mode'}; started {time.strftime('%Y-%m-%d %H:%M')}",
           flush=True)
     start = time.perf_counter()
     results, bases = [], []
-    for name in args.models:   # each model's table as soon as it is done: a long run keeps its part
-        mine, base = bench_model(name, args, lambda s: print(s, flush=True))
-        results, bases = results + mine, bases + [base]
-        print(f"\n{markdown(aggregate(mine), [base], args)}\n", flush=True)
+
+    def save(partial: list[Result], base: dict) -> None:
         if args.out:
+            rows, done = results + partial, bases + [base]
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({
-                "machine": info, "args": {k: v for k, v in vars(args).items() if k != "out"}, "bases": bases,
-                "means": aggregate(results), "rows": [asdict(r) for r in results],
+                "machine": info, "args": {k: v for k, v in vars(args).items() if k != "out"}, "bases": done,
+                "means": aggregate(rows), "rows": [asdict(r) for r in rows],
                 "wall_seconds": time.perf_counter() - start}, indent=1, default=str))
+
+    for name in args.models:   # each model's table as soon as it is done: a long run keeps its part
+        mine, base = bench_model(name, args, lambda s: print(s, flush=True), save)
+        results, bases = results + mine, bases + [base]
+        print(f"\n{markdown(aggregate(mine), [base], args.retrain)}\n", flush=True)
     if len(args.models) > 1:
-        print(markdown(aggregate(results), bases, args))
+        print(markdown(aggregate(results), bases, args.retrain))
     print(f"\n{time.perf_counter() - start:.0f} s in all")
 
 

@@ -221,7 +221,16 @@ CASES = [
     Case("target-below-the-smallest-model", lambda ws: prune(ws, "--target-params", "0.001", "--maps-per-step", "0.5"),
          ["--target-params 0.001", "smallest"], ["one map per layer"]),
     # run directories: finished, another configuration, another base checkpoint, damaged state, a file
-    Case("run-directory-finished", lambda ws: finished_again(ws), ["finished", "already finished"], ["--run-dir"]),
+    Case("quantize-into-a-pruning-run", lambda ws: ["quantize", ws.ckpt, "--data-dir", ws.data, "--run-dir",
+                                                    copy_of_finished(ws, "pruned")],
+         ["pruned", "holds a prune run, not a quantize run"], ["use another --run-dir"]),
+    Case("quantize-other-bits-into-a-quantisation-run",
+         lambda ws: ["quantize", ws.ckpt, "--bits", "4", "--fake", "--data-dir", ws.data, "--run-dir",
+                     write(ws.tmp / "int8" / "quantize.json", b'{"config": {"mode": "ptq"}, "source": "x"}').parent],
+         ["int8", "holds a quantisation with other settings"], ["use another --run-dir"]),
+    Case("prune-into-a-quantisation-run",
+         lambda ws: prune(ws, run_dir=write(ws.tmp / "q" / "quantize.json", b"{}").parent),
+         ["holds a quantize run, not a prune run"], ["use another --run-dir"]),
     Case("run-directory-other-configuration", lambda ws: finished_again(ws, "--steps", 3),
          ["finished", "different configuration"], ["use another --run-dir"]),
     Case("run-directory-other-base-checkpoint",
@@ -281,6 +290,16 @@ def test_the_line_says_what_to_do(case, ws, monkeypatch, capsys):
     line = run_case(case, ws, monkeypatch, capsys)
     for fragment in case.hint:
         assert fragment in line, (fragment, line)
+
+
+def test_a_finished_run_run_again_prints_its_result_and_changes_nothing(ws, monkeypatch, capsys):
+    """A second ./run.sh: the same command on the same run directory is not an error."""
+    run = copy_of_finished(ws, "again")
+    before = snapshot(run)
+    code, out, err = run_cli(finished_again(ws, "--run-dir", run, "--quiet"), monkeypatch, capsys)
+    assert code == 0, err
+    assert f"{STEPS} steps" in out and "accuracy" in out and f"run directory: {run}" in out
+    assert snapshot(run) == before
 
 
 def test_a_sweep_never_overwrites_a_finished_run_of_other_settings(ws, monkeypatch, capsys):

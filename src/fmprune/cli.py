@@ -22,6 +22,7 @@ from .data import Splits, fetch_mnist, fmprune_home, get_fashion_mnist, load_spl
 from .data.imagefolder import CORRUPT_ENV, CORRUPT_POLICIES, SHAPE_ENV as IMAGE_SHAPE_ENV
 from .devices import resolve_device
 from .progress import Progress, progress, write_line
+from .atomic import WRITE_ERRORS, write_error_text
 from .errors import FmpruneError
 from .study.experiments import load_experiment
 from .study.export import export_model, export_sparse
@@ -38,6 +39,7 @@ from .models.weights import require_file
 from .unstructured import format_density_table, is_sparse, weight_density
 from .unstructured import METHODS as SPARSIFY_METHODS, RoundRecord, SparsifyConfig, run_sparsify
 from .training import Recipe, default_recipe, steps_per_epoch, train_model
+from .validate import check_number_options
 
 _DATA_DIR_OPTION = click.option(
     "--data-dir", "--data", "data_dir", type=click.Path(path_type=Path), default=None,
@@ -114,6 +116,13 @@ def output_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -
     """Click callback: an output directory may exist, but a file in its place fails before any work."""
     if value is not None and value.exists() and not value.is_dir():
         raise click.BadParameter(f"{value} exists and is not a directory; choose another path")
+    return value
+
+
+def output_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Click callback: an output file may be replaced, but a directory in its place fails before any work."""
+    if value is not None and value.is_dir():
+        raise click.BadParameter(f"{value} is a directory; give a file path")
     return value
 
 
@@ -331,7 +340,7 @@ def parse_augment(text: str | None) -> tuple[str, ...] | None:
 
 @cli.command("train")
 @MODEL_OPTIONS
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=click.Path(path_type=Path), default=None, callback=output_file,
               help="Checkpoint path (default: in the cache, named by model, data fingerprint and seed).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the initial weights and the batch order.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -1191,6 +1200,9 @@ def rank_quality_cmd(checkpoint: Path, layers: str, criteria: str | None, batche
     click.echo(f"written: {', '.join(str(p) for p in paths.values())}")
 
 
+check_number_options(cli)   # every numeric option of every command: finite, sign, range
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
@@ -1205,6 +1217,11 @@ def main() -> None:
         sys.exit(e.exit_code)
     except FmpruneError as e:
         click.echo(f"fmprune: error: {e}", err=True)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        click.echo(f"fmprune: error: {write_error_text(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted: what was written so far is kept", err=True)

@@ -50,6 +50,12 @@ class LayerAdapter:
         """Whether the layer's input/output channels are dim 1 of a tensor of this rank."""
         return True
 
+    def channel_axis(self, module: nn.Module, input_rank: int) -> int | None:
+        """The axis of an input of this rank whose positions the layer reads as its channels: 1
+        for convolutions and BatchNorm, the last for a Linear or a LayerNorm (channels-last
+        blocks after a permute); None when it leaves the channel axis alone."""
+        return 1 if self.acts_on_channels(module, input_rank) else None
+
     def prune(self, module: nn.Module, keep_in: torch.Tensor | None, keep_out: torch.Tensor | None,
               optimizer: torch.optim.Optimizer | None) -> None:
         """Keep only ``keep_in`` input / ``keep_out`` output positions (None: unchanged)."""
@@ -181,6 +187,9 @@ class LinearAdapter(LayerAdapter):
     def acts_on_channels(self, module, input_rank):
         return input_rank == 2
 
+    def channel_axis(self, module, input_rank):
+        return input_rank - 1   # its features are the last axis; every other axis is a row
+
     def folds_constants(self, module):
         return module.bias is not None   # a constant input feature is a bias term: exact
 
@@ -191,7 +200,8 @@ class LinearAdapter(LayerAdapter):
 
     def cost(self, module, output_shape, n_in, n_out):
         weights = n_in * n_out
-        return weights + (n_out if module.bias is not None else 0), weights
+        rows = int(np.prod(output_shape[1:-1], dtype=np.int64))   # (N, H, W, C): one row per pixel
+        return weights + (n_out if module.bias is not None else 0), weights * rows
 
     def filters(self, module):
         return module.weight.detach()
@@ -238,7 +248,7 @@ class PReLUAdapter(ChannelwiseAdapter):
 
 
 class NormAcrossChannelsAdapter(LayerAdapter):
-    """GroupNorm / LayerNorm whose statistics mix channels: removing one map would change the
+    """GroupNorm whose statistics mix channels: removing one map would change the
     others, so the maps through it are kept (pinned). GroupNorm with one channel per group is
     per-channel and prunes like BatchNorm."""
 
@@ -258,7 +268,73 @@ class NormAcrossChannelsAdapter(LayerAdapter):
         return sum(p.numel() for p in module.parameters(recurse=False)), 0
 
 
+class LayerNormAdapter(ChannelwiseAdapter):
+    """LayerNorm over one axis: the last (``nn.LayerNorm(C)``, channels-last blocks such as
+    ConvNeXt's after a permute) or ``axis`` (torchvision's ``LayerNorm2d`` normalises axis 1).
+    Its statistics run over all channels, so removing a map is *not* zeroing it: pruning slices
+    the affine parameters and the norm then normalises over the kept channels (the model with the
+    removed maps left out of the statistics, which is what a LayerNorm of the smaller width is).
+    A LayerNorm over several axes, or a subclass with its own forward and no ``axis``, mixes
+    channels in ways fmprune does not know: its maps are kept."""
+
+    def __init__(self, axis: int | None = None) -> None:
+        super().__init__(("weight", "bias"), ())
+        self.axis = axis
+
+    def _known(self, module: nn.Module) -> bool:
+        """Whether it normalises exactly one axis that fmprune knows."""
+        return len(module.normalized_shape) == 1 and (
+            self.axis is not None or type(module).forward is nn.LayerNorm.forward)
+
+    def channel_axis(self, module, input_rank):
+        if not self._known(module):
+            return 1   # taken as normalising the channels, which output_labels then keeps
+        return self.axis % input_rank if self.axis is not None else input_rank - 1
+
+    def output_labels(self, module, inputs, ctx, name):
+        if not self._known(module):
+            ctx.pin(inputs, f"{type(module).__name__} {name!r} normalises across channels over "
+                            f"{tuple(module.normalized_shape)}: its maps are kept (a subclass normalising one "
+                            "axis alone: fmprune.register_layer(ItsClass, fmprune.layers.LayerNormAdapter(axis=...)))")
+        return inputs
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        keep = keep_out if keep_out is not None else keep_in
+        if keep is not None and self._known(module):
+            super().prune(module, keep_in, keep_out, optimizer)
+            module.normalized_shape = (len(keep),)
+
+
+class ParameterAdapter(ChannelwiseAdapter):
+    """A tensor of a module used directly in its forward with one entry per channel (ConvNeXt's
+    ``layer_scale`` of shape (C, 1, 1), a learned offset): cut along ``dim`` with the maps it
+    scales or shifts. ``mirrors`` hold the same tensor under the same name (the traced graph
+    module's copy, which evaluation replays) and are given the cut one."""
+
+    def __init__(self, attr: str, dim: int, mirrors: tuple[nn.Module, ...] = ()) -> None:
+        super().__init__((attr,), ())
+        self.attr, self.dim, self.mirrors = attr, dim, mirrors
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        keep = keep_out if keep_out is not None else keep_in
+        if keep is None:
+            return
+        slice_param(module, self.attr, _rows(keep, self.dim), optimizer)
+        for mirror in self.mirrors:
+            if mirror is not module:
+                setattr(mirror, self.attr, getattr(module, self.attr))
+
+    def cost(self, module, output_shape, n_in, n_out):
+        value = getattr(module, self.attr)
+        return value.numel() // value.shape[self.dim] * n_out, 0
+
+
 _REGISTRY: dict[type, LayerAdapter] = {}
+# classes of other libraries, known by qualified name (importing them would make them
+# dependencies); a type registered with register_layer wins over these
+_BY_NAME: dict[str, LayerAdapter] = {
+    "torchvision.models.convnext.LayerNorm2d": LayerNormAdapter(axis=1),   # permutes to NHWC inside
+}
 
 
 def register_layer(layer_type: type, adapter: LayerAdapter) -> None:
@@ -274,6 +350,9 @@ def adapter_for(module: nn.Module) -> LayerAdapter | None:
     for cls in type(module).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
+        known = _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
+        if known is not None:
+            return known
     return None
 
 
@@ -293,7 +372,7 @@ def _register_builtins() -> None:
         register_layer(t, norm)
     register_layer(nn.PReLU, PReLUAdapter())
     register_layer(nn.GroupNorm, NormAcrossChannelsAdapter())
-    register_layer(nn.LayerNorm, NormAcrossChannelsAdapter())
+    register_layer(nn.LayerNorm, LayerNormAdapter())
 
 
 _register_builtins()

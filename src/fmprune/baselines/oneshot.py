@@ -26,10 +26,11 @@ from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device
 from ..efficiency import save_checkpoint_score, score_checkpoint
 from ..errors import FmpruneError, PruningError
+from ..validate import check_numbers
 from ..run.config import config_from_dict
 from ..run.checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
 from ..run.loop import calibration_subset
-from ..run.rundir import RunDirectory, read_json, write_json_atomic
+from ..run.rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
 from ..training import BatchStream, evaluate, fine_tune
 from .plan import (Plan, check_ratio, count_for, format_ratios, global_plan, parse_ratios, per_layer_plan,
                    ratio_for_target)
@@ -66,6 +67,7 @@ class OneShotConfig:
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         create_criterion(self.criterion)
         given = [k for k in ("ratio", "ratios", "threshold", "target_macs", "target_params") if getattr(self, k)
                  not in (None, "")]
@@ -150,13 +152,13 @@ class OneShotRun:
 
     def _check_run_dir(self) -> None:
         config_path = self.dir_path / "config.json"
+        self.finished = False
         if not config_path.is_file():
             return
         previous = read_json(config_path)
         if previous.get("kind") != KIND or {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict():
             raise FmpruneError(f"{self.dir_path}: holds a run with a different configuration; use another --run-dir")
-        if (self.dir_path / "summary.json").is_file():
-            raise FmpruneError(f"{self.dir_path}: this run is already finished (see summary.json)")
+        self.finished = (self.dir_path / "summary.json").is_file()   # run again: its result again
 
     # -- deciding
     def _scores(self) -> dict[str, torch.Tensor]:
@@ -241,6 +243,8 @@ class OneShotRun:
             "torch_version": torch.__version__, "device": device_description(self.device)})
 
     def run(self) -> OneShotSummary:
+        if self.finished:
+            return read_summary(OneShotSummary, self.dir_path / "summary.json")
         cfg = self.config
         started = time.perf_counter()
         evaluation: Split = getattr(self.splits, cfg.eval_split).subset(cfg.eval_size).to(self.device)
@@ -293,7 +297,8 @@ def run_oneshot(checkpoint: Path | str, splits: Splits, config: OneShotConfig, r
                 on_tune: Callable[[int, int, float], None] | None = None) -> OneShotSummary:
     """Prune the model of ``checkpoint`` once as ``config`` says, retrain, write ``run_dir``."""
     base = load_checkpoint_for(checkpoint, splits)
-    return OneShotRun(base, str(checkpoint), splits, config, run_dir, device, on_tune).run()
+    with claimed(run_dir, KIND):
+        return OneShotRun(base, str(checkpoint), splits, config, run_dir, device, on_tune).run()
 
 
 def describe(summary: OneShotSummary) -> str:

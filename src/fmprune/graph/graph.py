@@ -42,13 +42,15 @@ class Group:
 @dataclass(frozen=True)
 class Member:
     """A layer producing (some of) a group's maps: where criteria read weights and feature maps.
-    ``index[p]`` is the group map that output position ``p`` belongs to (-1: another group)."""
+    ``index[p]`` is the group map that output position ``p`` belongs to (-1: another group);
+    ``axis`` is the channel axis of its feature maps (1, or the last in a channels-last block)."""
 
     name: str
     module: nn.Module
     adapter: LayerAdapter
     feature_node: fx.Node
     index: torch.Tensor
+    axis: int = 1
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ class Graph:
                 continue
             index = torch.tensor([index_of.get(root, -1) for root in r.outputs.tolist()], dtype=torch.long)
             if (index >= 0).any():
-                out.append(Member(r.name, r.module, r.adapter, r.feature_node, index))
+                out.append(Member(r.name, r.module, r.adapter, r.feature_node, index, r.axis))
         return out
 
     # -- costs

@@ -33,7 +33,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UnsupportedModelError
-from ..layers import LayerAdapter, adapter_for, is_registered
+from ..layers import LayerAdapter, ParameterAdapter, adapter_for, is_registered
 from . import ops
 
 Labels = np.ndarray
@@ -61,13 +61,24 @@ class _UnionFind:
         return root
 
     def union(self, a: Labels, b: Labels) -> None:
-        for x, y in zip(a.tolist(), b.tolist()):
+        for x, y in zip(a.ravel().tolist(), b.ravel().tolist()):
             rx, ry = self.find(x), self.find(y)
             if rx != ry:   # the earlier label stays root: groups are named after the first producer
                 self.parent[max(rx, ry)] = min(rx, ry)
 
     def roots(self, labels: Labels) -> Labels:
         return np.fromiter((self.find(x) for x in labels.tolist()), dtype=np.int64, count=len(labels))
+
+
+@dataclass(frozen=True)
+class Moved:
+    """The labels of a tensor whose channels are not (only) its axis 1: after a permute to
+    channels-last (one axis, 3 of NHWC) or a view splitting the channel axis (ShuffleNet's
+    (B, g, C/g, H, W): a block of labels over axes 1 and 2, one array axis per tensor axis,
+    starting at ``axis``). Only ops that follow layouts read it; any other refuses the model."""
+
+    labels: np.ndarray
+    axis: int
 
 
 @dataclass
@@ -83,6 +94,7 @@ class LayerRecord:
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)
     feature_node: fx.Node | None = None   # where its maps are read (after norms/activations)
     residue: np.ndarray | None = None     # input positions holding a constant once removed (folded)
+    axis: int = 1                         # the channel axis of its input and output (channels-last: the last)
 
 
 @dataclass
@@ -155,14 +167,14 @@ class _ShapeAndZeroProp(ShapeProp):
     def _channel_by_channel(self, n: fx.Node, args: tuple) -> Any:
         if not args or not torch.is_tensor(args[0]):
             return None
-        if n.op == "call_function" and n.target in ops.UNARY_FUNCTIONS | ops.PAD_FUNCTIONS:
+        if n.op == "call_function" and (ops.is_unary_function(n.target) or n.target in ops.PAD_FUNCTIONS):
             return n.target
         if n.op == "call_method" and n.target in ops.UNARY_METHODS:
             return lambda x, *a, **k: getattr(x, n.target)(*a, **k)
         if n.op == "call_module":
             module = self.fetch_attr(n.target)
             adapter = adapter_for(module)
-            if ops.is_unary_module(module) or (adapter is not None and not adapter.acts_on_channels(module, args[0].dim())):
+            if ops.is_unary_module(module) or (adapter is not None and adapter.channel_axis(module, args[0].dim()) != 1):
                 return module
         return None
 
@@ -195,8 +207,9 @@ def _shape(node: Any) -> tuple[int, ...] | None:
 class LabelFlow:
     """One pass over the traced graph that assigns channel labels to every tensor."""
 
-    def __init__(self, gm: fx.GraphModule, ignore: Iterable[str]) -> None:
+    def __init__(self, gm: fx.GraphModule, ignore: Iterable[str], model: nn.Module | None = None) -> None:
         self.gm = gm
+        self.model = model if model is not None else gm   # whose parameters removal cuts
         self.modules = dict(gm.named_modules())
         self.ignore = tuple(ignore)
         self.union = _UnionFind()
@@ -222,16 +235,17 @@ class LabelFlow:
 
     # -- residues: what a position holds once its map is removed
     def _states(self, labels: Labels) -> np.ndarray:
-        return np.fromiter((self.residue.get(x, ZERO) for x in labels.tolist()), dtype=np.int8, count=len(labels))
+        flat = labels.ravel().tolist()
+        return np.fromiter((self.residue.get(x, ZERO) for x in flat), dtype=np.int8, count=len(flat)).reshape(labels.shape)
 
     def _with_states(self, labels: Labels | None, states: np.ndarray) -> Labels | None:
         """``labels`` whose positions hold ``states`` once removed: the same maps (new labels in
         their sets) when that differs from what the labels hold already."""
         if labels is None or np.array_equal(self._states(labels), states):
             return labels
-        out = self.union.add(len(labels))
+        out = self.union.add(labels.size).reshape(labels.shape)
         self.union.union(labels, out)
-        self.residue.update((x, int(s)) for x, s in zip(out.tolist(), states.tolist()) if s != ZERO)
+        self.residue.update((x, int(s)) for x, s in zip(out.ravel().tolist(), states.ravel().tolist()) if s != ZERO)
         return out
 
     def _through(self, node: fx.Node, labels: Labels | None) -> Labels | None:
@@ -248,10 +262,14 @@ class LabelFlow:
             self.labels[node] = self._visit(node)
         pinned = {self.union.find(x) for arr in self.pinned_labels for x in arr.tolist()}
         # a note only where it costs prunable maps: not for what the input/output pins anyway
-        silent = {self.union.find(x) for arr, why in self._reasons if not why for x in arr.tolist()}
-        notes = list(dict.fromkeys(why for arr, why in self._reasons
-                                   if why and any(self.union.find(x) not in silent for x in arr.tolist())))
         records = [r for r in self.records.values() if r.outputs is not None or r.inputs is not None]
+        # a note only where it costs prunable maps: maps some layer holds, not pinned anyway by
+        # the input/output (a constant's own labels, e.g. a (C, 1, 1) tensor's, cost nothing)
+        held = {self.union.find(x) for r in records for arr in (r.inputs, r.outputs) if arr is not None
+                for x in arr.tolist()}
+        silent = {self.union.find(x) for arr, why in self._reasons if not why for x in arr.tolist()}
+        notes = list(dict.fromkeys(why for arr, why in self._reasons if why and any(
+            (root := self.union.find(x)) in held and root not in silent for x in arr.tolist())))
         for r in records:
             r.feature_node = _feature_node(r.nodes[0], self.modules) if r.nodes else None
         return TraceResult(self.gm, records, self.union, pinned, self.origin, notes)
@@ -267,13 +285,46 @@ class LabelFlow:
             return None
         if self._ignored(node):
             return self._opaque(node, f"ignored {self._describe(node)}: the maps through it are kept")
-        if node.op == "call_module":
-            return self._call_module(node)
         if node.op == "call_function" and node.target is getattr:
             return None   # x.shape and friends
-        if _shape(node) is None and _piece_shapes(node) is None:
+        if node.op != "call_module" and _shape(node) is None and _piece_shapes(node) is None:
             return None   # not a tensor (sizes, shapes, python numbers)
+        if self._reads_moved(node) and not self._follows_layouts(node):
+            raise self._unsupported(node, "it reads channels a permute, transpose or view moved off axis 1")
+        if node.op == "call_module":
+            return self._call_module(node)
         return self._call(node)
+
+    # -- layouts: where the channel labels of a tensor lie
+    def _layout(self, node: Any) -> tuple[np.ndarray, int] | None:
+        """(labels, first axis they cover) of a tensor: axis 1 unless a permute or view moved them."""
+        value = self.labels.get(node) if isinstance(node, fx.Node) else None
+        if isinstance(value, np.ndarray):
+            return value, 1
+        if isinstance(value, Moved):
+            return value.labels, value.axis
+        return None
+
+    @staticmethod
+    def _store(labels: Labels | None, axis: int) -> Labels | Moved | None:
+        """Labels on axis 1 as a plain array (what every other op reads), else ``Moved``."""
+        if labels is None or (axis == 1 and labels.ndim == 1):
+            return labels
+        return Moved(labels, axis)
+
+    def _reads_moved(self, node: fx.Node) -> bool:
+        return any(isinstance(self.labels.get(a), Moved) for a in _flat_nodes((node.args, node.kwargs)))
+
+    def _follows_layouts(self, node: fx.Node) -> bool:
+        """Ops that read labels on any axis: per-value ops, arithmetic, permutes, views, layers."""
+        target = node.target
+        if node.op == "call_module":
+            module = self.modules[target]
+            return adapter_for(module) is not None or ops.is_elementwise_module(module)
+        if node.op == "call_method":
+            return target in ops.ELEMENTWISE_METHODS | ops.BINARY_METHODS | ops.PERMUTE_METHODS | ops.RESHAPE_METHODS
+        return (ops.is_elementwise_function(target) or target in ops.BINARY_FUNCTIONS | ops.PERMUTE_FUNCTIONS
+                | ops.RESHAPE_FUNCTIONS | ops.FLATTEN_FUNCTIONS)
 
     def _constant(self, node: fx.Node, reason: str) -> Labels | None:
         shape = _shape(node)
@@ -309,8 +360,10 @@ class LabelFlow:
         return list(value) if isinstance(value, list) else None
 
     def _pin_all(self, node: Any, reason: str) -> None:
-        """Pin what ``node`` carries, one tensor or a sequence of them (a split returned as is)."""
-        for labels in self._sequence_labels(node) or [self._tensor_labels(node)]:
+        """Pin what ``node`` carries, one tensor (on any axis) or a sequence of them (a split
+        returned as is)."""
+        layout = self._layout(node)
+        for labels in self._sequence_labels(node) or [None if layout is None else layout[0].ravel()]:
             self.pin(labels, reason)
 
     # -- modules
@@ -332,17 +385,21 @@ class LabelFlow:
         name = str(node.target)
         source = node.args[0] if node.args else None
         in_shape, out_shape = _shape(source), _shape(node)
-        inputs = self._tensor_labels(source)
-        if in_shape is None or out_shape is None or inputs is None or not adapter.acts_on_channels(module, len(in_shape)):
-            # e.g. a Linear over the last axis of a 3-D tensor: channels pass through untouched
+        layout = self._layout(source)
+        if in_shape is None or out_shape is None or layout is None:
             if in_shape is not None and out_shape is not None and in_shape[:2] == out_shape[:2]:
-                return self._through(node, inputs)
+                return None   # no channels to follow
             return self._opaque(node, f"{self._describe(node)} does not act on the channel axis: the maps through it are kept")
+        inputs, axis = layout
+        layer_axis = adapter.channel_axis(module, len(in_shape))
+        if layer_axis is None or layer_axis % len(in_shape) != axis or inputs.ndim != 1:
+            return self._beside(node, inputs, axis, layer_axis)
         record = self.records.get(name)
         if record is None:
             record = self.records[name] = LayerRecord(name, module, adapter)
         record.nodes.append(node)
         record.output_shapes.append(out_shape)
+        record.axis = axis
         first_new = len(self.union.parent)
         outputs = adapter.output_labels(module, inputs, self, name)
         if len(outputs) and int(outputs.min()) >= first_new:   # new maps, computed from its inputs
@@ -355,7 +412,21 @@ class LabelFlow:
             self.union.union(record.inputs, inputs)
             self.union.union(record.outputs, outputs)
             outputs = record.outputs
-        return outputs
+        return self._store(outputs, axis)
+
+    def _beside(self, node: fx.Node, labels: Labels, axis: int, layer_axis: int | None) -> Any:
+        """A layer whose own axis is not the one carrying the labels. A layer over the last axis
+        alone (a Linear, a LayerNorm) computes each row on its own, so labels on another axis
+        pass through (a Linear over the spatial axis of (N, C, L)); so do they through a layer
+        whose adapter says it leaves axis 1 alone. Anything else mixes them: kept."""
+        in_shape, out_shape = _shape(node.args[0]), _shape(node)
+        rank = len(in_shape)
+        if layer_axis is not None and layer_axis % rank == rank - 1 and axis + labels.ndim <= rank - 1 \
+                and in_shape[:-1] == out_shape[:-1]:
+            return self._store(self._through(node, labels), axis)
+        if layer_axis is None and axis == 1 and labels.ndim == 1 and in_shape[:2] == out_shape[:2]:
+            return self._through(node, labels)
+        return self._opaque(node, f"{self._describe(node)} does not act on the channel axis: the maps through it are kept")
 
     def _read_residues(self, record: LayerRecord, inputs: Labels) -> None:
         """A layer making new maps from positions that are not zero once removed: a constant is
@@ -378,8 +449,10 @@ class LabelFlow:
         if node.op == "call_function":
             if target in ops.PAD_FUNCTIONS:
                 return self._pad(node)
-            if target in ops.UNARY_FUNCTIONS:
+            if ops.is_unary_function(target):
                 return self._unary(node)
+            if target in ops.PERMUTE_FUNCTIONS:
+                return self._permute(node)
             if target in ops.BINARY_FUNCTIONS:
                 return self._binary(node)
             if target in ops.CAT_FUNCTIONS:
@@ -395,6 +468,8 @@ class LabelFlow:
         elif node.op == "call_method":
             if target in ops.UNARY_METHODS:
                 return self._unary(node)
+            if target in ops.PERMUTE_METHODS:
+                return self._permute(node)
             if target in ops.BINARY_METHODS:
                 return self._binary(node)
             if target in ops.SPLIT_METHODS:
@@ -405,13 +480,18 @@ class LabelFlow:
                 return self._keeps_channel_axis(node)
         raise self._unsupported(node)
 
-    def _unary(self, node: fx.Node) -> Labels | None:
+    def _unary(self, node: fx.Node) -> Labels | Moved | None:
         source = node.args[0] if node.args else node.kwargs.get("input")
         in_shape, out_shape = _shape(source), _shape(node)
+        layout = self._layout(source)
+        if layout is None:
+            return None
+        labels, axis = layout
+        end = axis + labels.ndim
         if in_shape is not None and out_shape is not None and len(in_shape) >= 2:
-            if len(out_shape) < 2 or out_shape[:2] != in_shape[:2]:
+            if len(out_shape) < end or out_shape[:end] != in_shape[:end]:
                 raise self._unsupported(node, "it changes the channel axis")
-        return self._through(node, self._tensor_labels(source))
+        return self._store(self._through(node, labels), axis)
 
     def _pad(self, node: fx.Node) -> Labels | None:
         """Padding; on the channel axis (He et al.'s option A shortcut) the added channels are
@@ -447,35 +527,92 @@ class LabelFlow:
             return self._opaque(node, f"{node.name} reduces over the channel axis: the maps it reads are kept")
         raise self._unsupported(node, "it moves the channel axis")
 
-    def _binary(self, node: fx.Node) -> Labels | None:
+    def _binary(self, node: fx.Node) -> Labels | Moved | None:
+        """Elementwise arithmetic: operands carrying the output's channels (on the same axes) are
+        the same maps, position by position; a tensor broadcast over the channels couples
+        nothing; a per-channel tensor of the model (a learned scale) is cut with the maps."""
         out_shape = _shape(node)
         operands = [a for a in list(node.args[:2]) + [node.kwargs.get("other")] if a is not None]
         if out_shape is None or len(out_shape) < 2:
             return None
-        channels = out_shape[1]
+        rank = len(out_shape)
+        axis, block = self._output_block(operands, out_shape)
+        span = slice(axis, axis + len(block))
         coupled: list[Labels] = []
-        states: list[np.ndarray] = []   # each operand's residue, per channel or one for all
+        states: list[np.ndarray] = []   # each operand's residue, per position or one for all
         for a in operands:
             shape = _shape(a)
             if shape is None:   # a python number (one computed at run time counts as data)
                 states.append(np.int8(DATA if isinstance(a, fx.Node) else ZERO if a == 0 else CONST))
                 continue
-            axis = len(shape) - len(out_shape) + 1
-            if axis < 0 or shape[axis] == 1:   # broadcast over the channel axis: no coupling
+            aligned = (1,) * (rank - len(shape)) + tuple(shape)
+            layout = self._layout(a)
+            carries = layout is not None and layout[1] + rank - len(shape) == axis and layout[0].shape == block
+            if layout is not None and not carries and layout[0].size > 1:
+                # its channels land on other axes of the output: every output position reads them
+                self.pin(layout[0].ravel(), f"{node.name} combines channels on different axes: those maps are kept")
+            if all(n == 1 for n in aligned[span]):   # broadcast over the channel axis: no coupling
                 states.append(np.int8(CONST if a.op == "get_attr" else DATA))
                 continue
-            labels = self._tensor_labels(a)
-            if len(shape) == len(out_shape) and labels is not None and len(labels) == channels:
+            parameter = self._parameter_labels(node, a, aligned, axis, block) if a.op == "get_attr" else None
+            if parameter is not None:
+                coupled.append(parameter)
+                states.append(np.int8(CONST))
+            elif carries:
+                coupled.append(layout[0])
+                states.append(self._states(layout[0]))
+            else:   # e.g. a constant of a shape fmprune cannot cut: keep the maps it touches
+                labels = self.fresh(int(np.prod(block))).reshape(block)
+                self.pin(labels, f"maps combined with a tensor of shape {shape} at {node.name} are kept")
                 coupled.append(labels)
-                states.append(self._states(labels))
-            else:   # e.g. a per-channel constant vector: keep the maps it touches
-                coupled.append(self._pinned_fresh((1, channels), f"maps combined with a tensor of shape {shape} at {node.name} are kept"))
                 states.append(np.int8(CONST))
         if not coupled:
             return self._pinned_fresh(out_shape, f"{node.name} creates channels from constants: they are kept")
         for other in coupled[1:]:
             self.union.union(coupled[0], other)
-        return self._with_states(coupled[0], _combined_residue(node.target, states, channels))
+        residue = _combined_residue(node.target, [np.asarray(st).ravel() if np.ndim(st) else st for st in states],
+                                    coupled[0].size)
+        return self._store(self._with_states(coupled[0], residue.reshape(block)), axis)
+
+    def _output_block(self, operands: list[Any], out_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+        """Where the channels of ``a op b`` lie: those of the first operand carrying them at full
+        size (not broadcast), else axis 1."""
+        rank = len(out_shape)
+        for a in operands:
+            layout, shape = self._layout(a), _shape(a)
+            if layout is None or shape is None:
+                continue
+            labels, axis = layout
+            axis += rank - len(shape)
+            if out_shape[axis:axis + labels.ndim] == labels.shape and labels.size > 1:
+                return axis, labels.shape
+        return 1, (out_shape[1],)
+
+    def _parameter_labels(self, node: fx.Node, attr: fx.Node, aligned: tuple[int, ...], axis: int,
+                          block: tuple[int, ...]) -> Labels | None:
+        """A tensor of the model with one entry per channel and size 1 elsewhere (ConvNeXt's
+        ``layer_scale``, (C, 1, 1)): a layer of its own (``ParameterAdapter``), cut with the maps
+        it scales. None for any other shape."""
+        if len(block) != 1 or any(n != 1 for i, n in enumerate(aligned) if i != axis):
+            return None
+        owner_name, _, field_name = str(attr.target).rpartition(".")
+        try:
+            owner, mirror = self.model.get_submodule(owner_name), self.gm.get_submodule(owner_name)
+        except AttributeError:
+            return None
+        if not torch.is_tensor(getattr(owner, field_name, None)):
+            return None
+        dim = axis - (len(aligned) - len(_shape(attr)))
+        record = self.records.get(str(attr.target))
+        labels = self.fresh(block[0])
+        if record is None:
+            adapter = ParameterAdapter(field_name, dim, (mirror,))
+            record = self.records[str(attr.target)] = LayerRecord(owner_name, owner, adapter, outputs=labels)
+        else:   # used again: the same maps
+            self.union.union(record.outputs, labels)
+        record.nodes.append(node)
+        record.output_shapes.append(tuple(aligned))
+        return labels
 
     def _dim(self, node: fx.Node, position: int, default: int) -> int:
         """The ``dim`` argument, made non-negative with the rank of the tensor(s) involved (a cat's
@@ -556,28 +693,96 @@ class LabelFlow:
             raise self._unsupported(node, "an index computed at run time")
         return pieces[index]
 
-    def _reshape(self, node: fx.Node, static: bool) -> Labels | None:
-        """Flatten into features (each map owns H·W consecutive features) or a reshape that keeps
-        batch and channels; a size written as a constant would break once maps are removed, so
-        the maps it depends on are kept."""
+    def _permute(self, node: fx.Node) -> Labels | Moved | None:
+        """permute / transpose: the labels go where their axes go (NCHW -> NHWC puts them on axis
+        3, and back); the batch axis must stay first and the channel axes together."""
+        source = node.args[0] if node.args else node.kwargs.get("input")
+        layout, shape = self._layout(source), _shape(source)
+        if layout is None or shape is None:
+            return None
+        labels, axis = layout
+        order = self._permutation(node, len(shape))
+        if order[0] != 0:
+            raise self._unsupported(node, "it moves the batch axis")
+        where = [j for j, i in enumerate(order) if axis <= i < axis + labels.ndim]
+        if where != list(range(where[0], where[0] + len(where))):
+            raise self._unsupported(node, "it separates the axes holding the channels")
+        return self._store(labels.transpose([order[j] - axis for j in where]), where[0])
+
+    def _permutation(self, node: fx.Node, rank: int) -> list[int]:
+        """Output axis j is input axis ``order[j]``."""
+        if node.target in ("permute", torch.permute):
+            dims = list(node.args[1:]) or [node.kwargs.get("dims")]
+            if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+                dims = list(dims[0])
+        else:   # transpose / swapaxes of two axes
+            dims = list(node.args[1:3]) or [node.kwargs.get(k) for k in ("dim0", "dim1")]
+        if len(dims) not in (2, rank) or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+            raise self._unsupported(node, "axes computed at run time")
+        dims = [d % rank for d in dims]
+        if node.target in ("permute", torch.permute):
+            return dims
+        order = list(range(rank))
+        order[dims[0]], order[dims[1]] = order[dims[1]], order[dims[0]]
+        return order
+
+    def _reshape(self, node: fx.Node, static: bool) -> Labels | Moved | None:
+        """view / reshape / flatten. Axes before and after the changed ones keep their meaning
+        (C-order); the channels may be left alone, flattened with spatial axes into features
+        (each map owns H·W consecutive features), or split/merged among themselves (ShuffleNet's
+        (B, C) -> (B, g, C/g) and back). A channel size written as a constant would break once
+        maps go: those maps are kept."""
         source = node.args[0]
         in_shape, out_shape = _shape(source), _shape(node)
-        labels = self._tensor_labels(source)
-        if labels is None or in_shape is None or out_shape is None:
+        layout = self._layout(source)
+        if layout is None or in_shape is None or out_shape is None:
             return None
-        spatial = int(np.prod(in_shape[2:], dtype=np.int64)) if len(in_shape) > 2 else 1
-        sizes = [] if static else _flat_ints(node.args[1:]) + _flat_ints(node.kwargs.get("shape", ()))
-        if out_shape[0] != in_shape[0]:
+        labels, axis = layout
+        end = axis + labels.ndim
+        sizes = [None] * len(out_shape) if static else _size_args(node, len(out_shape))
+        p, q = _common_ends(in_shape, out_shape)
+        if p == 0:
             raise self._unsupported(node, "it reshapes the batch axis")
-        if len(out_shape) == 2 and out_shape[1] == in_shape[1] * spatial:
-            if out_shape[1] in sizes and out_shape[1] > 1:
-                self.pin(labels, f"{node.name} reshapes to a constant size {out_shape[1]}: the maps before it are kept")
-            return np.repeat(labels, spatial)
-        if len(out_shape) >= 2 and out_shape[1] == in_shape[1]:
-            if in_shape[1] in sizes and in_shape[1] > 1:
-                self.pin(labels, f"{node.name} reshapes to a constant channel count {in_shape[1]}: those maps are kept")
-            return labels
-        raise self._unsupported(node, f"it reshapes {in_shape} to {out_shape}")
+        if end <= p or axis >= len(in_shape) - q:   # the channel axes are not touched
+            at = axis if end <= p else axis + len(out_shape) - len(in_shape)
+            self._pin_fixed(node, labels, [sizes[j] for j in range(at, at + labels.ndim)])
+            return self._store(labels, at)
+        region_in, region_out = (p, len(in_shape) - q), (p, len(out_shape) - q)
+        if not (p <= axis and end <= region_in[1]):
+            raise self._unsupported(node, f"it reshapes {in_shape} to {out_shape} across the channel axes")
+        if region_in == (axis, end):   # the channel axes alone, split or merged
+            out = labels.reshape(out_shape[region_out[0]:region_out[1]])
+            self._tie_along_free_axis(node, out, sizes[region_out[0]:region_out[1]])
+            return self._store(out, p)
+        if region_out[1] - region_out[0] == 1:   # flattened with other axes: each position, C-order
+            spread = labels.reshape((1,) * (axis - p) + labels.shape + (1,) * (region_in[1] - end))
+            out = np.broadcast_to(spread, in_shape[p:region_in[1]]).reshape(-1)
+            self._pin_fixed(node, labels, sizes[p:p + 1])
+            return self._store(out, p)
+        raise self._unsupported(node, f"it reshapes {in_shape} to {out_shape} across the channel axes")
+
+    def _pin_fixed(self, node: fx.Node, labels: Labels, sizes: list[int | None]) -> None:
+        """Keep the maps of channel axes whose size is written as a constant (> 1) in the code."""
+        fixed = [n for n in sizes if n is not None and n > 1]
+        if fixed:
+            self.pin(labels.ravel(), f"{node.name} reshapes to a constant size {fixed[0]}: the maps it reshapes are kept")
+
+    def _tie_along_free_axis(self, node: fx.Node, labels: Labels, sizes: list[int | None]) -> None:
+        """After a view splitting or merging the channel axes, the axes whose size is a constant
+        of the code keep it once maps go; exactly one axis may shrink, so what is removed must be
+        whole slices across it: positions with the same index on it become one map. With no
+        axis free, or several (which one shrinks is up to the code), the maps are kept."""
+        free = [j for j, n in enumerate(sizes) if n is None]
+        if labels.ndim == 1:
+            self._pin_fixed(node, labels, sizes)
+            return
+        if len(free) != 1:
+            self.pin(labels.ravel(), f"{node.name} splits channels into {labels.shape} at sizes fmprune cannot "
+                                     "tell apart (one size must follow the channel count): those maps are kept")
+            return
+        for piece in np.moveaxis(labels, free[0], 0):
+            flat = piece.ravel()
+            self.union.union(np.full(len(flat) - 1, flat[0]), flat[1:])
 
     # -- errors and ignores
     def _ignored(self, node: fx.Node) -> bool:
@@ -648,6 +853,30 @@ def _flat_nodes(value: Any) -> list[fx.Node]:
     return out
 
 
+def _size_args(node: fx.Node, rank: int) -> list[int | None]:
+    """The size a view/reshape asks for on each output axis: an int written in the code, or None
+    (computed at run time, or -1)."""
+    args = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size"))]
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        args = list(args[0])
+    if len(args) != rank:
+        return [None] * rank
+    return [a if isinstance(a, int) and not isinstance(a, bool) and a >= 0 else None for a in args]
+
+
+def _common_ends(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int]:
+    """Lengths of the common prefix and (not overlapping it) suffix of two shapes of one size:
+    the axes a C-order view leaves as they are."""
+    n = min(len(a), len(b))
+    p = 0
+    while p < n and a[p] == b[p]:
+        p += 1
+    q = 0
+    while q < n - p and a[-1 - q] == b[-1 - q]:
+        q += 1
+    return p, q
+
+
 def _flat_ints(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return [value]
@@ -661,4 +890,4 @@ def trace_labels(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = 
     examples = _as_tuple(example_inputs)
     gm = symbolic_trace(model)
     propagate_shapes(gm, model, examples)
-    return LabelFlow(gm, ignore).run()
+    return LabelFlow(gm, ignore, model).run()

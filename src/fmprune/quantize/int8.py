@@ -82,13 +82,14 @@ def save_torchscript(module: torch.jit.ScriptModule, target: Path | BinaryIO) ->
         torch.jit.save(module, target if isinstance(target, io.IOBase) else str(target))
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path | BinaryIO) -> Path | BinaryIO:
     """QDQ ONNX (QuantizeLinear/DequantizeLinear around float Conv/Gemm, int8 weights stored) that
     onnxruntime fuses into integer kernels. Only the TorchScript-based exporter knows torch.ao's
     quantised operators; the dynamo exporter refuses them."""
     try:
         with quiet(), torch.no_grad():
-            torch.onnx.export(torch.jit.trace(model.eval(), example), (example,), str(path), dynamo=False,
+            target = path if isinstance(path, io.IOBase) else str(path)
+            torch.onnx.export(torch.jit.trace(model.eval(), example), (example,), target, dynamo=False,
                               opset_version=ONNX_OPSET, input_names=["images"], output_names=["logits"],
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as e:

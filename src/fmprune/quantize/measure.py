@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from .. import costs
-from ..atomic import write_atomically
+from ..atomic import write_atomically, write_bytes_atomically
 from ..data import Split, Splits, sha256_file
 from ..efficiency import SCORE_FILE, ScoreRecord, method_of, score_checkpoint, write_score_record
 from ..errors import FmpruneError
+from ..validate import check_numbers
 from ..run.checkpoint import load_checkpoint
+from ..run.rundir import claimed
 from ..training import BatchStream, accuracy, evaluate, fine_tune, predict
 from . import int8
 from .common import QuantizationError
@@ -60,6 +62,7 @@ class QuantizeConfig:
         return f"fake w{self.weight_bits}a{self.activation_bits}"
 
     def check(self) -> None:
+        check_numbers(self)
         if self.mode not in MODES:
             raise QuantizationError(f"unknown mode {self.mode!r} (use {' or '.join(MODES)})")
         check_bits(self.weight_bits, "weight bits")
@@ -157,10 +160,16 @@ def _quantize(model: nn.Module, example: torch.Tensor, calib: torch.Tensor, trai
     return int8.convert(prepared) if config.real_int8 else prepared.eval()
 
 
-def _bytes(module: torch.jit.ScriptModule) -> int:
+def _serialized(module: torch.jit.ScriptModule) -> bytes:
+    """The TorchScript file in memory: torch's writer aborts the process on a full disk, so Python
+    writes it (:func:`~fmprune.atomic.write_bytes_atomically`)."""
     buf = io.BytesIO()
     int8.save_torchscript(module, buf)
-    return buf.tell()
+    return buf.getvalue()
+
+
+def _bytes(module: torch.jit.ScriptModule) -> int:
+    return len(_serialized(module))
 
 
 def _onnx_check(path: Path, model: nn.Module, split: Split) -> dict:
@@ -184,8 +193,32 @@ def _onnx_check(path: Path, model: nn.Module, split: Split) -> dict:
 
 def quantize_checkpoint(ckpt_path: Path, splits: Splits, config: QuantizeConfig, run_dir: Path,
                         on_step: Callable[[int, int, float], None] | None = None) -> QuantizeResult:
-    """Quantise the checkpoint's model, measure it against the float model, write ``run_dir``."""
+    """Quantise the checkpoint's model, measure it against the float model, write ``run_dir``
+    (held against other processes; a pruning run's directory or another quantisation's is refused)."""
     config.check()
+    with claimed(run_dir, "quantize"):
+        check_same_quantization(Path(run_dir), config, ckpt_path)
+        return _quantize_into(ckpt_path, splits, config, Path(run_dir), on_step)
+
+
+def check_same_quantization(run_dir: Path, config: QuantizeConfig, ckpt_path: Path) -> None:
+    """Refuse a run directory holding a quantisation of other settings or of another checkpoint:
+    rewriting it would leave files of both (an int8 model beside a 4-bit record)."""
+    if not (run_dir / RECORD_FILE).is_file():
+        return
+    try:
+        previous = json.loads((run_dir / RECORD_FILE).read_text())
+        same = previous["config"] == json.loads(json.dumps(asdict(config))) and \
+            previous["source"] == str(Path(ckpt_path).resolve())
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise QuantizationError(f"{run_dir}: holds a quantisation with other settings or of another "
+                                "checkpoint; use another --run-dir")
+
+
+def _quantize_into(ckpt_path: Path, splits: Splits, config: QuantizeConfig, run_dir: Path,
+                   on_step: Callable[[int, int, float], None] | None) -> QuantizeResult:
     start = time.perf_counter()
     ckpt = load_checkpoint(ckpt_path)
     if ckpt.data_fingerprint and ckpt.data_fingerprint != splits.fingerprint():
@@ -202,7 +235,7 @@ def quantize_checkpoint(ckpt_path: Path, splits: Splits, config: QuantizeConfig,
     files, onnx = [], None
     if config.real_int8:
         float_ts, int8_ts = int8.to_torchscript(model, example), int8.to_torchscript(quantized, example)
-        write_atomically(run_dir / TORCHSCRIPT_FILE, lambda tmp: int8.save_torchscript(int8_ts, tmp))
+        write_bytes_atomically(run_dir / TORCHSCRIPT_FILE, _serialized(int8_ts))
         files.append(TORCHSCRIPT_FILE)
         float_m.bytes, quant_m.bytes = _bytes(float_ts), (run_dir / TORCHSCRIPT_FILE).stat().st_size
         for b in config.latency_batches:
@@ -210,7 +243,9 @@ def quantize_checkpoint(ckpt_path: Path, splits: Splits, config: QuantizeConfig,
             float_m.latency[b], quant_m.latency[b] = costs.measure_latencies(
                 [float_ts, int8_ts], tuple(ckpt.input_shape), b, reps)
         if config.onnx:
-            path = write_atomically(run_dir / ONNX_FILE, lambda tmp: int8.export_onnx(quantized, example, tmp))
+            buffer = io.BytesIO()   # torch's writer aborts the process on a full disk: Python writes the file
+            int8.export_onnx(quantized, example, buffer)
+            path = write_bytes_atomically(run_dir / ONNX_FILE, buffer.getvalue())
             onnx = _onnx_check(path, quantized, split)
             files.append(ONNX_FILE)
     float_score = score_checkpoint(ckpt).to_dict()

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..criteria import NORMALIZATIONS, REDUCTIONS, create_criterion
 from ..errors import FmpruneError
+from ..validate import check_numbers
 
 EVAL_SPLITS = ("val", "test")
 
@@ -39,6 +40,7 @@ class PruneConfig:
     final_tune_lr: float = 1e-3          # its peak learning rate
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         create_criterion(self.criterion)
         if self.normalize not in NORMALIZATIONS:
             raise FmpruneError(f"unknown normalisation {self.normalize!r} (available: {', '.join(NORMALIZATIONS)})")

@@ -6,6 +6,7 @@ One call, :func:`run_pruning`, does what ``fmprune prune`` does, so a notebook g
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ from ..engine import Selected, create_engine
 from ..engine.targets import smallest_size
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph
-from .rundir import RunDirectory, read_json, write_json_atomic
+from .rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
 from ..data.augment import Augmentation
 from ..training import BatchStream, SGDConfig, fine_tune, recipe_from_dict, resolve_recipe
 
@@ -193,6 +194,8 @@ class PruningRun:
 
     def _run(self) -> RunSummary:
         cfg = self.config
+        if self._previous_config() is not None and self.dir.summary_path.exists():
+            return read_summary(RunSummary, self.dir.summary_path)   # run again: its result again
         resumed = self._resume_or_start()
         log = self.dir.logger()
         base_accuracy = self.base_accuracy
@@ -331,25 +334,32 @@ class PruningRun:
         state = self._state()
         write_atomically(self.dir.state_path, lambda tmp: torch.save(state, tmp))
 
+    @functools.cached_property
+    def _base_sha(self) -> str:
+        return sha256_file(Path(self.base_path)) if Path(self.base_path).is_file() else ""
+
+    def _previous_config(self) -> dict | None:
+        """The directory's config.json when it holds this very run (same configuration, same base
+        checkpoint); None for a new directory; a different run is refused."""
+        if not self.dir.config_path.exists():
+            return None
+        previous = read_json(self.dir.config_path)
+        if {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict():
+            raise FmpruneError(f"{self.dir.path}: holds a run with a different configuration; "
+                               "use another --run-dir")
+        base_sha = self._base_sha
+        if previous.get("base_checkpoint_sha256", base_sha) != base_sha:
+            raise FmpruneError(f"{self.dir.path}: holds a run from another base checkpoint "
+                               f"(sha256 {previous['base_checkpoint_sha256'][:12]}…, now {base_sha[:12]}…); "
+                               "use another --run-dir")
+        return previous
+
     def _resume_or_start(self) -> bool:
-        base_sha = sha256_file(Path(self.base_path)) if Path(self.base_path).is_file() else ""
         cfg_dict = {**self.config.to_dict(), "base_checkpoint": self.base_path,
-                    "base_checkpoint_sha256": base_sha, "data_fingerprint": self.base.data_fingerprint}
-        if self.dir.config_path.exists():
-            previous = read_json(self.dir.config_path)
-            if {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict():
-                raise FmpruneError(f"{self.dir.path}: holds a run with a different configuration; "
-                                   "use another --run-dir")
-            if previous.get("base_checkpoint_sha256", base_sha) != base_sha:
-                raise FmpruneError(f"{self.dir.path}: holds a run from another base checkpoint "
-                                   f"(sha256 {previous['base_checkpoint_sha256'][:12]}…, now {base_sha[:12]}…); "
-                                   "use another --run-dir")
-            if self.dir.summary_path.exists():
-                raise FmpruneError(f"{self.dir.path}: this run is already finished (see summary.json); "
-                                   "use another --run-dir to run it again")
-            if self.dir.state_path.exists():
-                self._load_state()
-                return True
+                    "base_checkpoint_sha256": self._base_sha, "data_fingerprint": self.base.data_fingerprint}
+        if self._previous_config() is not None and self.dir.state_path.exists():
+            self._load_state()
+            return True
         self._check_feasible(self.engine.accuracy())
         for p in (self.dir.steps_path, self.dir.log_path):
             p.unlink(missing_ok=True)
@@ -426,4 +436,5 @@ def run_pruning(checkpoint: Path | str, splits: Splits, config: PruneConfig, run
     ``device`` (default cpu) is where it computes, recorded in ``config.json`` but not part of the
     configuration: a run may resume on another device."""
     base = load_checkpoint_for(checkpoint, splits)
-    return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device, on_tune).run()
+    with claimed(run_dir, "prune"):
+        return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device, on_tune).run()

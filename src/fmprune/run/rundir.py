@@ -6,15 +6,18 @@ format), ``steps.csv`` (one row per removed map), ``model.pt`` (the compact mode
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..atomic import write_atomically
 from ..errors import FmpruneError
+from .lock import locked
 
 STEP_FIELDS = ["step", "layer", "map", "score", "accuracy", "params", "macs", "seconds"]
 
@@ -26,6 +29,42 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def read_summary(cls: type, path: Path) -> Any:
+    """A summary dataclass from its ``summary.json`` (derived values such as ``compression``,
+    written beside the fields, are left out): what a finished run reports when run again."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in read_json(path).items() if k in names})
+
+
+QUANTIZE_RECORD = "quantize.json"   # what `fmprune quantize` leaves instead of config.json
+
+
+def recorded_method(path: Path) -> str | None:
+    """Which command wrote the run directory ``path`` (prune, oneshot, sparsify, quantize), or
+    None for a new or empty one; a pruning run's config.json has no "kind"."""
+    if (path / QUANTIZE_RECORD).is_file():
+        return "quantize"
+    if (path / "config.json").is_file():
+        try:
+            return str(read_json(path / "config.json").get("kind", "prune"))
+        except (OSError, ValueError, AttributeError):
+            return "unknown"
+    return None
+
+
+@contextlib.contextmanager
+def claimed(path: Path | str, method: str) -> Iterator[Path]:
+    """Hold the run directory ``path`` for ``method`` for the block: no other process writes it
+    meanwhile (:mod:`.lock`), and a directory another command wrote is refused before anything
+    of it changes (a quantisation would otherwise mix its files into a pruning run)."""
+    path = Path(path)
+    with locked(path):
+        found = recorded_method(path)
+        if found is not None and found != method:
+            raise FmpruneError(f"{path}: holds a {found} run, not a {method} run; use another --run-dir")
+        yield path
 
 
 class RunDirectory:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import replace_together
 from ..run.checkpoint import Checkpoint
+from ..run.lock import locked
 from ..errors import FmpruneError
 from ..unstructured.storage import SparseFile, load_sparse, save_sparse
 
@@ -34,38 +37,59 @@ def _example(ckpt: Checkpoint, n: int, seed: int) -> torch.Tensor:
 
 
 def export_model(ckpt: Checkpoint, out_dir: Path, onnx: bool = True) -> ExportResult:
-    """Write ``model.pt2``, ``model.onnx`` and ``model.json`` to ``out_dir``; verify both files by
-    reloading them and comparing outputs with the in-memory model on a batch of another size."""
+    """Write ``model.pt2``, ``model.onnx`` and ``model.json`` to ``out_dir``; verify both models
+    against the in-memory model on a batch of another size before any file is replaced.
+
+    Everything is serialised in memory and checked first, then written to temporaries beside the
+    targets and renamed, ``model.json`` last (:func:`~fmprune.atomic.replace_together`): a kill or
+    a full disk leaves the previous export whole, and torch's C++ writers, which abort the process
+    on a write error, never touch the disk."""
     model, graph = ckpt.build_traced()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    example = (_example(ckpt, 4, 0),)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
-        program_path = out_dir / "model.pt2"
-        torch.export.save(program, program_path)
-    check = _example(ckpt, 33, 1)
-    with torch.no_grad():
-        expected = model(check)
-        diff_program = float((torch.export.load(program_path).module()(check) - expected).abs().max())
-    onnx_path, diff_onnx = None, None
-    if onnx:
-        onnx_path = out_dir / "model.onnx"
-        diff_onnx = _export_onnx(model, example, batch, onnx_path, check, expected)
-    manifest = out_dir / "model.json"
-    manifest.write_text(json.dumps({
+    with locked(out_dir):
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+        example = (_example(ckpt, 4, 0),)
+        check = _example(ckpt, 33, 1)
+        with torch.no_grad():
+            expected = model(check)
+        program, diff_program = _export_program(model, example, batch, check, expected)
+        files = {out_dir / "model.pt2": program}
+        diff_onnx = None
+        if onnx:
+            files[out_dir / "model.onnx"], diff_onnx = _export_onnx(model, example, batch, check, expected)
+        manifest = out_dir / "model.json"
+        files[manifest] = _manifest(ckpt, graph).encode()
+        replace_together({path: functools.partial(Path.write_bytes, data=data) for path, data in files.items()})
+    return ExportResult(out_dir / "model.pt2", out_dir / "model.onnx" if onnx else None, manifest,
+                        diff_program, diff_onnx)
+
+
+def _manifest(ckpt: Checkpoint, graph) -> str:
+    return json.dumps({
         "model": ckpt.spec.describe(), "input_shape": list(ckpt.input_shape), "n_classes": ckpt.n_classes,
         "map_counts": graph.sizes(), "accuracies": ckpt.accuracies, "data_fingerprint": ckpt.data_fingerprint,
         "input": "float32 N x C x H x W in [0, 1]; output: logits N x n_classes",
         "load": {"pytorch": "torch.export.load('model.pt2').module()",
                  "onnxruntime": "onnxruntime.InferenceSession('model.onnx')"},
-    }, indent=2) + "\n")
-    return ExportResult(program_path, onnx_path, manifest, diff_program, diff_onnx)
+    }, indent=2) + "\n"
 
 
-def _export_onnx(model: torch.nn.Module, example: tuple[torch.Tensor], batch, path: Path,
-                 check: torch.Tensor, expected: torch.Tensor) -> float:
+def _export_program(model: torch.nn.Module, example: tuple[torch.Tensor], batch, check: torch.Tensor,
+                    expected: torch.Tensor) -> tuple[bytes, float]:
+    """The ``torch.export`` program as bytes, and its largest output difference once reloaded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+    data = buffer.getvalue()
+    with torch.no_grad():
+        got = torch.export.load(io.BytesIO(data)).module()(check)
+    return data, float((got - expected).abs().max())
+
+
+def _export_onnx(model: torch.nn.Module, example: tuple[torch.Tensor], batch,
+                 check: torch.Tensor, expected: torch.Tensor) -> tuple[bytes, float]:
+    """The ONNX model as bytes, and its largest output difference in onnxruntime."""
     try:
         import onnxruntime
     except ImportError:
@@ -78,13 +102,14 @@ def _export_onnx(model: torch.nn.Module, example: tuple[torch.Tensor], batch, pa
         warnings.simplefilter("ignore")
         onnx_logger.setLevel(logging.ERROR)
         try:
-            torch.onnx.export(model, example, path, input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+            program = torch.onnx.export(model, example, None, input_names=["images"], output_names=["logits"],
+                                        dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
         finally:
             onnx_logger.setLevel(level)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    data = program.model_proto.SerializeToString()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": check.numpy()})[0]
-    return float((torch.from_numpy(got) - expected).abs().max())
+    return data, float((torch.from_numpy(got) - expected).abs().max())
 
 
 @dataclass
@@ -96,7 +121,8 @@ class SparseExportResult:
 def export_sparse(ckpt: Checkpoint, out_dir: Path) -> SparseExportResult:
     """Write ``model.sparse.pt`` (weights as CSR where that is smaller; see
     :mod:`fmprune.unstructured.storage`) and check that it loads back to the same outputs."""
-    stored = save_sparse(ckpt, out_dir / "model.sparse.pt")
+    with locked(out_dir):
+        stored = save_sparse(ckpt, out_dir / "model.sparse.pt")
     check = _example(ckpt, 33, 1)
     with torch.no_grad():
         expected = ckpt.build()(check)

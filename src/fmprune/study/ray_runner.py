@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import FmpruneError
+from ..run.lock import locked
 from .experiments import Experiment
 from .resources import Resources
 from .sweep import RunOutcome, RunTask, plan_sweep, run_task, worker_died
@@ -111,6 +112,15 @@ def run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data_d
                   device: str = "cpu", tensorboard: Path | None = None) -> list[RunOutcome]:
     """:func:`~fmprune.study.sweep.run_sweep` with every run a Ray task. ``workers`` caps the runs
     in flight (default: as many as the cluster's resources allow; a local Ray gets that many CPUs)."""
+    with locked(Path(shared_path(out_dir)) / experiment.name):
+        return _run_sweep_ray(experiment, checkpoint, out_dir, data_dir, address, workers, quick, on_outcome,
+                              device, tensorboard)
+
+
+def _run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None,
+                   address: str | None, workers: int | None, quick: bool,
+                   on_outcome: Callable[[RunOutcome], None] | None, device: str,
+                   tensorboard: Path | None) -> list[RunOutcome]:
     resources = experiment.resources
     check_device(device, resources)
     require_ray()

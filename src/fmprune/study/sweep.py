@@ -22,10 +22,12 @@ import torch
 from ..errors import FmpruneError
 from ..study.experiments import Experiment
 from ..run.loop import PruneConfig, run_pruning
+from ..run.lock import locked
 from ..run.rundir import read_json, write_json_atomic
 from ..run.tensorboard import TensorBoardLogger, resumed_step
 from ..unstructured.run import sweep_run as sparsify_run
 from ..baselines.oneshot import sweep_run as oneshot_run
+from .orphans import die_with_parent
 from .pipeline import BASE_LABEL, base_run, pending as pending_steps, run_follow_ups
 
 
@@ -62,6 +64,12 @@ def _init_worker(data_dir: str | None, threads: int) -> None:
     from ..data import load_splits
     _worker_splits = load_splits(data_dir)
     _worker_data_dir = data_dir
+
+
+def _init_pool_worker(parent: int, data_dir: str | None, threads: int) -> None:
+    """A local pool worker: dies with the sweep (:mod:`.orphans`), then loads the data."""
+    die_with_parent(parent)
+    _init_worker(data_dir, threads)
 
 
 def _prune_run(checkpoint: str, splits, config: dict, run_dir: str, device: str,
@@ -161,14 +169,22 @@ def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: 
               on_outcome: Callable[[RunOutcome], None] | None = None,
               device: str = "cpu", tensorboard: Path | None = None) -> list[RunOutcome]:
     """Run (or resume) every run of ``experiment`` on ``device``; returns one outcome per run.
-    On a GPU the workers share it: its runs are small, so several keep it busier than one."""
+    On a GPU the workers share it: its runs are small, so several keep it busier than one. The
+    experiment's directory is held (:mod:`fmprune.run.lock`) until the last worker is done."""
+    with locked(out_dir / experiment.name):
+        return _run_sweep(experiment, checkpoint, out_dir, data_dir, workers, quick, on_outcome, device, tensorboard)
+
+
+def _run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None,
+               workers: int | None, quick: bool, on_outcome: Callable[[RunOutcome], None] | None,
+               device: str, tensorboard: Path | None) -> list[RunOutcome]:
     outcomes, pending = plan_sweep(experiment, checkpoint, out_dir, quick, on_outcome, device, tensorboard)
     if not pending:
         return outcomes
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending)))
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                initargs=(data_dir, 1)) as pool:
+    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
+                                initargs=(os.getpid(), data_dir, 1)) as pool:
         futures = [pool.submit(_run_one, *args) for args in pending]
         for future in cf.as_completed(futures):
             try:

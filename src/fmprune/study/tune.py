@@ -28,7 +28,9 @@ import torch
 
 from ..errors import FmpruneError
 from ..run.loop import StepRecord, run_pruning
+from ..run.lock import locked
 from ..run.rundir import read_json, write_json_atomic
+from .orphans import die_with_parent
 from .report import TunedTrial, read_curve, write_tune_report
 from .tune_spec import Param, TuneSpec
 
@@ -300,6 +302,13 @@ def run_tune(ctx: TrialContext, storage: str, trials: int | None = None, workers
     ctx = replace(ctx, checkpoint=shared_path(ctx.checkpoint), out_dir=shared_path(ctx.out_dir),
                   data_dir=shared_data_dir(ctx.data_dir))
     trials = trials or spec.trials
+    with locked(Path(ctx.out_dir)):   # one search per output directory at a time
+        return _run_tune(ctx, storage, trials, workers, ray_address, on_trial)
+
+
+def _run_tune(ctx: TrialContext, storage: str, trials: int, workers: int, ray_address: str | None,
+              on_trial: Callable[[Any], None] | None) -> Any:
+    spec = ctx.spec
     if storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     Path(ctx.out_dir, TRIALS_DIR).mkdir(parents=True, exist_ok=True)
@@ -317,7 +326,8 @@ def run_tune(ctx: TrialContext, storage: str, trials: int | None = None, workers
             ray.get([remote.remote(ctx, storage, trials, offset + i, spec.resources.threads) for i in range(workers)])
     elif workers > 1:
         context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent,
+                                    initargs=(os.getpid(),)) as pool:
             for future in [pool.submit(_optimize_in_worker, ctx, storage, trials, offset + i, 1)
                            for i in range(workers)]:
                 future.result()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import FmpruneError
+from ..validate import check_numbers
 from ..run.config import config_from_dict
 from .layers import parse_layer_list
 from .select import SCOPES, WEIGHT_METHODS, check_amount
@@ -37,6 +38,7 @@ class SparsifyConfig:
     seed: int = 0                       # random selection, minibatch order, dropout
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if self.method not in METHODS:
             raise FmpruneError(f"unknown method {self.method!r} (available: {', '.join(METHODS)})")
         if self.scope not in SCOPES:

@@ -20,7 +20,7 @@ from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device
 from ..errors import FmpruneError
 from ..run.checkpoint import Checkpoint, load_checkpoint_for
-from ..run.rundir import RunDirectory, read_json, write_json_atomic
+from ..run.rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
 from ..seeding import independent_generator
 from ..training import BatchStream, evaluate, fine_tune
 from .config import UNIT_METHOD, SparsifyConfig
@@ -120,14 +120,14 @@ class SparsifyRun:
 
     def _check_run_dir(self) -> None:
         config_path = self.dir_path / "config.json"
+        self.finished = False
         if not config_path.is_file():
             return
         previous = read_json(config_path)
         if {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict() \
                 or previous.get("kind") != KIND:
             raise FmpruneError(f"{self.dir_path}: holds a run with a different configuration; use another --run-dir")
-        if (self.dir_path / "summary.json").is_file():
-            raise FmpruneError(f"{self.dir_path}: this run is already finished (see summary.json)")
+        self.finished = (self.dir_path / "summary.json").is_file()   # run again: its result again
 
     def _write_config(self, rundir: RunDirectory) -> None:
         sha = sha256_file(Path(self.base_path)) if Path(self.base_path).is_file() else ""
@@ -154,6 +154,8 @@ class SparsifyRun:
             hold.enforce()
 
     def run(self) -> SparsifySummary:
+        if self.finished:
+            return read_summary(SparsifySummary, self.dir_path / "summary.json")
         cfg = self.config
         started = time.perf_counter()
         evaluation: Split = getattr(self.splits, cfg.eval_split).subset(cfg.eval_size).to(self.device)
@@ -216,7 +218,8 @@ def run_sparsify(checkpoint: Path | str, splits: Splits, config: SparsifyConfig,
                  on_round: Callable[[RoundRecord, int], None] | None = None) -> SparsifySummary:
     """Sparsify the model of ``checkpoint`` as ``config`` says, writing everything to ``run_dir``."""
     base = load_checkpoint_for(checkpoint, splits)
-    return SparsifyRun(base, str(checkpoint), splits, config, run_dir, device, on_round).run()
+    with claimed(run_dir, KIND):
+        return SparsifyRun(base, str(checkpoint), splits, config, run_dir, device, on_round).run()
 
 
 def describe(summary: SparsifySummary) -> str:
