@@ -252,3 +252,39 @@ def test_backward_that_misses_a_layer_is_named():
     with pytest.raises(fmprune.FmpruneError, match="after loss.backward"):
         model(torch.randn(4, 3, 8, 8))
         pruner.accumulate()
+
+
+class ChannelsLastMLP(torch.nn.Module):
+    """A ConvNeXt-style block: channels moved last, LayerNorm and an MLP over the last axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm, self.up, self.down = nn.LayerNorm(8), nn.Linear(8, 16), nn.Linear(16, 8)
+        self.act, self.fc = nn.GELU(), nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        h = self.down(self.act(self.up(self.norm(x.permute(0, 2, 3, 1)))))
+        return self.fc((x + h.permute(0, 3, 1, 2)).mean((2, 3)))
+
+
+def test_channels_last_maps_are_scored_by_hand_and_alike_in_both_paths():
+    torch.manual_seed(0)
+    model = ChannelsLastMLP().eval()
+    x, y = torch.randn(12, 3, 6, 6), torch.randint(0, 4, (12,))
+    graph = fmprune.trace(copy.deepcopy(model), x[:1])
+    assert "up" in graph.names
+    engine = create_engine(graph, create_criterion("taylor"), Split(x, y), Split(x, y), ["up"], "none")
+    pruner = fmprune.Pruner(model, x[:1], normalize="none", scope=["up"])
+    feed(pruner, model, Split(x, y))
+    # by hand: a = GELU(up(...)) is N×H×W×16, its maps on the last axis
+    m = copy.deepcopy(model)
+    a = m.act(m.up(m.norm(m.stem(x).permute(0, 2, 3, 1))))
+    a.retain_grad()
+    out = m.fc((m.stem(x) + m.down(a).permute(0, 3, 1, 2)).mean((2, 3)))
+    F.cross_entropy(out, y, reduction="sum").backward()
+    expected = (a.grad * a).sum((1, 2)).div(36).abs().mean(0).detach()
+    assert torch.allclose(engine.raw_scores()["up"].double(), expected.double(), rtol=1e-4, atol=1e-9)
+    assert torch.allclose(pruner.scores()["up"].double(), expected.double(), rtol=1e-4, atol=1e-9)

@@ -78,9 +78,27 @@ class EngineBase:
 
 
 def map_numel(member: Member) -> int:
-    """Positions per map of ``member``'s feature map (H·W for a conv, 1 for a Linear)."""
-    meta = member.feature_node.meta.get("tensor_meta")
+    """Positions per map of ``member``'s feature map (H·W for a conv, 1 for a Linear, the tokens
+    of a channels-last block): every axis but the batch and the channel axis."""
+    shape = tuple(member.feature_node.meta.get("tensor_meta").shape)
     n = 1
-    for d in tuple(meta.shape)[2:]:
-        n *= d
+    for i, d in enumerate(shape[1:], start=1):
+        if i != member.axis % len(shape):
+            n *= d
     return n
+
+
+def channels_first(value: torch.Tensor, axis: int) -> torch.Tensor:
+    """``value`` with its channel axis at 1, as criteria expect (N×C×... or N×C); a view."""
+    return value if value.dim() < 2 or axis % value.dim() == 1 else value.movedim(axis, 1)
+
+
+def grad_dot(grad: torch.Tensor, value: torch.Tensor, axis: int = 1) -> torch.Tensor:
+    """Σ over each map's positions of grad · value, per example: N×C, the Taylor product. One
+    contraction (half the time of multiplying, then summing the product written to memory)."""
+    grad, value = channels_first(grad, axis), channels_first(value, axis)
+    if grad.dtype != torch.float32 or value.dtype != torch.float32:
+        grad, value = grad.float(), value.float()
+    if grad.dim() <= 2:
+        return grad * value
+    return torch.einsum("ncl,ncl->nc", grad.flatten(2), value.flatten(2))

@@ -20,7 +20,7 @@ from ..criteria import Criterion, Scores
 from ..data import Split
 from ..graph import Graph, Member
 from ..graph.ops import INPLACE_FUNCTIONS
-from .base import EngineBase
+from .base import EngineBase, channels_first, grad_dot
 
 CHUNK = 250   # calibration examples per forward/backward: bounds the memory of the autograd graph
 EVAL_CHUNK = 1000
@@ -98,13 +98,15 @@ class AutogradProvider:
                     logits = logits_of(recorder.run(x))
                     values = [recorder.values[node] for node in nodes]
                     for node, v in zip(nodes, values):
-                        acts[nodes[node]].append(v.detach())
+                        name = nodes[node]
+                        acts[name].append(channels_first(v.detach(), self.members[name].axis))
                     if gradients:
                         loss = F.cross_entropy(logits, y, reduction="sum")
                         grads = torch.autograd.grad(loss, values, allow_unused=True)
                         for node, v, g in zip(nodes, values, grads):
-                            prod = (torch.zeros_like(v) if g is None else g * v).detach()
-                            gdas[nodes[node]].append(prod.flatten(2).sum(2) if prod.dim() > 2 else prod)
+                            name = nodes[node]
+                            g = torch.zeros_like(v) if g is None else g.detach()
+                            gdas[name].append(grad_dot(g, v.detach(), self.members[name].axis))
         finally:
             model.train(was_training)
         self._acts = {n: torch.cat(v) for n, v in acts.items()}

@@ -32,6 +32,7 @@ from ..criteria.structural import group_probe
 from ..data import Split
 from ..errors import FmpruneError
 from ..graph import Graph, Member
+from .base import grad_dot
 from .general import Recorder, logits_of, out_of_place
 from torch.func import functional_call, grad, vmap
 from .masked import group_loss_change
@@ -153,9 +154,9 @@ class CalibrationProbes:
                     grads = dict(zip(wanted, torch.autograd.grad(loss, [recorder.values[n] for n in wanted],
                                                                  allow_unused=True)))
                     for name, node in nodes.items():
-                        v, g = recorder.values[node], grads[node]
-                        prod = torch.zeros_like(v) if g is None else (g * v).detach()
-                        parts[name].append(prod.flatten(2).sum(2) if prod.dim() > 2 else prod)
+                        v, g = recorder.values[node].detach(), grads[node]
+                        g = torch.zeros_like(v) if g is None else g.detach()
+                        parts[name].append(grad_dot(g, v, self.members[name].axis))
         finally:
             model.train(was_training)
         return {name: torch.cat(p) for name, p in parts.items()}

@@ -31,6 +31,7 @@ from torch import fx, nn
 from ..errors import FmpruneError
 from ..graph import Graph, Member
 from ..graph.ops import INPLACE_FUNCTIONS, is_activation_module
+from ..engine.base import channels_first, grad_dot
 from ..engine.probes import norm_node, producer_chain
 
 # f(z) = f'(z)·z: the Taylor product dL/df·f equals dL/dz·z, so it may be read before f
@@ -59,6 +60,7 @@ class Tap:
     want_activation: bool
     want_grad: bool
     clone: bool                                   # the value is later changed in place
+    axis: int = 1                                 # the channel axis (the last in channels-last blocks)
     pending: list[Batch] = field(default_factory=list)
     activations: list[torch.Tensor] = field(default_factory=list)
     grad_dots: list[torch.Tensor] = field(default_factory=list)
@@ -75,7 +77,7 @@ class Tap:
                 value = value.clone()
             batch = Batch()
             if self.want_activation and self.activation_examples < cap:
-                batch.activation = _replay(self.replay, value, self.modules).float()
+                batch.activation = channels_first(_replay(self.replay, value, self.modules), self.axis).float()
                 self.activation_examples += len(value)
             if self.want_grad:
                 output.register_hook(lambda grad: self._backward(batch, value, grad))
@@ -83,9 +85,8 @@ class Tap:
             del self.pending[:-MAX_PENDING]
         return hook
 
-    @staticmethod
-    def _backward(batch: Batch, value: torch.Tensor, grad: torch.Tensor) -> None:
-        batch.grad_dot = grad_dot(grad.detach(), value)
+    def _backward(self, batch: Batch, value: torch.Tensor, grad: torch.Tensor) -> None:
+        batch.grad_dot = grad_dot(grad.detach(), value, self.axis)
 
     def take_pending(self, keep_incomplete: bool = False) -> tuple[int, int, int]:
         """Move the completed forwards into the statistics: (forwards seen, kept, examples kept).
@@ -112,16 +113,6 @@ class Tap:
         self.activations.clear()
         self.grad_dots.clear()
         self.activation_examples = 0
-
-
-def grad_dot(grad: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """Σ over each map's positions of grad · value, per example: N×C. One contraction (half the
-    time of multiplying then summing, which writes the whole product to memory first)."""
-    if grad.dtype != torch.float32:
-        grad, value = grad.float(), value.float()
-    if grad.dim() <= 2:
-        return grad * value
-    return torch.einsum("ncl,ncl->nc", grad.flatten(2), value.flatten(2))
 
 
 def _homogeneous(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -204,7 +195,7 @@ class Taps:
             self.notes.append(f"{member.name}: gradients read before {', '.join(map(_what, replay))} "
                               f"(a function, not a module: no hook can sit after it)")
         return Tap(member.name, where, str(upto[hooked].target), replay, self.modules, want_activation, want_grad,
-                   _changed_in_place(upto[hooked], self.modules))
+                   _changed_in_place(upto[hooked], self.modules), member.axis)
 
     # -- what the pruner asks
     def accumulate(self) -> int:
