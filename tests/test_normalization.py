@@ -25,3 +25,15 @@ def test_l2_ranks_a_large_group_lower_rms_does_not():
     assert l2["large"].max() < l2["small"].min()
     rms = normalize({"small": small, "large": large}, "rms")
     assert torch.allclose(rms["large"][:4], rms["small"])
+
+
+def test_per_cost_divides_by_the_relative_cost_a_removal_saves():
+    from fmprune.criteria import per_cost
+    scores = {"conv": torch.tensor([1.0, 2.0]), "fc": torch.tensor([1.0, 2.0])}
+    costs = {"conv": (10, 300), "fc": (1000, 100)}          # (params, MACs) per map
+    by_macs = per_cost(scores, costs, "macs")                 # mean MACs 200: conv x1.5, fc x0.5
+    assert torch.allclose(by_macs["conv"], torch.tensor([1 / 1.5, 2 / 1.5]))
+    assert torch.allclose(by_macs["fc"], torch.tensor([2.0, 4.0]))
+    by_params = per_cost(scores, costs, "params")             # mean 505
+    assert torch.allclose(by_params["fc"], scores["fc"] / (1000 / 505))
+    assert per_cost(scores, costs, "none") == scores

@@ -17,7 +17,7 @@ from .run.checkpoint import Checkpoint, load_checkpoint, load_checkpoint_for, ma
 from .runtimes import check_runtimes
 from .study.compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path,
                       scratch_checkpoint, scratch_path, suggested_runtimes)
-from .criteria import NORMALIZATIONS, REDUCTIONS, available_criteria, Criterion
+from .criteria import COSTS, NORMALIZATIONS, REDUCTIONS, available_criteria, Criterion
 from .data import Splits, fetch_mnist, fmprune_home, get_fashion_mnist, load_splits
 from .data.imagefolder import CORRUPT_ENV, CORRUPT_POLICIES, SHAPE_ENV as IMAGE_SHAPE_ENV
 from .devices import resolve_device
@@ -474,6 +474,9 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits, model: ModelRequ
               help="Seed of the calibration images, random scores and retraining batches.")
 @click.option("--group-reduction", type=click.Choice(REDUCTIONS), default="sum", show_default=True,
               help="How a group's producers (e.g. the convs tied by a residual add) combine their scores.")
+@click.option("--per-cost", type=click.Choice(COSTS), default="none", show_default=True,
+              help="Rank maps by score per MACs (or params) their removal saves: the greedy answer to a "
+                   "size target (see docs/quality.md).")
 @click.option("--ignore", default="", metavar="NAMES",
               help="Comma-separated modules or graph nodes to keep as they are: their maps are never "
                    "removed (the way past an op fmprune cannot prune through; default: none).")
@@ -490,7 +493,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               eval_size: int | None, retrain: int, retrain_only_pruned_layer: bool, retrain_lr: float,
               retrain_batch: int, rank_once: bool, min_accuracy: float | None,
               target_params: float | None, target_macs: float | None, final_tune: int,
-              final_tune_lr: float, save_every: int, seed: int, group_reduction: str, ignore: str,
+              final_tune_lr: float, save_every: int, seed: int, group_reduction: str, per_cost: str, ignore: str,
               run_dir: Path | None, tensorboard_dir: Path | None, quiet: bool, model: ModelRequest,
               device: str, data_dir: Path | None) -> None:
     """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt.
@@ -503,7 +506,8 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         retrain_lr=retrain_lr, retrain_batch=retrain_batch, rank_once=rank_once,
         min_accuracy=min_accuracy, target_params=target_params, target_macs=target_macs,
         save_every=save_every, final_tune=final_tune, final_tune_lr=final_tune_lr,
-        group_reduction=group_reduction, ignore=tuple(n.strip() for n in ignore.split(",") if n.strip()),
+        group_reduction=group_reduction, per_cost=per_cost,
+        ignore=tuple(n.strip() for n in ignore.split(",") if n.strip()),
     )
     resolve_device(device)   # an unusable device fails before any data is read
     splits = load_splits_at(data_dir, load_checkpoint(checkpoint).input_shape if checkpoint is not None

@@ -42,6 +42,25 @@ def flops_regularize(scores: Scores, flops_per_map: dict[str, float], lam: float
     return {k: v - lam * flops_per_map[k] for k, v in scores.items()}
 
 
+COSTS = ("none", "macs", "params")
+
+
+def per_cost(scores: Scores, cost_per_map: dict[str, tuple[int, int]], what: str) -> Scores:
+    """Importance per unit of what a removal saves: each group's scores divided by the MACs (or
+    params) one of its maps costs, relative to the mean over the groups. Pruning to a size target
+    is a knapsack (keep the most importance within a budget); ranking by importance per cost is
+    its greedy solution, so a MAC target is met by removing fewer maps, the ones that cost most
+    for what they give (a conv map on a 32×32 grid against a fully connected unit)."""
+    if what not in COSTS:
+        raise FmpruneError(f"unknown cost {what!r} (available: {', '.join(COSTS)})")
+    if what == "none":
+        return dict(scores)
+    column = 1 if what == "macs" else 0
+    costs = {k: float(max(cost_per_map[k][column], 1)) for k in scores}
+    mean = sum(costs.values()) / max(1, len(costs))
+    return {k: v / (costs[k] / mean) for k, v in scores.items()}
+
+
 def mflops(macs: int) -> float:
     return 2 * macs / 1e6
 

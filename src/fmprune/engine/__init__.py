@@ -18,7 +18,7 @@ Engine = EngineBase   # ChainEngine or GraphEngine
 
 def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibration: Split,
                   scope: list[str], normalization: str = "none", flops_lambda: float = 0.0,
-                  seed: int = 0, reduction: str = "sum", fast: bool = True) -> Engine:
+                  seed: int = 0, reduction: str = "sum", fast: bool = True, per_cost: str = "none") -> Engine:
     """The chain fast path when the model is a plain chain of conv/linear stages (same decisions,
     much faster), else the general path. ``fast=False`` forces the general path, and so does a
     criterion that reads more than weights, activations and Taylor products (the oracle, parameter
@@ -29,10 +29,14 @@ def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibra
         except TopologyError:
             topology = None
         if topology is not None and topology.prunable_names == graph.names:
-            return ChainEngine(graph, topology, criterion, eval_split, calibration, scope,
-                               normalization, flops_lambda, seed)
-    return GraphEngine(graph, criterion, eval_split, calibration, scope, normalization,
-                       flops_lambda, seed, reduction)
+            engine = ChainEngine(graph, topology, criterion, eval_split, calibration, scope,
+                                 normalization, flops_lambda, seed)
+            engine.per_cost = per_cost
+            return engine
+    engine = GraphEngine(graph, criterion, eval_split, calibration, scope, normalization,
+                         flops_lambda, seed, reduction)
+    engine.per_cost = per_cost
+    return engine
 
 
 __all__ = ["EngineBase", "ChainEngine", "GraphEngine", "Engine", "create_engine", "evaluate_model", "Selected", "select_minimum"]

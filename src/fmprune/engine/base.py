@@ -11,7 +11,8 @@ from typing import Sequence
 
 import torch
 
-from ..criteria import CalibrationProvider, Criterion, LayerContext, Scores, flops_regularize, mflops, normalize, reduce_members
+from ..criteria import (CalibrationProvider, Criterion, LayerContext, Scores, flops_regularize, mflops, normalize,
+                        per_cost, reduce_members)
 from ..graph import Graph, Member
 from ..seeding import independent_generator
 from .select import Selected, select_minimum
@@ -26,6 +27,7 @@ class EngineBase:
         self.normalization, self.flops_lambda = normalization, flops_lambda
         self.generator = independent_generator("scores", seed)   # random scores: reproducible, not the init stream
         self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
+        self.per_cost = "none"     # "macs"/"params": a map's score is divided by what removing it saves
 
     def raw_scores(self) -> Scores:
         """The criterion's score of every map in scope, recomputing only what a removal invalidated."""
@@ -57,8 +59,11 @@ class EngineBase:
         self.raw = {name: None for name in self.scope}
 
     def final_scores(self) -> Scores:
-        """Raw scores after per-group normalisation and FLOPs regularisation (eq. 9)."""
+        """Raw scores after per-group normalisation, FLOPs regularisation (eq. 9) and, with
+        ``per_cost``, division by the cost a removal saves."""
         scores = normalize(self.raw_scores(), self.normalization)
+        if self.per_cost != "none":
+            scores = per_cost(scores, {n: self.graph.map_cost(n) for n in self.scope}, self.per_cost)
         if self.flops_lambda == 0:
             return scores
         costs = {n: mflops(self.graph.map_cost(n)[1]) for n in self.scope}

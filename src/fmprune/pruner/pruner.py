@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..criteria import Criterion, create_criterion
+from ..criteria import COSTS, Criterion, create_criterion
 from ..criteria.structural import GroupCriterion, group_probe
 from ..engine.base import EngineBase
 from ..engine.select import Selected, select_minimum
@@ -74,6 +74,12 @@ def _ignored_names(model: nn.Module, ignore: Sequence[nn.Module | str]) -> list[
     return out
 
 
+def per_cost_checked(what: str) -> str:
+    if what not in COSTS:
+        raise FmpruneError(f"unknown cost {what!r} (available: {', '.join(COSTS)})")
+    return what
+
+
 def _inside(name: str, containers: list[str]) -> bool:
     return any(name == c or name.startswith(c + ".") or c == "" for c in containers)
 
@@ -82,8 +88,8 @@ class Pruner(EngineBase):
     """Scores and removes feature maps of ``model`` inside the user's training loop.
 
     ``criterion`` is any registered name (``fmprune criteria``) or a :class:`Criterion`;
-    ``normalize`` (none/l1/l2), ``flops_lambda`` and ``reduction`` are ``fmprune prune``'s
-    ``--normalize``, ``--flops-lambda`` and ``--group-reduction``; ``ignore`` lists modules (or
+    ``normalize`` (none/l1/l2/rms), ``flops_lambda``, ``reduction`` and ``per_cost`` are
+    ``fmprune prune``'s ``--normalize``, ``--flops-lambda``, ``--group-reduction`` and ``--per-cost``; ``ignore`` lists modules (or
     their names, a container covers what it holds) whose output maps are kept: every group one of
     them produces stays whole, their inputs may still shrink. ``trace_ignore`` is ``fmprune.trace``'s
     ``ignore`` (ops to leave alone, pinning every map through them); ``scope`` is ``"all"`` or
@@ -96,6 +102,7 @@ class Pruner(EngineBase):
                  normalize: str = "l2", ignore: Sequence[nn.Module | str] = (), scope: str | Sequence[str] = "all",
                  trace_ignore: Sequence[str] = (), graph: Graph | None = None,
                  flops_lambda: float = 0.0, reduction: str = "sum", seed: int = 0, auto: bool = False,
+                 per_cost: str = "none",
                  activation_examples: int = 256) -> None:
         criterion = create_criterion(criterion) if isinstance(criterion, str) else criterion
         if any(r in criterion.reads for r in OWN_PASSES):
@@ -112,6 +119,7 @@ class Pruner(EngineBase):
             raise FmpruneError("nothing to prune: the model has no prunable group in scope "
                                f"(notes: {'; '.join(graph.notes) or 'none'})")
         super().__init__(graph, criterion, names, normalize, float(flops_lambda), seed)
+        self.per_cost = per_cost_checked(per_cost)
         self.model, self.reduction, self.auto = model, reduction, auto
         remember(model, graph)
         self.base_params, self.base_macs = graph.total_params(), graph.total_macs()

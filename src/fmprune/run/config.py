@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from ..criteria import NORMALIZATIONS, REDUCTIONS, create_criterion
+from ..criteria import COSTS, NORMALIZATIONS, REDUCTIONS, create_criterion
 from ..errors import FmpruneError
 from ..validate import check_numbers
 
@@ -31,6 +31,7 @@ class PruneConfig:
     retrain_batch: int = 100
     rank_once: bool = False
     group_reduction: str = "sum"         # how a group's producers combine their scores: sum, mean, max
+    per_cost: str = "none"               # divide scores by the MACs/params a removal saves: none, macs, params
     ignore: tuple[str, ...] = ()         # modules/nodes kept as they are (their maps are never removed)
     min_accuracy: float | None = None
     target_params: float | None = None   # stop once params <= this fraction of the base model
@@ -44,6 +45,8 @@ class PruneConfig:
         create_criterion(self.criterion)
         if self.normalize not in NORMALIZATIONS:
             raise FmpruneError(f"unknown normalisation {self.normalize!r} (available: {', '.join(NORMALIZATIONS)})")
+        if self.per_cost not in COSTS:
+            raise FmpruneError(f"unknown cost {self.per_cost!r} (available: {', '.join(COSTS)})")
         if self.group_reduction not in REDUCTIONS:
             raise FmpruneError(f"unknown group reduction {self.group_reduction!r} (available: {', '.join(REDUCTIONS)})")
         if self.eval_split not in EVAL_SPLITS:

@@ -129,7 +129,7 @@ class PruningRun:
     def _engine(self):
         cfg = self.config
         return create_engine(self.graph, self.criterion, self.eval_split, self.calibration, self.scope,
-                             cfg.normalize, cfg.flops_lambda, cfg.seed, cfg.group_reduction)
+                             cfg.normalize, cfg.flops_lambda, cfg.seed, cfg.group_reduction, per_cost=cfg.per_cost)
 
     def _check_data(self) -> None:
         if tuple(self.splits.input_shape) != tuple(self.base.input_shape):
