@@ -206,7 +206,7 @@ def test_mnist_3x32_adapter_pads_and_repeats(tmp_path):
     assert x[:, :, :2].abs().sum() == 0 and x[:, :, :, 30:].abs().sum() == 0
     assert torch.equal(s.test.labels, base.test.labels)
     assert s.fingerprint() != base.fingerprint() and s.fingerprint() == adapt(base, "rgb32").fingerprint()
-    assert parse_data_dir("mnist3x32") == (None, "rgb32") and parse_data_dir("mnist") == (None, None)
+    assert parse_data_dir("mnist3x32") == ("mnist", "rgb32") and parse_data_dir("mnist") == ("mnist", None)
     assert parse_data_dir(d) == (d, None)
     with pytest.raises(DataError, match="takes 1-channel images"):
         adapt(s, "rgb32")
