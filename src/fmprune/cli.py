@@ -47,8 +47,9 @@ _DATA_DIR_OPTION = click.option(
          "(image, label)); a CIFAR-10/100 folder (cifar-10-batches-py, cifar-100-python, cifar-10-batches-bin, ...), its parent "
          "or its .tar.gz; an MNIST IDX directory (train-images-idx3-ubyte[.gz], ...) or mnist.pkl.gz; an image "
          "folder (DIR/train/<class>/*.jpg|png, optional DIR/val and DIR/test; read at the model's input shape "
-         "with ImageNet normalisation); or mnist3x32 (the cached MNIST as 3x32x32 images; mnist3x32:PATH for "
-         "MNIST files at PATH); default: MNIST from the cache, fetched on first use.")
+         "with ImageNet normalisation); mnist3x32 (the cached MNIST as 3x32x32 images; mnist3x32:PATH for "
+         "MNIST files at PATH); fashion-mnist or fashion-mnist3x32 (Fashion-MNIST, fetched on first use, see "
+         "`fmprune data get`); default: MNIST from the cache, fetched on first use.")
 _CORRUPT_OPTION = click.option(
     "--corrupt-images", type=click.Choice(CORRUPT_POLICIES), default=None,
     help="Image folders: skip an image that cannot be decoded (named in a warning) or stop with an error "
