@@ -143,6 +143,7 @@ class Case:
     todo: tuple[str, str] | None = None
 
 
+EXITING_FACTORY = b"import sys\n\n\ndef make(num_classes=10):\n    sys.exit(0)\n"
 WHEN_MISSING = "fmprune train"   # what to do about a missing or unusable checkpoint
 CASES = [
     # checkpoints: missing, corrupt, from another tool, another configuration, another model, other data
@@ -242,6 +243,11 @@ CASES = [
          ["--run-dir", "exists and is not a directory"], ["choose another path"]),
     Case("export-directory-is-a-file", lambda ws: ["export", ws.ckpt, "--out-dir", write(ws.tmp / "f", b"x")],
          ["--out-dir", "exists and is not a directory"], ["choose another path"]),
+    Case("count-input-the-model-cannot-take", lambda ws: ["count", "--input-shape", "1,2,2"],
+         ["lenet does not accept input 1x2x2"]),
+    Case("factory-calling-sys-exit", lambda ws: [
+        "count", "--model", f"{write(ws.tmp / 'f.py', EXITING_FACTORY)}:make",
+        "--input-shape", "1,28,28"], ["cannot be built: it called sys.exit(0)"]),
     Case("report-without-runs", lambda ws: ["report", ws.tmp, "--out-dir", ws.tmp / "report"],
          ["no run directories"], ["config.json + steps.csv"]),
 ]

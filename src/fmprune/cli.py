@@ -251,7 +251,9 @@ def count_cmd(model: str, model_args: tuple[str, ...], input_shape: str | None, 
         base = ckpt.spec
     else:
         base = ModelRequest.from_options(model, model_args, input_shape, num_classes).spec()
-        graph = trace_graph(build_model(base), torch.zeros(1, *base.input_shape))
+        net = build_model(base)
+        check_output(net, base)   # an input the model cannot take: one line, before torch.fx prints a trace
+        graph = trace_graph(net, torch.zeros(1, *base.input_shape))
     pruned = {g.name: (g.size, g.traced_size) for g in graph.groups if g.size < g.traced_size}
     click.echo(format_cost_table(graph.layer_costs(), pruned or None))
     if is_sparse(graph.model):

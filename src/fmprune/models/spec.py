@@ -162,6 +162,8 @@ def _call_factory(factory: Callable[..., Any], label: str, spec: ModelSpec) -> n
         model = factory(**args, **spec.kwargs)
     except FmpruneError as e:
         raise FmpruneError(f"{label} cannot be built: {e}") from None
+    except SystemExit as e:   # a factory's sys.exit(0) would end fmprune "successfully" with nothing done
+        raise FmpruneError(f"{label} cannot be built: it called sys.exit({e.code!r})") from None
     except Exception as e:  # noqa: BLE001 - the user's factory may raise anything; say it in one line
         first = (str(e).strip().splitlines() or [""])[0]
         raise FmpruneError(f"{label} cannot be built: {type(e).__name__}: {first}") from None
