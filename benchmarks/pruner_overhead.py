@@ -1,6 +1,7 @@
 """What the Pruner's hooks cost a training step that does not score: ResNet-20 (the zoo's, 3x32x32)
 at batch 64, SGD step with and without a Pruner attached, timed in turns so a busy machine's drift
-hits both alike. Also the cost of accumulate() and of one step(maps=8).
+hits both alike; also with ``pruner.recording = False`` (the iterations whose statistics are not
+needed). Also the cost of one step(maps=8).
 
     .venv/bin/python benchmarks/pruner_overhead.py [--repeats 30] [--batch 64] [--criterion taylor]
 """
@@ -49,15 +50,20 @@ def main() -> None:
         train_step(plain, opt_plain, x, y)
         train_step(hooked, opt_hooked, x, y, pruner)
     pruner.taps.clear()
-    times = {"without": [], "with": []}
+    times = {"without": [], "with": [], "paused": []}
     for _ in range(args.repeats):
         times["without"].append(train_step(plain, opt_plain, x, y))
         times["with"].append(train_step(hooked, opt_hooked, x, y, pruner))
+        pruner.recording = False
+        times["paused"].append(train_step(hooked, opt_hooked, x, y, pruner))
+        pruner.recording = True
     a, b = statistics.median(times["without"]), statistics.median(times["with"])
+    c = statistics.median(times["paused"])
     print(f"ResNet-20, batch {args.batch}, {torch.get_num_threads()} threads, {args.repeats} steps each, in turns")
     print(f"train step without pruner  {a * 1e3:8.1f} ms (median)")
     print(f"train step with {args.criterion} hooks  {b * 1e3:8.1f} ms (median; forward+backward+accumulate)")
     print(f"overhead                    {100 * (b / a - 1):+8.1f} %")
+    print(f"recording off               {c * 1e3:8.1f} ms, overhead {100 * (c / a - 1):+.1f} %")
     start = time.perf_counter()
     removed = pruner.step(maps=8, optimizer=opt_hooked)
     print(f"step(maps=8) on {pruner.examples or args.repeats * args.batch} examples: "

@@ -288,3 +288,14 @@ def test_channels_last_maps_are_scored_by_hand_and_alike_in_both_paths():
     expected = (a.grad * a).sum((1, 2)).div(36).abs().mean(0).detach()
     assert torch.allclose(engine.raw_scores()["up"].double(), expected.double(), rtol=1e-4, atol=1e-9)
     assert torch.allclose(pruner.scores()["up"].double(), expected.double(), rtol=1e-4, atol=1e-9)
+
+
+def test_forwards_are_not_recorded_while_recording_is_off(small_trained, splits):
+    model = copy.deepcopy(small_trained)
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28))
+    pruner.recording = False
+    F.cross_entropy(model(splits.train.images[:10]), splits.train.labels[:10]).backward()
+    assert pruner.accumulate() == 0
+    pruner.recording = True
+    F.cross_entropy(model(splits.train.images[:10]), splits.train.labels[:10]).backward()
+    assert pruner.accumulate() == 10 and pruner.examples == 10

@@ -143,6 +143,16 @@ class Pruner(EngineBase):
         return self.taps.accumulate()
 
     @property
+    def recording(self) -> bool:
+        """Whether forwards are recorded. Set it False on the iterations whose statistics you do not
+        need (e.g. all but the last few before each ``step``): the hooks then cost nothing."""
+        return self.taps.recording
+
+    @recording.setter
+    def recording(self, value: bool) -> None:
+        self.taps.recording = bool(value)
+
+    @property
     def examples(self) -> int:
         """Examples accumulated since the last step."""
         return self.taps.examples

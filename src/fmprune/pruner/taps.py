@@ -66,9 +66,9 @@ class Tap:
     grad_dots: list[torch.Tensor] = field(default_factory=list)
     activation_examples: int = 0
 
-    def forward_hook(self, cap: int, auto: bool) -> Callable:
+    def forward_hook(self, cap: int, auto: bool, recording: Callable[[], bool]) -> Callable:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if not (torch.is_tensor(output) and torch.is_grad_enabled() and output.requires_grad):
+            if not (recording() and torch.is_tensor(output) and torch.is_grad_enabled() and output.requires_grad):
                 return
             if auto:     # the forwards whose backward has run are complete: commit them
                 self.take_pending(keep_incomplete=True)
@@ -163,6 +163,7 @@ class Taps:
         self.calls = Counter(n.target for n in graph.graph_module.graph.nodes if n.op == "call_module")
         self.taps: dict[tuple[str, str], Tap] = {}
         self.notes: list[str] = []
+        self.recording = True       # False: forwards pass through the hooks untouched
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         model_modules = dict(graph.model.named_modules())
         for member in members:
@@ -171,7 +172,7 @@ class Taps:
                 if tap is not None:
                     self.taps[(member.name, where)] = tap
                     module = model_modules[tap.module_name]
-                    self._handles.append(module.register_forward_hook(tap.forward_hook(activation_examples, auto)))
+                    self._handles.append(module.register_forward_hook(tap.forward_hook(activation_examples, auto, lambda: self.recording)))
 
     def _tap(self, member: Member, where: str, want_activation: bool, want_grad: bool) -> Tap | None:
         chain = producer_chain(member)
