@@ -223,3 +223,18 @@ def test_torchvision_vit_prunes_heads_and_mlp_exactly():
     assert len(sizes) == 24 and sizes["encoder.layers.encoder_layer_0.self_attention"] == 12
     assert sizes["encoder.layers.encoder_layer_11.mlp.0"] == 3072
     assert prune_against_reference(model, x, rounds=1, fraction=0.25) < 1e-8
+
+
+@pytest.mark.skipif(not torchvision_installed(), reason="torchvision not installed")
+def test_torchvision_swin_prunes_its_mlp_units_exactly():
+    """swin_t: its shifted-window attention and patch merging (fx-wrapped functions inside) are
+    kept whole, with the residual stream they read and write; the MLP units between prune."""
+    from fmprune.models.spec import ModelSpec, build_model
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("torchvision:swin_t", num_classes=10, input_shape=(3, 64, 64)))
+    x = torch.randn(2, 3, 64, 64)
+    graph = fmprune.trace(model, x[:1])
+    assert graph.sizes()["features.1.0.mlp.0"] == 384 and graph.sizes()["features.7.1.mlp.0"] == 3072
+    assert len(graph.sizes()) == 12
+    assert any("ShiftedWindowAttention 'features.1.0.attn' is kept whole" in n for n in graph.notes)
+    assert prune_against_reference(model, x, rounds=1, fraction=0.25) < 1e-8

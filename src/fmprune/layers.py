@@ -485,11 +485,46 @@ class AttentionHeadsAdapter(LayerAdapter):
         return torch.cat([qkv, out], 1)
 
 
+class KeptLayerAdapter(LayerAdapter):
+    """A block over the last axis that fmprune does not cut (Swin's shifted-window attention and
+    patch merging, whose fx-wrapped functions the label flow cannot follow): a leaf whose input
+    and output maps are all kept, so that what surrounds it (the MLPs between them) still prunes.
+    ``output`` is the Linear whose outputs it returns; its cost counts its Linears per token, and
+    ``window`` adds the products of attention within windows (2 · tokens · window area · width)."""
+
+    def __init__(self, output: str, window: bool = False) -> None:
+        self.output, self.window = output, window
+
+    def channel_axis(self, module, input_rank):
+        return input_rank - 1
+
+    def output_labels(self, module, inputs, ctx, name):
+        why = f"{type(module).__name__} {name!r} is kept whole: the maps it reads and writes are kept"
+        ctx.pin(inputs, why)
+        out = ctx.fresh(module.get_submodule(self.output).out_features)
+        ctx.pin(out, why)
+        return out
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        raise NotImplementedError("a kept layer is never cut")   # its maps are pinned
+
+    def cost(self, module, output_shape, n_in, n_out):
+        tokens = int(np.prod(output_shape[1:-1], dtype=np.int64))
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        macs = tokens * sum(m.in_features * m.out_features for m in linears)
+        if self.window:
+            macs += 2 * tokens * int(np.prod(module.window_size)) * n_out
+        return sum(p.numel() for p in module.parameters()), macs
+
+
 _REGISTRY: dict[type, LayerAdapter] = {}
 # classes of other libraries, known by qualified name (importing them would make them
 # dependencies); a type registered with register_layer wins over these
 _BY_NAME: dict[str, LayerAdapter] = {
     "torchvision.models.convnext.LayerNorm2d": LayerNormAdapter(axis=1),   # permutes to NHWC inside
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": KeptLayerAdapter("proj", window=True),
+    "torchvision.models.swin_transformer.PatchMerging": KeptLayerAdapter("reduction"),
+    "torchvision.models.swin_transformer.PatchMergingV2": KeptLayerAdapter("reduction"),
 }
 
 
