@@ -100,7 +100,8 @@ def test_an_amount_of_one_is_one_line_from_the_real_entry_point(fc_ckpt, idx_dir
                            "--data-dir", str(idx_dir), "--amount", "1", "--run-dir", str(run)],
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == "fmprune: error: amount must be a fraction in [0, 1), got 1.0"
+    assert proc.stderr.strip() == ("fmprune: error: Invalid value for '--amount': amount must be a fraction in "
+                                   "[0, 1), got 1.0 (see 'python -m fmprune sparsify --help')")
     assert not run.exists()
 
 

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .surgery import Slicer, slice_param, take
@@ -329,11 +330,201 @@ class ParameterAdapter(ChannelwiseAdapter):
         return value.numel() // value.shape[self.dim] * n_out, 0
 
 
+class PrunedMultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` once fmprune has cut it. torch's forward derives the head size
+    from the query's width (``embed_dim // num_heads``), so it cannot run with heads removed
+    (inner width ``num_heads * head_dim`` below the embedding) nor with embedding channels removed
+    (``head_dim`` would change): this forward computes the same attention with ``head_dim`` as
+    it was. The pruned module takes this class in place (``module.__class__``), so it stays the
+    same object, its parameters and optimizer state where they were."""
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        unbatched = query.dim() == 2
+        if unbatched:
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+            key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
+        elif not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        heads, size = self.num_heads, self.head_dim
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
+        n, length, _ = query.shape
+        q, k, v = (F.linear(t, w, b).view(n, t.shape[1], heads, size).transpose(1, 2)
+                   for t, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v)))
+        scores = (q * size ** -0.5) @ k.transpose(-2, -1)          # (N, H, L, S)
+        scores = scores + _attention_bias(attn_mask, key_padding_mask, is_causal, scores)
+        weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
+        out = (weights @ v).transpose(1, 2).reshape(n, length, heads * size)
+        out = self.out_proj(out)
+        if unbatched:
+            out = out.squeeze(0)
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
+        if not need_weights:
+            return out, None
+        weights = weights.mean(1) if average_attn_weights else weights
+        return out, weights.squeeze(0) if unbatched else weights
+
+
+def _attention_bias(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None, is_causal: bool,
+                    scores: torch.Tensor) -> torch.Tensor:
+    """What torch's attention adds to the scores (N, H, L, S): boolean masks (True: not attended)
+    as -inf, float masks as they are; a 3-D ``attn_mask`` holds one (L, S) per example and head."""
+    n, heads, length, keys = scores.shape
+    bias = scores.new_zeros(())
+    if attn_mask is None and is_causal:
+        attn_mask = torch.ones(length, keys, dtype=torch.bool, device=scores.device).triu(1)
+    for mask, per_example in ((attn_mask, attn_mask is not None and attn_mask.dim() == 3),
+                              (key_padding_mask, True)):
+        if mask is None:
+            continue
+        if mask.dtype == torch.bool:
+            mask = scores.new_zeros(mask.shape).masked_fill(mask, float("-inf"))
+        mask = mask.to(scores.dtype)
+        bias = bias + (mask.view(n, -1, mask.shape[-2] if mask.dim() == 3 else 1, keys) if per_example else mask)
+    return bias
+
+
+def _attention_cost(module: nn.MultiheadAttention, shape: tuple[int, ...], n_in: int, n_out: int,
+                    heads: int) -> tuple[int, int]:
+    """(parameters, MACs per example) of multi-head attention with ``n_in`` embedding inputs,
+    ``n_out`` outputs and ``heads`` heads of ``head_dim``; ``shape`` is (query tokens, key tokens).
+    Every term but out_proj's bias is proportional to the heads: a head costs its q, k, v rows,
+    its scores, its weighted values and its out_proj columns."""
+    queries, keys = shape[-2], shape[-1]
+    inner = heads * module.head_dim
+    params = 3 * inner * n_in + n_out * inner
+    params += (3 * inner if module.in_proj_bias is not None else 0) + (n_out if module.out_proj.bias is not None else 0)
+    macs = inner * n_in * (queries + 2 * keys) + 2 * queries * keys * inner + queries * inner * n_out
+    return params, macs
+
+
+class MultiheadAttentionAdapter(LayerAdapter):
+    """``nn.MultiheadAttention`` as one layer: its embedding inputs (the same positions of query,
+    key and value: in_proj's columns) and outputs (out_proj's rows). Its heads are a group of
+    their own (``AttentionHeadsAdapter``), traced with it. ``embedding=False`` (the default) keeps
+    every embedding map it reads or writes: the residual stream of a transformer touches the patch
+    embedding, every LayerNorm, the class token, the positional embedding and the head, and a
+    width change there is rarely wanted; ``register_layer(nn.MultiheadAttention,
+    MultiheadAttentionAdapter(embedding=True))`` makes it one prunable group."""
+
+    def __init__(self, embedding: bool = False) -> None:
+        self.embedding = embedding
+
+    def channel_axis(self, module, input_rank):
+        return input_rank - 1
+
+    @staticmethod
+    def supported(module: nn.MultiheadAttention) -> bool:
+        """The layouts the pruned forward computes: one in_proj for q, k and v, no bias_k/bias_v,
+        no zero attention."""
+        return module._qkv_same_embed_dim and module.bias_k is None and not module.add_zero_attn
+
+    def output_labels(self, module, inputs, ctx, name):
+        out = ctx.fresh(module.out_proj.out_features)
+        if not (self.embedding and self.supported(module)):
+            why = ("the embedding every nn.MultiheadAttention reads and writes is kept (to prune it: fmprune.register_layer("
+                   "nn.MultiheadAttention, fmprune.layers.MultiheadAttentionAdapter(embedding=True)))"
+                   if self.supported(module) else f"attention {name!r} has no single in_proj: its embedding is kept")
+            ctx.pin(inputs, why)
+            ctx.pin(out, why)
+        return out
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        if keep_in is not None:
+            slice_param(module, "in_proj_weight", _rows(keep_in, 1), optimizer)
+            module.embed_dim = module.kdim = module.vdim = len(keep_in)
+        if keep_out is not None:
+            LinearAdapter().prune(module.out_proj, None, keep_out, optimizer)
+        if keep_in is not None or keep_out is not None:
+            module.__class__ = PrunedMultiheadAttention
+
+    def cost(self, module, output_shape, n_in, n_out):
+        return _attention_cost(module, output_shape, n_in, n_out, module.num_heads)
+
+    def filters(self, module):
+        return module.out_proj.weight.detach()
+
+
+class AttentionHeadsAdapter(LayerAdapter):
+    """The heads of an ``nn.MultiheadAttention``, one map each: removing head h cuts its
+    ``head_dim`` rows of q, k and v in in_proj and its columns of out_proj, and lowers
+    ``num_heads``. Exact: the model with the head's v rows and out_proj columns zeroed (its output
+    is then 0 whatever its attention weights) is the model without it. Its cost is the change
+    from the present number of heads (the attention layer's own record counts the whole)."""
+
+    inner = True   # no parameters of its own in layer listings: the attention layer's record has them
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        if keep_out is None:
+            return
+        size, heads = module.head_dim, module.num_heads
+        per_head = (keep_out[:, None] * size + torch.arange(size)).flatten()
+        rows = torch.cat([per_head + block * heads * size for block in range(3)])
+        slice_param(module, "in_proj_weight", _rows(rows, 0), optimizer)
+        slice_param(module, "in_proj_bias", _rows(rows, 0), optimizer)
+        slice_param(module.out_proj, "weight", _rows(per_head, 1), optimizer)
+        module.out_proj.in_features = len(per_head)
+        module.num_heads = len(keep_out)
+        module.__class__ = PrunedMultiheadAttention
+
+    def cost(self, module, output_shape, n_in, n_out):
+        e_in, e_out = module.in_proj_weight.shape[1], module.out_proj.out_features
+        params, macs = _attention_cost(module, output_shape, e_in, e_out, n_out)
+        now_params, now_macs = _attention_cost(module, output_shape, e_in, e_out, module.num_heads)
+        return params - now_params, macs - now_macs
+
+    def filters(self, module):
+        """One row per head: its q, k, v rows and its out_proj columns."""
+        size, heads = module.head_dim, module.num_heads
+        qkv = module.in_proj_weight.detach().view(3, heads, size, -1).transpose(0, 1).flatten(1)
+        out = module.out_proj.weight.detach().view(-1, heads, size).transpose(0, 1).flatten(1)
+        return torch.cat([qkv, out], 1)
+
+
+class KeptLayerAdapter(LayerAdapter):
+    """A block over the last axis that fmprune does not cut (Swin's shifted-window attention and
+    patch merging, whose fx-wrapped functions the label flow cannot follow): a leaf whose input
+    and output maps are all kept, so that what surrounds it (the MLPs between them) still prunes.
+    ``output`` is the Linear whose outputs it returns; its cost counts its Linears per token, and
+    ``window`` adds the products of attention within windows (2 · tokens · window area · width)."""
+
+    def __init__(self, output: str, window: bool = False) -> None:
+        self.output, self.window = output, window
+
+    def channel_axis(self, module, input_rank):
+        return input_rank - 1
+
+    def output_labels(self, module, inputs, ctx, name):
+        why = f"{type(module).__name__} {name!r} is kept whole: the maps it reads and writes are kept"
+        ctx.pin(inputs, why)
+        out = ctx.fresh(module.get_submodule(self.output).out_features)
+        ctx.pin(out, why)
+        return out
+
+    def prune(self, module, keep_in, keep_out, optimizer):
+        raise NotImplementedError("a kept layer is never cut")   # its maps are pinned
+
+    def cost(self, module, output_shape, n_in, n_out):
+        tokens = int(np.prod(output_shape[1:-1], dtype=np.int64))
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        macs = tokens * sum(m.in_features * m.out_features for m in linears)
+        if self.window:
+            macs += 2 * tokens * int(np.prod(module.window_size)) * n_out
+        return sum(p.numel() for p in module.parameters()), macs
+
+
 _REGISTRY: dict[type, LayerAdapter] = {}
 # classes of other libraries, known by qualified name (importing them would make them
 # dependencies); a type registered with register_layer wins over these
 _BY_NAME: dict[str, LayerAdapter] = {
     "torchvision.models.convnext.LayerNorm2d": LayerNormAdapter(axis=1),   # permutes to NHWC inside
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": KeptLayerAdapter("proj", window=True),
+    "torchvision.models.swin_transformer.PatchMerging": KeptLayerAdapter("reduction"),
+    "torchvision.models.swin_transformer.PatchMergingV2": KeptLayerAdapter("reduction"),
 }
 
 
@@ -373,6 +564,7 @@ def _register_builtins() -> None:
     register_layer(nn.PReLU, PReLUAdapter())
     register_layer(nn.GroupNorm, NormAcrossChannelsAdapter())
     register_layer(nn.LayerNorm, LayerNormAdapter())
+    register_layer(nn.MultiheadAttention, MultiheadAttentionAdapter())
 
 
 _register_builtins()

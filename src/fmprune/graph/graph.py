@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import PruningError
-from ..layers import LayerAdapter
+from ..layers import LayerAdapter, ParameterAdapter
 from ..surgery import keep_indices
 from .trace import LayerRecord, TraceResult, eval_mode, trace_labels
 
@@ -187,8 +187,11 @@ class Graph:
         consumers = [(r, pos) for r, pos in consumers if len(pos)]
         if not consumers:
             return
+        # a tensor of the model (ParameterAdapter) is not zeroed in the reference: a removed map
+        # holds it there; an attention's heads (inner) are no output of the module
         zeroed = {r.module: torch.from_numpy(np.flatnonzero(np.isin(r.outputs, removed)))
-                  for r in g.records if r.outputs is not None and np.isin(r.outputs, removed).any()}
+                  for r in g.records if r.outputs is not None and np.isin(r.outputs, removed).any()
+                  and not isinstance(r.adapter, ParameterAdapter) and not getattr(r.adapter, "inner", False)}
         values = _inputs_when_zeroed(self.model, self.example_inputs, zeroed, consumers)
         for (r, pos), value in zip(consumers, values):
             r.adapter.fold_constant(r.module, pos, value)
@@ -262,6 +265,8 @@ class Graph:
         """Per-layer rows: producers with their maps, per-channel layers (BatchNorm) too."""
         rows = []
         for r in self._records:
+            if getattr(r.adapter, "inner", False):   # an attention's heads: its own row has their cost
+                continue
             _, macs = self._layer_cost(r)
             own = dict(r.module.named_parameters(recurse=False))
             weight = own.get("weight")

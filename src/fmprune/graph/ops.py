@@ -77,6 +77,8 @@ SPLIT_METHODS = {"split", "chunk", "tensor_split"}
 FLATTEN_FUNCTIONS = {torch.flatten}
 RESHAPE_METHODS = {"flatten", "view", "reshape"}
 RESHAPE_FUNCTIONS = {torch.reshape}
+# broadcasts of size-1 axes (a class token expanded over the batch): every value stays on its channel
+EXPAND_METHODS = {"expand", "expand_as"}
 SQUEEZE_METHODS = {"squeeze", "unsqueeze"}
 SQUEEZE_FUNCTIONS = {torch.squeeze, torch.unsqueeze}
 REDUCE_METHODS = {"mean", "sum", "amax", "amin"}

@@ -33,7 +33,8 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UnsupportedModelError
-from ..layers import LayerAdapter, ParameterAdapter, adapter_for, is_registered
+from ..layers import (AttentionHeadsAdapter, LayerAdapter, MultiheadAttentionAdapter, ParameterAdapter,
+                      adapter_for, is_registered)
 from . import ops
 
 Labels = np.ndarray
@@ -271,7 +272,7 @@ class LabelFlow:
         notes = list(dict.fromkeys(why for arr, why in self._reasons if why and any(
             (root := self.union.find(x)) in held and root not in silent for x in arr.tolist())))
         for r in records:
-            r.feature_node = _feature_node(r.nodes[0], self.modules) if r.nodes else None
+            r.feature_node = _feature_node(_tensor_output(r.nodes[0]), self.modules) if r.nodes else None
         return TraceResult(self.gm, records, self.union, pinned, self.origin, notes)
 
     def _visit(self, node: fx.Node) -> Any:
@@ -322,9 +323,10 @@ class LabelFlow:
             module = self.modules[target]
             return adapter_for(module) is not None or ops.is_elementwise_module(module)
         if node.op == "call_method":
-            return target in ops.ELEMENTWISE_METHODS | ops.BINARY_METHODS | ops.PERMUTE_METHODS | ops.RESHAPE_METHODS
+            return target in (ops.ELEMENTWISE_METHODS | ops.BINARY_METHODS | ops.PERMUTE_METHODS | ops.RESHAPE_METHODS
+                              | ops.EXPAND_METHODS)
         return (ops.is_elementwise_function(target) or target in ops.BINARY_FUNCTIONS | ops.PERMUTE_FUNCTIONS
-                | ops.RESHAPE_FUNCTIONS | ops.FLATTEN_FUNCTIONS)
+                | ops.RESHAPE_FUNCTIONS | ops.FLATTEN_FUNCTIONS | ops.CAT_FUNCTIONS or target is ops.GETITEM)
 
     def _constant(self, node: fx.Node, reason: str) -> Labels | None:
         shape = _shape(node)
@@ -370,6 +372,8 @@ class LabelFlow:
     def _call_module(self, node: fx.Node) -> Any:
         module = self.modules[node.target]
         adapter = adapter_for(module)
+        if isinstance(adapter, MultiheadAttentionAdapter):
+            return self._call_attention(node, module, adapter)
         if adapter is not None:
             return self._call_layer(node, module, adapter)
         if ops.is_unary_module(module):
@@ -428,6 +432,91 @@ class LabelFlow:
             return self._through(node, labels)
         return self._opaque(node, f"{self._describe(node)} does not act on the channel axis: the maps through it are kept")
 
+    def _call_attention(self, node: fx.Node, module: nn.Module, adapter: MultiheadAttentionAdapter) -> Any:
+        """``nn.MultiheadAttention(query, key, value, ...)``, returning (output, weights). Its
+        embedding is the last axis of query, key and value (the same positions of in_proj's
+        columns: one map each) and of its output (out_proj's rows, new maps); its heads are maps
+        of a record of their own, a group owned by the module. What the adapter cannot cut (other
+        in_proj layouts), masks and a use of the averaged attention weights keep what they touch."""
+        name = str(node.target)
+        query, key, value = (node.args[i] if len(node.args) > i else node.kwargs.get(k)
+                             for i, k in enumerate(("query", "key", "value")))
+        pieces = _piece_shapes(node)
+        layouts = [self._layout(t) for t in (query, key, value)]
+        rank = len(_shape(query) or ())
+        if not pieces or rank not in (2, 3) or any(
+                lay is None or lay[0].ndim != 1 or lay[1] != rank - 1 for lay in layouts):
+            return self._opaque(node, f"{self._describe(node)} does not read channels on its last axis: "
+                                      "the maps through it are kept")
+        why = f"{self._describe(node)}: what it reads besides query, key and value is kept"
+        for extra in _flat_nodes((node.args[3:], {k: v for k, v in node.kwargs.items()
+                                                  if k not in ("query", "key", "value")})):
+            self._pin_all(extra, why)
+        inputs = layouts[0][0]
+        for labels, _ in layouts[1:]:
+            if adapter.supported(module) and labels.shape == inputs.shape:
+                self.union.union(inputs, labels)   # in_proj's column i reads position i of all three
+            else:
+                self.pin(labels, f"attention {name!r} projects key/value with weights of their own: those maps are kept")
+        shape = (_tokens(_shape(query), module), _tokens(_shape(key), module))
+        outputs = self._attention_record(node, name, module, adapter, inputs, shape, layouts)
+        self._attention_heads(node, name, module, shape)
+        return [self._store(outputs, rank - 1)] + [None] * (len(pieces) - 1)
+
+    def _attention_record(self, node: fx.Node, name: str, module: nn.Module, adapter: LayerAdapter,
+                          inputs: Labels, shape: tuple[int, int], layouts: list) -> Labels:
+        """The record of the attention layer's embedding (in: query positions, out: out_proj's)."""
+        record = self.records.get(name)
+        if record is None:
+            record = self.records[name] = LayerRecord(name, module, adapter)
+        record.nodes.append(node)
+        record.output_shapes.append(shape)
+        record.axis = layouts[0][1]
+        self._read_residues(record, np.concatenate([lay[0] for lay in layouts]))
+        outputs = adapter.output_labels(module, inputs, self, name)
+        if record.inputs is None:
+            record.inputs, record.outputs = inputs, outputs
+        else:   # the same layer called again: both calls see the same maps
+            self.union.union(record.inputs, inputs)
+            self.union.union(record.outputs, outputs)
+        return record.outputs
+
+    def _attention_heads(self, node: fx.Node, name: str, module: nn.Module, shape: tuple[int, int]) -> None:
+        """The heads as maps of their own record (same module, an ``inner`` adapter; the group is
+        named after the module):
+        kept when the adapter cannot cut them, when the attention weights are used (their average
+        over heads changes with any head) or when a mask holds one (L, S) per head."""
+        key = f"{name}#heads"
+        heads = self.fresh(module.num_heads)
+        record = self.records.get(key)
+        if record is None:
+            # named apart from the layer (positions() keys, masks): ``name:heads``, no module's name
+            record = self.records[key] = LayerRecord(f"{name}:heads", module, AttentionHeadsAdapter(), outputs=heads)
+        else:
+            self.union.union(record.outputs, heads)
+        record.output_shapes.append(shape)
+        mask = node.kwargs.get("attn_mask", node.args[5] if len(node.args) > 5 else None)
+        reasons = [
+            (not MultiheadAttentionAdapter.supported(module), "its q, k, v weights are not one in_proj"),
+            (_weights_used(node), "its attention weights (an average over heads) are used"),
+            (len(_shape(mask) or ()) == 3, "its attn_mask holds one mask per head")]
+        for bad, why in reasons:
+            if bad:
+                self.pin(heads, f"the heads of attention {name!r} are kept: {why}")
+
+    def _expand(self, node: fx.Node) -> Labels | Moved | None:
+        """expand / expand_as: size-1 axes broadcast (a class token over the batch); the channel
+        axes keep their size, and move right by the axes put in front."""
+        source = node.args[0]
+        layout, in_shape, out_shape = self._layout(source), _shape(source), _shape(node)
+        if layout is None or in_shape is None or out_shape is None:
+            return None
+        labels, axis = layout
+        at = axis + len(out_shape) - len(in_shape)
+        if out_shape[at:at + labels.ndim] != labels.shape:
+            raise self._unsupported(node, "it broadcasts the channel axis")
+        return self._store(labels, at)
+
     def _read_residues(self, record: LayerRecord, inputs: Labels) -> None:
         """A layer making new maps from positions that are not zero once removed: a constant is
         folded into its bias on removal (``record.residue``) when the adapter does that exactly
@@ -478,6 +567,8 @@ class LabelFlow:
                 return self._reshape(node, static=target == "flatten")
             if target in ops.SQUEEZE_METHODS or target in ops.REDUCE_METHODS:
                 return self._keeps_channel_axis(node)
+            if target in ops.EXPAND_METHODS:
+                return self._expand(node)
         raise self._unsupported(node)
 
     def _unary(self, node: fx.Node) -> Labels | Moved | None:
@@ -590,10 +681,11 @@ class LabelFlow:
 
     def _parameter_labels(self, node: fx.Node, attr: fx.Node, aligned: tuple[int, ...], axis: int,
                           block: tuple[int, ...]) -> Labels | None:
-        """A tensor of the model with one entry per channel and size 1 elsewhere (ConvNeXt's
-        ``layer_scale``, (C, 1, 1)): a layer of its own (``ParameterAdapter``), cut with the maps
-        it scales. None for any other shape."""
-        if len(block) != 1 or any(n != 1 for i, n in enumerate(aligned) if i != axis):
+        """A tensor of the model whose axis lined up with the channels has one entry per channel
+        (ConvNeXt's ``layer_scale``, (C, 1, 1); ViT's positional embedding, (1, tokens, C), and
+        class token): a layer of its own (``ParameterAdapter``), cut with the maps it scales or
+        shifts. None for channels over several axes, or a tensor fmprune cannot cut."""
+        if len(block) != 1 or attr is None or aligned is None or aligned[axis] != block[0]:
             return None
         owner_name, _, field_name = str(attr.target).rpartition(".")
         try:
@@ -602,7 +694,9 @@ class LabelFlow:
             return None
         if not torch.is_tensor(getattr(owner, field_name, None)):
             return None
-        dim = axis - (len(aligned) - len(_shape(attr)))
+        dim = axis - (len(aligned) - len(_shape(attr) or ()))
+        if dim < 0 or _shape(attr)[dim] != block[0]:
+            return None
         record = self.records.get(str(attr.target))
         labels = self.fresh(block[0])
         if record is None:
@@ -633,16 +727,55 @@ class LabelFlow:
             return parts
         return [self._tensor_labels(t) for t in tensors]
 
-    def _cat(self, node: fx.Node) -> Labels | None:
+    def _cat(self, node: fx.Node) -> Labels | Moved | None:
+        """Along the channel axis: the inputs' labels concatenated. Along another axis (a batch, a
+        spatial or a token axis: ViT's class token before the patches) the same maps side by side:
+        united position by position; a tensor of the model among them (the class token, expanded
+        over the batch) is cut with them (``ParameterAdapter``)."""
         dim = self._dim(node, 1, 0)
-        parts = self._cat_parts(node)
-        if not parts or any(p is None for p in parts):
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors", [])
+        if isinstance(tensors, fx.Node):
+            nodes: list[Any] = [None] * len(self._cat_parts(node))
+            layouts = [None if p is None else (p, 1) for p in self._cat_parts(node)]
+        else:
+            nodes, layouts = list(tensors), [self._layout(t) for t in tensors]
+        carriers = [lay for n, lay in zip(nodes, layouts) if lay is not None and _model_tensor(n) is None]
+        if not carriers or any(lay is None and _model_tensor(n) is None for n, lay in zip(nodes, layouts)):
             raise self._unsupported(node, "one of its inputs has no channel axis")
-        if dim == 1:
-            return np.concatenate(parts)
-        for p in parts[1:]:   # batch or spatial concatenation: the same maps side by side
-            self.union.union(parts[0], p)
-        return self._with_states(parts[0], np.max([self._states(p) for p in parts], axis=0))
+        labels, axis = carriers[0]
+        if axis <= dim < axis + labels.ndim:
+            return self._cat_channels(node, nodes, layouts, dim, axis, labels.ndim)
+        coupled, states = [], []
+        for n, lay in zip(nodes, layouts):
+            if lay is not None and lay[1] == axis and lay[0].shape == labels.shape:
+                coupled.append(lay[0])
+                states.append(self._states(lay[0]))
+                continue
+            parameter = self._parameter_labels(node, _model_tensor(n), _shape(n), axis, labels.shape) \
+                if _model_tensor(n) is not None else None
+            if parameter is None:
+                raise self._unsupported(node, "it joins tensors whose channels lie on different axes")
+            coupled.append(parameter)
+            states.append(np.full(labels.shape, CONST, dtype=np.int8))
+        for other in coupled[1:]:
+            self.union.union(coupled[0], other)
+        return self._store(self._with_states(coupled[0], np.max(states, axis=0)), axis)
+
+    def _cat_channels(self, node: fx.Node, nodes: list[Any], layouts: list, dim: int, axis: int,
+                      ndim: int) -> Labels | Moved:
+        """A cat along the channel axis (1, or the last of channels-last tensors): the labels
+        concatenated; a constant's own channels are kept."""
+        if ndim != 1:
+            raise self._unsupported(node, "it joins along one of several channel axes")
+        parts = []
+        for n, lay in zip(nodes, layouts):
+            if lay is not None and lay[1] == axis and lay[0].ndim == 1:
+                parts.append(lay[0])
+            elif _model_tensor(n) is not None:
+                parts.append(self._pinned_fresh((1, _shape(n)[dim]), f"maps concatenated with a constant at {node.name} are kept"))
+            else:
+                raise self._unsupported(node, "it joins tensors whose channels lie on different axes")
+        return self._store(np.concatenate(parts), axis)
 
     def _split(self, node: fx.Node) -> list[Labels | None]:
         labels = self._tensor_labels(node.args[0])
@@ -668,6 +801,8 @@ class LabelFlow:
         if value is None:   # a tensor without a channel axis (a scalar per example, a constant)
             return self._pinned_fresh(_shape(node) or (), f"{node.name} builds channels from a value without them: they are kept")
         index = index if isinstance(index, tuple) else (index,)
+        if isinstance(value, Moved):
+            return self._index_moved(node, value, index)
         if index and index[0] is Ellipsis:
             raise self._unsupported(node, "indexing from the last axis")
         if not index or not isinstance(index[0], slice) or index[0] != slice(None):
@@ -684,6 +819,25 @@ class LabelFlow:
             self.pin(value, f"{node.name} slices channels at fixed positions: the maps it slices are kept")
             return value[cut]
         raise self._unsupported(node, "indexing the channel axis")
+
+    def _index_moved(self, node: fx.Node, value: Moved, index: tuple) -> Labels | Moved:
+        """Indexing a tensor whose channels lie off axis 1 (``x[:, 0]``: ViT's class token of
+        (N, tokens, C)): the batch and channel axes taken whole; other axes picked by a constant
+        integer (gone: the channels move left) or sliced by constants."""
+        rank, at = len(_shape(node.args[0]) or ()), value.axis
+        if any(i is Ellipsis or i is None for i in index) or len(index) > rank:
+            raise self._unsupported(node, "indexing with ... or None next to channels off axis 1")
+        for j, item in enumerate(index):
+            whole = isinstance(item, slice) and item == slice(None)
+            if (j == 0 or value.axis <= j < value.axis + value.labels.ndim) and not whole:
+                raise self._unsupported(node, "indexing the batch or channel axis")
+            constant = (isinstance(item, int) and not isinstance(item, bool)) or (isinstance(item, slice) and not any(
+                isinstance(v, fx.Node) for v in (item.start, item.stop, item.step)))
+            if not constant:
+                raise self._unsupported(node, "an index computed at run time")
+            if isinstance(item, int) and j < value.axis:
+                at -= 1
+        return self._store(value.labels, at)
 
     def _pick(self, node: fx.Node, pieces: list[Labels | None], index: Any) -> Any:
         """An item or a slice of a sequence of tensors (``x.chunk(4, 1)[1:]``, ``[::-1]``): the
@@ -845,6 +999,37 @@ def _feature_node(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
             break
         current = user
     return current
+
+
+def _tensor_output(node: fx.Node) -> fx.Node:
+    """The node holding a layer's output tensor: its first item when it returns several
+    (attention's (output, weights)), else the node."""
+    if isinstance(node.meta.get("tensor_meta"), (tuple, list)):
+        for user in node.users:
+            if user.op == "call_function" and user.target is ops.GETITEM and user.args[1] == 0:
+                return user
+    return node
+
+
+def _weights_used(node: fx.Node) -> bool:
+    """Whether anything reads an attention call's second output (the weights), or the pair whole."""
+    return any(not (u.op == "call_function" and u.target is ops.GETITEM and u.args[1] == 0) and
+               (len(u.users) > 0 or u.target is not ops.GETITEM) for u in node.users)
+
+
+def _tokens(shape: tuple[int, ...] | None, module: nn.Module) -> int:
+    """The sequence length of an attention input: (N, L, E) batch first, else (L, N, E); (L, E) unbatched."""
+    if not shape:
+        return 1
+    return shape[1] if len(shape) == 3 and getattr(module, "batch_first", False) else shape[0]
+
+
+def _model_tensor(node: Any) -> fx.Node | None:
+    """The ``get_attr`` node a tensor comes from through broadcasts alone (a class token
+    expanded over the batch), else None."""
+    while isinstance(node, fx.Node) and node.op == "call_method" and node.target in ops.EXPAND_METHODS:
+        node = node.args[0]
+    return node if isinstance(node, fx.Node) and node.op == "get_attr" else None
 
 
 def _flat_nodes(value: Any) -> list[fx.Node]:

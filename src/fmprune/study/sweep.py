@@ -104,6 +104,7 @@ def _run_one(label: str, checkpoint: str, config: dict, run_dir: str, device: st
     except FmpruneError as e:
         return RunOutcome(label, Path(run_dir), "failed", str(e), time.perf_counter() - start)
     except Exception as e:  # a bug must not stop the other runs; its trace is kept in the run dir
+        Path(run_dir).mkdir(parents=True, exist_ok=True)   # a run refused at once leaves no directory
         Path(run_dir, "error.txt").write_text(traceback.format_exc())
         return RunOutcome(label, Path(run_dir), "failed", f"{type(e).__name__}: {e} (see error.txt)",
                           time.perf_counter() - start)
