@@ -9,6 +9,8 @@ score among its producers so the default sum over producers gives it back.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from ..data import Split
@@ -30,15 +32,21 @@ class GroupCriterion(Criterion):
 
 
 def producer_scores(criterion: GroupCriterion, graph: Graph, split: Split, layer: str) -> torch.Tensor:
-    """Scores of the output positions of producer ``layer``: each group map's score divided
-    among the positions that carry it across the group's producers (0 outside any group)."""
+    """Scores of the output positions of producer ``layer`` from ``criterion``'s group scores."""
+    return share_among_producers(graph, layer, lambda name: criterion.score_group(graph, name, split))
+
+
+def share_among_producers(graph: Graph, layer: str, group_scores: Callable[[str], torch.Tensor]) -> torch.Tensor:
+    """Scores of the output positions of producer ``layer`` from one score per group map
+    (``group_scores(group)``): each map's score divided among the positions that carry it across
+    the group's producers, so the default sum over producers gives it back (0 outside any group)."""
     out: torch.Tensor | None = None
     for name in graph.names:
         members = graph.members(name)
         mine = [m for m in members if m.name == layer]
         if not mine:
             continue
-        scores = criterion.score_group(graph, name, split).double()
+        scores = group_scores(name).double()
         counts = torch.zeros(len(scores), dtype=torch.float64)
         for m in members:
             inside = m.index >= 0

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..criteria.structural import group_probe
+from ..criteria.structural import group_probe, share_among_producers
 from ..data import Split
 from ..errors import FmpruneError
 from ..graph import Graph, Member
@@ -94,25 +94,9 @@ class CalibrationProbes:
     # -- the oracle
     def loss_change(self, layer: str) -> torch.Tensor:
         """For every output position of ``layer``: the change of the mean calibration loss when
-        the group map it belongs to is removed, shared equally among the positions of that map
-        across the group's producers (so the default sum over producers gives the change itself).
-        Positions that belong to no group get 0."""
-        member = self.members[layer]
-        out = torch.zeros(len(member.index), dtype=torch.float64)
-        for group in self.graph.names:
-            members = self.graph.members(group)
-            mine = [m for m in members if m.name == layer]
-            if not mine:
-                continue
-            delta = self._group_delta(group)
-            counts = torch.zeros(len(delta), dtype=torch.float64)
-            for m in members:
-                inside = m.index >= 0
-                counts.index_add_(0, m.index[inside], torch.ones(int(inside.sum()), dtype=torch.float64))
-            inside = mine[0].index >= 0
-            at = mine[0].index[inside]
-            out[inside] = delta[at] / counts[at].clamp_min(1)
-        return out
+        the group map it belongs to is removed, shared among the positions of that map across the
+        group's producers (so the default sum over producers gives the change itself)."""
+        return share_among_producers(self.graph, layer, self._group_delta)
 
     def _group_delta(self, group: str) -> torch.Tensor:
         key = ("loss_change", group)

@@ -1059,6 +1059,10 @@ def _common_ends(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int]:
     q = 0
     while q < n - p and a[-1 - q] == b[-1 - q]:
         q += 1
+    # axes of size 1 make the split ambiguous ((1, 1, 1, 3) -> (1, 3) is a flatten, not three
+    # axes vanishing): the axes that change on one side must become at least one on the other
+    while q > 0 and (len(a) - p - q == 0) != (len(b) - p - q == 0):
+        q -= 1
     return p, q
 
 
