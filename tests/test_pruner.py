@@ -299,3 +299,24 @@ def test_forwards_are_not_recorded_while_recording_is_off(small_trained, splits)
     pruner.recording = True
     F.cross_entropy(model(splits.train.images[:10]), splits.train.labels[:10]).backward()
     assert pruner.accumulate() == 10 and pruner.examples == 10
+
+
+def test_a_small_vit_prunes_in_the_loop_heads_by_weights_mlp_units_by_taylor(tmp_path):
+    """Attention heads have no feature map: weight criteria score them (one row per head), data
+    criteria leave them out of scope "all" with a note; `fmprune prune`'s run does the same."""
+    from test_graph_transformers import SmallViT
+    torch.manual_seed(0)
+    classes = SmallViT()(torch.zeros(1, 3, 8, 8)).shape[1]
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, classes, (16,))
+    by_weights = fmprune.Pruner(SmallViT(), x[:1], criterion="l1_filter")
+    heads = [n for n in by_weights.scope if not by_weights.graph.members(n)]
+    assert heads and all(len(by_weights.scores()[n]) == by_weights.graph.group(n).size for n in heads)
+    model = SmallViT()
+    taylor = fmprune.Pruner(model, x[:1], criterion="taylor")
+    assert not set(heads) & set(taylor.scope) and any("attention heads" in n for n in taylor.notes)
+    F.cross_entropy(model(x), y).backward()
+    taylor.accumulate()
+    removed = taylor.step(maps=3)
+    assert len(removed) == 3 and model(x).shape == (16, classes)
+    with pytest.raises(fmprune.FmpruneError, match="has no feature maps"):
+        fmprune.Pruner(SmallViT(), x[:1], criterion="taylor", scope=heads[:1])

@@ -13,6 +13,7 @@ import torch
 
 from ..criteria import (CalibrationProvider, Criterion, LayerContext, Scores, flops_regularize, mflops, normalize,
                         per_cost, reduce_members)
+from ..errors import FmpruneError
 from ..graph import Graph, Member
 from ..seeding import independent_generator
 from .select import Selected, select_minimum
@@ -47,7 +48,12 @@ class EngineBase:
         the same score whichever fed the provider (an fx replay or the user's own backward)."""
         for name in names:
             per_member = []
-            for m in self.graph.members(name):
+            members = self.graph.members(name) or weight_members(self.graph, name)
+            if not self.graph.members(name) and not self.criterion.reads <= WEIGHTS_ONLY:
+                raise FmpruneError(f"group {name!r} has no feature maps (attention heads): criterion "
+                                   f"{self.criterion.name!r} cannot score it; leave it out of the scope or "
+                                   "use a weight criterion (l1_filter, min_weight)")
+            for m in members:
                 ctx = LayerContext(m.name, m.module, len(m.index), map_numel(m),
                                    lambda m=m: m.adapter.filters(m.module), provider, self.generator)
                 with torch.no_grad():
@@ -82,9 +88,38 @@ class EngineBase:
             self.remove(group, [s.index for s in chosen if s.layer == group], optimizer)
 
 
+WEIGHTS_ONLY = frozenset({"weights"})
+
+
+def weight_members(graph: Graph, name: str) -> list[Member]:
+    """The layers holding group ``name``'s weights when no layer produces its maps as a feature
+    map (attention heads): weight criteria score them through the adapter's ``filters``."""
+    group = graph.group(name)
+    index_of = {root: j for j, root in enumerate(group.roots)}
+    out = []
+    for r in group.records:
+        if r.outputs is None or r.adapter.channelwise:
+            continue
+        index = torch.tensor([index_of.get(root, -1) for root in r.outputs.tolist()], dtype=torch.long)
+        if (index >= 0).any():
+            out.append(Member(r.name, r.module, r.adapter, None, index))
+    return out
+
+
+def data_free_scope(graph: Graph, names: list[str], criterion: Criterion) -> tuple[list[str], list[str]]:
+    """``names`` without the groups a data-reading criterion cannot score (no feature maps), and
+    those left out."""
+    if criterion.reads <= WEIGHTS_ONLY:
+        return names, []
+    kept = [n for n in names if graph.members(n)]
+    return kept, [n for n in names if n not in kept]
+
+
 def map_numel(member: Member) -> int:
     """Positions per map of ``member``'s feature map (H·W for a conv, 1 for a Linear, the tokens
     of a channels-last block): every axis but the batch and the channel axis."""
+    if member.feature_node is None:
+        return 1
     shape = tuple(member.feature_node.meta.get("tensor_meta").shape)
     n = 1
     for i, d in enumerate(shape[1:], start=1):

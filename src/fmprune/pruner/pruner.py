@@ -24,7 +24,7 @@ from torch import nn
 
 from ..criteria import COSTS, Criterion, create_criterion
 from ..criteria.structural import GroupCriterion, group_probe
-from ..engine.base import EngineBase
+from ..engine.base import EngineBase, data_free_scope
 from ..engine.select import Selected, select_minimum
 from ..engine.targets import smallest_size
 from ..errors import FmpruneError
@@ -115,6 +115,13 @@ class Pruner(EngineBase):
             graph = trace(model, example_inputs, ignore=list(trace_ignore))
         names = [n for n in graph.scope(scope if isinstance(scope, str) else ",".join(scope))
                  if not any(_inside(m.name, kept) for m in graph.members(n))]
+        names, left_out = data_free_scope(graph, names, criterion)
+        if left_out and scope != "all":
+            raise FmpruneError(f"group {left_out[0]!r} has no feature maps (attention heads): criterion "
+                               f"{criterion.name!r} cannot score it; leave it out of the scope or use a weight "
+                               "criterion (l1_filter, min_weight)")
+        graph.notes.extend(f"{n}: no feature maps (attention heads): not scored by {criterion.name}"
+                           for n in left_out)
         if not names:
             raise FmpruneError("nothing to prune: the model has no prunable group in scope "
                                f"(notes: {'; '.join(graph.notes) or 'none'})")

@@ -164,6 +164,7 @@ class Taps:
         self.taps: dict[tuple[str, str], Tap] = {}
         self.notes: list[str] = []
         self.recording = True       # False: forwards pass through the hooks untouched
+        self.removed = False
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         model_modules = dict(graph.model.named_modules())
         for member in members:
@@ -201,7 +202,7 @@ class Taps:
     # -- what the pruner asks
     def accumulate(self) -> int:
         """Commit the forwards and backwards since the last call; returns the examples added."""
-        if not self._handles:
+        if self.removed:
             raise FmpruneError("the pruner's hooks were removed (remove_hooks()); create a new Pruner")
         counts = {key: tap.take_pending() for key, tap in self.taps.items()}
         seen = {key for key, (s, _, _) in counts.items() if s}
@@ -255,10 +256,11 @@ class Taps:
             handle.remove()
         self._handles.clear()
         self.clear()
+        self.removed = True
 
     @property
     def active(self) -> bool:
-        return bool(self._handles)
+        return not self.removed
 
 
 def _what(node: fx.Node) -> str:

@@ -24,6 +24,7 @@ from ..criteria import create_criterion
 from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
+from ..engine.base import data_free_scope
 from ..engine.targets import smallest_size
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph
@@ -110,6 +111,9 @@ class PruningRun:
         self.calibration = calibration_subset(splits.train, config.calibration, config.seed).to(self.device)
         self.model, self.graph = self._build(base)
         self.scope = self.graph.scope(config.scope)
+        self.left_out: list[str] = []
+        if config.scope == "all":   # attention heads have no feature maps for a data criterion
+            self.scope, self.left_out = data_free_scope(self.graph, self.scope, self.criterion)
         self.engine = self._engine()
         self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=config.retrain_lr)
                           if config.retrain else None)
@@ -205,6 +209,8 @@ class PruningRun:
         last_good: dict | None = None
         if resumed:
             log.info(f"{self.criterion.display_name}| Resumed at step {self.step}")
+        if self.left_out:
+            log.info(f"{self.criterion.display_name}| Not scored (no feature maps): {', '.join(self.left_out)}")
         while planned is None or self.step < planned:
             if self._target_reached():
                 stop_reason = "target size reached"
