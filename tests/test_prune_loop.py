@@ -106,3 +106,14 @@ def test_load_refuses_what_does_not_fit(tmp_path):
         fmprune.load(LeNet, tmp_path / "none.pt")
     with pytest.raises(fmprune.FmpruneError, match="pass example_inputs"):
         fmprune.save(LeNet(), tmp_path / "x.pt")
+
+
+def test_a_finished_run_asked_again_gives_its_result_and_model(tmp_path):
+    model, batches, loss_fn, evaluate = setup()
+    kwargs = dict(maps_per_step=3, max_steps=2, calibration_batches=1, run_dir=tmp_path / "r", verbose=False)
+    first = fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, **kwargs)
+    fresh, batches, loss_fn, evaluate = setup()
+    again = fmprune.prune(fresh, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, **kwargs)
+    assert again == first
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(fresh.eval()(x), model.eval()(x))

@@ -158,6 +158,17 @@ def test_target_macs_is_reached_and_the_model_stays_consistent(small_trained, sp
     assert report.groups["conv1"] == (6, len(pruner.graph.alive("conv1")))
 
 
+def test_a_count_with_a_target_stops_at_the_target(small_trained, splits):
+    model = copy.deepcopy(small_trained)
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28))
+    base = pruner.graph.total_macs()
+    feed(pruner, model, splits.train.subset(50))
+    removed = pruner.step(maps=20, target_macs=0.9)
+    assert 1 <= len(removed) < 20 and pruner.graph.total_macs() <= 0.9 * base * 1.02
+    feed(pruner, model, splits.train.subset(50))
+    assert pruner.step(maps=5, target_macs=0.99) == []            # already met: nothing to remove
+
+
 def test_automatic_accumulation_needs_no_calls(small_trained, splits):
     cal = splits.train.subset(100)
     manual_model, auto_model = copy.deepcopy(small_trained), copy.deepcopy(small_trained)
@@ -217,7 +228,7 @@ def test_bad_input_is_one_line_and_changes_nothing(small_trained, splits):
         pruner.step(maps=36)
     with pytest.raises(fmprune.FmpruneError, match="below the smallest model"):
         pruner.step(target_macs=0.001)
-    with pytest.raises(fmprune.FmpruneError, match="exactly one of"):
+    with pytest.raises(fmprune.FmpruneError, match="takes maps= or fraction="):
         pruner.step(maps=1, fraction=0.1)
     with pytest.raises(fmprune.FmpruneError, match="positive integer"):
         pruner.step(maps=0)

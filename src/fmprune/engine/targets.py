@@ -17,3 +17,22 @@ def smallest_size(graph: Graph, scope: list[str]) -> tuple[int, int]:
         if copy_graph.group(name).size > 1:
             copy_graph.remove(name, list(range(1, copy_graph.group(name).size)))
     return copy_graph.total_params(), copy_graph.total_macs()
+
+
+def trim_to_target(graph: Graph, chosen: list, base: tuple[int, int], target_params: float | None,
+                   target_macs: float | None) -> list:
+    """The shortest prefix of ``chosen`` (lowest scores first) whose removal is predicted to meet
+    every size target (fractions of ``base`` = (params, MACs)), at least one map: a fixed step size
+    would overshoot the target on its last step and remove maps the target does not ask for.
+    Costs are each map's saving at the current sizes (an estimate when several groups shrink)."""
+    if target_params is None and target_macs is None:
+        return chosen
+    need_params = graph.total_params() - target_params * base[0] if target_params is not None else 0
+    need_macs = graph.total_macs() - target_macs * base[1] if target_macs is not None else 0
+    saved_params = saved_macs = 0
+    for i, s in enumerate(chosen):
+        params, macs = graph.map_cost(s.layer)
+        saved_params, saved_macs = saved_params + params, saved_macs + macs
+        if saved_params >= need_params and saved_macs >= need_macs:
+            return chosen[:i + 1]
+    return chosen

@@ -31,7 +31,7 @@ from ..errors import FmpruneError
 from ..run.loop import RunSummary
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from .pruner import Pruner
-from .saving import FORMAT, remember, remembered, save, shrink_to, structure_record
+from .saving import FORMAT, read_record, remember, remembered, save, shrink_to, structure_record
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -52,6 +52,10 @@ class PruneResult:
 
     mac_reduction = RunSummary.mac_reduction
     compression = RunSummary.compression
+
+
+class _Finished(Exception):
+    """The run directory holds a finished run of this configuration."""
 
 
 class _Batches:
@@ -152,7 +156,11 @@ class _Run:
     # -- the loop
     def run(self) -> PruneResult:
         cfg = self.config
-        if not self._resume():
+        try:
+            resumed = self._resume()
+        except _Finished:
+            return self._finished()
+        if not resumed:
             self.base_metric = self.metric = float(self.evaluate(self.model))
             self._start_records()
         stop = "all maps of the scope pruned but one per group"
@@ -197,7 +205,9 @@ class _Run:
                 self.loss_fn(self.model, self.batches.next()).backward()
                 self.pruner.accumulate()
                 self.model.zero_grad(set_to_none=True)
-        return self.pruner.step(maps=k, optimizer=self.optimizer)
+        cfg = self.config
+        return self.pruner.step(maps=k, target_macs=cfg["target_macs"], target_params=cfg["target_params"],
+                                optimizer=self.optimizer)
 
     def _retrain(self) -> None:
         self.model.train()
@@ -285,8 +295,7 @@ class _Run:
         if {k: previous.get(k) for k in self.config} != self.config:
             raise FmpruneError(f"{self.dir.path}: holds a run with a different configuration; use another run_dir")
         if self.dir.summary_path.exists():
-            raise FmpruneError(f"{self.dir.path}: this run is already finished (see summary.json); "
-                               "use another run_dir to run it again")
+            raise _Finished()
         if not self.dir.state_path.exists():
             return False
         try:
@@ -309,6 +318,16 @@ class _Run:
 
     def _device(self) -> torch.device:
         return next(iter(self.model.parameters()), torch.zeros(0)).device
+
+    def _finished(self) -> PruneResult:
+        """A finished run asked again: its result, and the user's model shrunk to its model."""
+        self.pruner.remove_hooks()
+        shrink_to(self.model, read_record(self.dir.path / "model.pt"), str(self.dir.path / "model.pt"))
+        summary = read_json(self.dir.summary_path)
+        result = PruneResult(**{k: summary[k] for k in PruneResult.__dataclass_fields__})
+        self.say(f"Already done ({result.stop_reason}): metric {result.base_metric:.6g} -> {result.final_metric:.6g}, "
+                 f"MACs x{result.mac_reduction:.2f} fewer, params x{result.compression:.2f} fewer")
+        return result
 
     def _unpruned_sizes(self) -> tuple[int, int]:
         """The unpruned model's size, for targets after a resume: the first row of steps.csv."""

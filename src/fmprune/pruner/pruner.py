@@ -26,7 +26,7 @@ from ..criteria import COSTS, Criterion, create_criterion
 from ..criteria.structural import GroupCriterion, group_probe
 from ..engine.base import EngineBase, data_free_scope
 from ..engine.select import Selected, select_minimum
-from ..engine.targets import smallest_size
+from ..engine.targets import smallest_size, trim_to_target
 from ..errors import FmpruneError
 from ..graph import Graph, trace
 from . import distributed
@@ -197,11 +197,13 @@ class Pruner(EngineBase):
              target_params: float | None = None, optimizer: torch.optim.Optimizer | None = None) -> list[Selected]:
         """Remove the lowest-scoring maps over the groups in scope: ``maps`` of them, a ``fraction``
         of those left, or as many as needed to reach ``target_macs`` / ``target_params`` (fractions
-        of the model's size when the pruner was created). ``optimizer``'s state is sliced with the
+        of the model's size when the pruner was created); a count and a target together remove at
+        most that many, stopping where the target is met. ``optimizer``'s state is sliced with the
         weights. Returns what was removed; the statistics start over."""
-        given = [v is not None for v in (maps, fraction, target_macs, target_params)]
-        if sum(given) != 1:
-            raise FmpruneError("step() takes exactly one of maps=, fraction=, target_macs=, target_params=")
+        counts = sum(v is not None for v in (maps, fraction))
+        if counts > 1 or (counts == 0 and target_macs is None and target_params is None):
+            raise FmpruneError("step() takes maps= or fraction=, or a target (target_macs=, target_params=), "
+                               "or a count and a target (at most that many, stopping at the target)")
         self._require_statistics()
         removable = sum(len(self.graph.alive(n)) - 1 for n in self.scope)
         if maps is not None:
@@ -219,6 +221,11 @@ class Pruner(EngineBase):
         if maps is not None or fraction is not None:
             k = maps if maps is not None else max(1, int(fraction * sum(len(self.graph.alive(n)) for n in self.scope)))
             chosen = self.select(min(k, removable))
+            if target_macs is not None or target_params is not None:
+                if self._met(target_macs, target_params):
+                    chosen = []
+                chosen = trim_to_target(self.graph, chosen, (self.base_params, self.base_macs),
+                                        target_params, target_macs)
             self.remove_selected(chosen, optimizer)
         else:
             chosen = self._to_target(target_macs, target_params, optimizer)

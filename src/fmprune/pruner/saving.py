@@ -67,7 +67,7 @@ def structure_record(model: nn.Module, example_inputs: Any = None, ignore: Seque
 def load(build_fn: Callable[[], nn.Module], path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """The model of ``path``: ``build_fn()`` builds the unpruned architecture (the user's own
     code), which is shrunk to the stored structure and given the stored weights."""
-    record = _read(Path(path), map_location)
+    record = read_record(Path(path), map_location)
     model = build_fn()
     if not isinstance(model, nn.Module):
         raise FmpruneError(f"load: build_fn returned {type(model).__name__}, not an nn.Module")
@@ -93,7 +93,8 @@ def shrink_to(model: nn.Module, record: dict, source: str = "record") -> nn.Modu
     return model
 
 
-def _read(path: Path, map_location: str | torch.device) -> dict:
+def read_record(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """What :func:`save` wrote to ``path``, checked to be one."""
     if not path.is_file():
         raise FmpruneError(f"load: {path}: no such file")
     try:

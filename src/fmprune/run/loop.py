@@ -25,7 +25,7 @@ from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
 from ..engine.base import data_free_scope
-from ..engine.targets import smallest_size
+from ..engine.targets import smallest_size, trim_to_target
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph
 from .rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
@@ -217,8 +217,11 @@ class PruningRun:
                 break
             if cfg.min_accuracy is not None:
                 last_good = self._state()
-            k = self._k()
-            chosen = self._select(k)
+            picked = self._select(self._k())
+            chosen = trim_to_target(self.graph, picked, (self.base_params, self.base_macs),
+                                    cfg.target_params, cfg.target_macs)
+            if self.ranking is not None:   # rank once: what the target did not need stays ranked
+                self.ranking[:0] = [(s.layer, s.original, s.score) for s in picked[len(chosen):]]
             if not chosen:
                 stop_reason = ALL_PRUNED   # fractional steps end here rather than at a planned count
                 break
