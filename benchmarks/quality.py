@@ -64,8 +64,12 @@ MODELS = {   # name -> data it is trained and pruned on
     "vgg11_bn": "fashion-mnist3x32",
     "mobilenetv2": "fashion-mnist3x32",
 }
-FMPRUNE_METHODS = {   # label -> (criterion, normalisation)
+FMPRUNE_METHODS = {   # label -> (criterion, normalisation[, per-cost]); "fmprune taylor+rms" is the default recipe
     "fmprune taylor+l2": ("taylor", "l2"),
+    "fmprune taylor+rms": ("taylor", "rms"),
+    "fmprune taylor+rms/macs": ("taylor", "rms", "macs"),
+    "fmprune l1_filter+rms": ("l1_filter", "rms"),
+    "fmprune l1_filter+rms/macs": ("l1_filter", "rms", "macs"),
     "fmprune taylor": ("taylor", "none"),
     "fmprune weight_grad": ("weight_grad", "l2"),
     "fmprune taylor_bn": ("taylor_bn", "l2"),
@@ -80,7 +84,7 @@ TP_METHODS: dict[str, Callable[[], object]] = {   # label -> Torch-Pruning impor
     "tp bn_scale": lambda: _tp().importance.BNScaleImportance(),
     "tp lamp": lambda: _tp().importance.LAMPImportance(),
 }
-QUICK = {"models": "lenet,resnet20", "methods": "fmprune taylor+l2,fmprune l1_filter,tp L1,tp taylor",
+QUICK = {"models": "lenet,resnet20", "methods": "fmprune taylor+rms,fmprune taylor+l2,tp L1,tp taylor",
          "seeds": "0", "base_iters": 300, "rounds": 1, "retrain_during": 20, "retrain": 60, "fraction": 0.2,
          "calibration": 64, "eval_size": 300}
 FULL = {"models": ",".join(MODELS), "methods": ",".join([*FMPRUNE_METHODS, *TP_METHODS]), "seeds": "0,1,2",
@@ -131,7 +135,8 @@ class FmpruneChain:
     (saved as a checkpoint after the shared retraining)."""
 
     def __init__(self, ckpt: Path, splits: Splits, method: str, args, seed: int, workdir: Path) -> None:
-        self.criterion, self.normalize = FMPRUNE_METHODS[method]
+        self.criterion, self.normalize, *cost = FMPRUNE_METHODS[method]
+        self.per_cost = cost[0] if cost else "none"
         self.splits, self.args, self.seed, self.workdir = splits, args, seed, workdir
         self.base = load_checkpoint(ckpt)
         self.source = ckpt
@@ -139,7 +144,7 @@ class FmpruneChain:
         self.steps, self.step_seconds, self.rounds = 0, [], 0
 
     def prune_to(self, macs: int) -> None:
-        config = fmprune.PruneConfig(criterion=self.criterion, normalize=self.normalize,
+        config = fmprune.PruneConfig(criterion=self.criterion, normalize=self.normalize, per_cost=self.per_cost,
                                      target_macs=min(1.0, macs / self.graph.total_macs()),
                                      maps_per_step=self.args.fraction, calibration=self.args.calibration,
                                      eval_size=self.args.eval_size, seed=self.seed)

@@ -438,8 +438,10 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits, model: ModelRequ
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Trained model (default: the cached default checkpoint, trained if missing).")
 @click.option("--criterion", default="taylor", show_default=True, help="One of `fmprune criteria`.")
-@click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="l2", show_default=True,
-              help="Per-layer normalisation of the scores.")
+@click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="rms", show_default=True,
+              help="Per-group normalisation of the scores: rms (recommended: keeps more accuracy at a size "
+                   "target, docs/quality.md), l2 (the thesis' and Molchanov et al.'s; biased against large "
+                   "groups), l1, none.")
 @click.option("--flops-lambda", default=0.0, show_default=True,
               help="FLOPs regularisation λ (Molchanov eq. 9; 0.001 in the paper). 0 disables it.")
 @click.option("--scope", default="all", show_default=True, help="all, or one layer (conv1, conv2, fc1).")

@@ -85,7 +85,7 @@ def _check(name: str, value: float | None, low: float, high: float, integer: boo
 
 
 def prune(model: nn.Module, example_inputs: Any, train_data: Iterable, loss_fn: LossFn,
-          evaluate: Callable[[nn.Module], float], *, criterion: str = "taylor", normalize: str = "l2",
+          evaluate: Callable[[nn.Module], float], *, criterion: str = "taylor", normalize: str = "rms",
           ignore: Sequence[nn.Module | str] = (), target_macs: float | None = None,
           target_params: float | None = None, maps_per_step: float = 0.05, retrain_steps: int = 0,
           calibration_batches: int = 10, min_metric: float | None = None, max_steps: int | None = None,

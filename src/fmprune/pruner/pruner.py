@@ -99,7 +99,7 @@ class Pruner(EngineBase):
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, criterion: str | Criterion = "taylor",
-                 normalize: str = "l2", ignore: Sequence[nn.Module | str] = (), scope: str | Sequence[str] = "all",
+                 normalize: str = "rms", ignore: Sequence[nn.Module | str] = (), scope: str | Sequence[str] = "all",
                  trace_ignore: Sequence[str] = (), graph: Graph | None = None,
                  flops_lambda: float = 0.0, reduction: str = "sum", seed: int = 0, auto: bool = False,
                  per_cost: str = "none",

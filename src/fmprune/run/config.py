@@ -16,7 +16,7 @@ class PruneConfig:
     """Everything that decides a pruning run's results (saved as ``config.json``)."""
 
     criterion: str = "taylor"
-    normalize: str = "l2"
+    normalize: str = "rms"                # per-group normalisation (rms: see criteria.scoring.normalize)
     flops_lambda: float = 0.0
     scope: str = "all"
     steps: int | None = None             # None: until every scope layer is down to one map
