@@ -75,7 +75,7 @@ def main() -> None:
     loader = DataLoader(train, batch_size=64 // (dist.get_world_size() if distributed else 1),
                         sampler=sampler, shuffle=sampler is None, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 16, 16), criterion="taylor", normalize="l2",
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 16, 16), criterion="taylor", normalize="rms",
                             ignore=[model.head])
     net = DDP(model) if distributed else model
     removed_all, it, epoch = [], 0, 0

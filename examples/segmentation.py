@@ -101,7 +101,7 @@ def main() -> None:
                 break
     print(f"trained U-Net: mean IoU {mean_iou(model, val):.4f}")
     result = fmprune.prune(model, torch.zeros(1, 1, 32, 32), loader, pixel_loss, lambda m: mean_iou(m, val),
-                           criterion="taylor", normalize="l2", target_macs=0.5, maps_per_step=0.1,
+                           criterion="taylor", normalize="rms", target_macs=0.5, maps_per_step=0.1,
                            retrain_steps=args.retrain_steps, calibration_batches=4, run_dir=args.run_dir,
                            optimizer_fn=lambda params: torch.optim.Adam(params, 1e-3))
     print(f"pruned: {result.steps} steps, MACs x{result.mac_reduction:.2f} fewer, params x{result.compression:.2f} "

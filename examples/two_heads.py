@@ -49,7 +49,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(1)
     model = TwoHeads()
     optimizer = torch.optim.Adam(model.parameters(), 2e-3)
-    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 16, 16), criterion="taylor", normalize="l2",
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 16, 16), criterion="taylor", normalize="rms",
                             ignore=[model.classify[2], model.regress])      # the heads' outputs stay
     for it in range(1, args.iterations + 1):
         x, labels, brightness = batch(64, g)
