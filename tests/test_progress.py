@@ -29,3 +29,13 @@ def test_a_piped_training_command_writes_no_redraws(tmp_path, idx_dir):
     assert done.returncode == 0, done.stdout
     assert "\r" not in done.stdout and "\x1b[" not in done.stdout
     assert "epochs: 1/1" in done.stdout
+
+
+def test_plain_progress_resets_like_tqdm():
+    out = io.StringIO()
+    bar = progress(total=2, desc="iters", file=out)
+    bar.update(2)
+    bar.reset(total=3)
+    bar.update(3)
+    bar.close()
+    assert out.getvalue().splitlines() == ["iters: 2/2 it", "iters: 3/3 it"]

@@ -27,6 +27,13 @@ class PlainProgress:
         self.n += n
         self.refresh()
 
+    def reset(self, total: int | None = None) -> None:
+        """Start over (the next epoch's iterations), as tqdm's ``reset``."""
+        self.close()
+        self.n, self._shown_n, self._shown_at = 0, 0, time.monotonic()
+        if total is not None:
+            self.total = total
+
     def set_postfix(self, refresh: bool = True, **values: Any) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
         if refresh:
