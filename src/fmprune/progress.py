@@ -86,8 +86,8 @@ def progress(**kwargs: Any) -> Progress:
 
 
 def write_line(text: str) -> None:
-    """A line beside live bars (tqdm.write keeps them intact) or plain."""
+    """A result line on stdout; beside live bars, through tqdm.write, which keeps them intact."""
     if interactive():
-        tqdm.write(text, file=sys.stderr)
+        tqdm.write(text)
     else:
-        print(text, file=sys.stderr, flush=True)
+        print(text, flush=True)
