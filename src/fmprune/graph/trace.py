@@ -32,7 +32,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..errors import UnsupportedModelError
+from ..errors import PruningError, UnsupportedModelError
 from ..layers import (AttentionHeadsAdapter, LayerAdapter, MultiheadAttentionAdapter, ParameterAdapter,
                       adapter_for, is_registered)
 from . import ops
@@ -1078,5 +1078,18 @@ def trace_labels(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = 
     """Trace ``model`` and run the label flow; raises UnsupportedModelError before changing anything."""
     examples = _as_tuple(example_inputs)
     gm = symbolic_trace(model)
+    _check_ignore(gm, ignore)
     propagate_shapes(gm, model, examples)
     return LabelFlow(gm, ignore, model).run()
+
+
+def _check_ignore(gm: fx.GraphModule, ignore: Sequence[str]) -> None:
+    """Every name to ignore is a module or a node of the traced graph: a misspelt name would
+    otherwise be accepted and ignore nothing."""
+    known = {name for name, _ in gm.named_modules()} | {node.name for node in gm.graph.nodes}
+    unknown = [name for name in ignore if name not in known]
+    if unknown:
+        nodes = [n.name for n in gm.graph.nodes if n.op in ("call_function", "call_method")]
+        raise PruningError(f"ignore: no module or graph node named {unknown[0]!r} (modules are named as in "
+                           f"model.named_modules(); function nodes here: {', '.join(nodes[:8]) or 'none'}"
+                           f"{', ...' if len(nodes) > 8 else ''})")

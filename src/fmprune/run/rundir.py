@@ -67,6 +67,15 @@ def claimed(path: Path | str, method: str) -> Iterator[Path]:
         yield path
 
 
+class RunLogHandler(logging.FileHandler):
+    """``run.log``'s handler. logging's own handlers print a traceback for a failed write (a full
+    disk) and go on; a run log that cannot be written must stop the run with one line instead,
+    so the error is raised to the caller (the CLI turns an OSError into one line)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        raise
+
+
 class RunDirectory:
     """One run's directory and its append-only records."""
 
@@ -109,7 +118,7 @@ class RunDirectory:
             logger = logging.getLogger(f"fmprune.run.{self.path.resolve()}")
             logger.setLevel(logging.INFO)
             logger.propagate = False
-            handler = logging.FileHandler(self.log_path)
+            handler = RunLogHandler(self.log_path)
             handler.setFormatter(logging.Formatter("[%(process)d] %(asctime)s %(levelname)s %(message)s"))
             logger.addHandler(handler)
             self._logger = logger
