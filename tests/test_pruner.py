@@ -218,6 +218,8 @@ def test_bad_input_is_one_line_and_changes_nothing(small_trained, splits):
         fmprune.Pruner(model, example, criterion="nope")
     with pytest.raises(fmprune.FmpruneError, match="passes of its own"):
         fmprune.Pruner(model, example, criterion="oracle")
+    with pytest.raises(fmprune.FmpruneError, match="normalize must be one of"):
+        fmprune.Pruner(model, example, normalize="l3")
     pruner = fmprune.Pruner(model, example)
     with pytest.raises(fmprune.FmpruneError, match="before step"):
         pruner.step(maps=1)

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..criteria import COSTS, Criterion, create_criterion
+from ..criteria import COSTS, NORMALIZATIONS, REDUCTIONS, Criterion, create_criterion
 from ..criteria.structural import GroupCriterion, group_probe
 from ..engine.base import EngineBase, data_free_scope
 from ..engine.select import Selected, select_minimum
@@ -108,6 +108,9 @@ class Pruner(EngineBase):
         if any(r in criterion.reads for r in OWN_PASSES):
             raise FmpruneError(f"criterion {criterion.name!r} needs passes of its own over data: not available "
                                "inside a training loop; use `fmprune prune` for it")
+        if normalize not in NORMALIZATIONS or reduction not in REDUCTIONS:
+            raise FmpruneError(f"normalize must be one of {', '.join(NORMALIZATIONS)} and reduction one of "
+                               f"{', '.join(REDUCTIONS)}; got {normalize!r}, {reduction!r}")
         if not (isinstance(flops_lambda, (int, float)) and flops_lambda >= 0 and flops_lambda == flops_lambda):
             raise FmpruneError(f"flops_lambda must be a finite number >= 0, got {flops_lambda!r}")
         kept = _ignored_names(model, ignore)
@@ -120,8 +123,8 @@ class Pruner(EngineBase):
             raise FmpruneError(f"group {left_out[0]!r} has no feature maps (attention heads): criterion "
                                f"{criterion.name!r} cannot score it; leave it out of the scope or use a weight "
                                "criterion (l1_filter, min_weight)")
-        graph.notes.extend(f"{n}: no feature maps (attention heads): not scored by {criterion.name}"
-                           for n in left_out)
+        graph.notes.extend(note for note in (f"{n}: no feature maps (attention heads): not scored by "
+                                             f"{criterion.name}" for n in left_out) if note not in graph.notes)
         if not names:
             raise FmpruneError("nothing to prune: the model has no prunable group in scope "
                                f"(notes: {'; '.join(graph.notes) or 'none'})")
