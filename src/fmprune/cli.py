@@ -28,6 +28,7 @@ from .study.experiments import load_experiment
 from .study.export import export_model, export_sparse
 from .costs import format_cost_table, format_group_table
 from .models import available_zoo, check_output, create_model, torchvision_classifiers
+from .run.distributed import rank_dir, start as start_distributed
 from .run.loop import PruneConfig, StepRecord, run_pruning
 from .run.tensorboard import TensorBoardLogger, chain, require_tensorboard, resumed_step
 from .study.report import write_report
@@ -490,6 +491,10 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits, model: ModelRequ
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None,
               help="Also write TensorBoard event files (accuracy, params, MACs per step) here (default: none).")
 @click.option("--quiet", is_flag=True, help="No progress bars (default: bars on stderr).")
+@click.option("--distributed", is_flag=True,
+              help="Retrain under DistributedDataParallel; launch with torchrun --nproc_per_node N -m fmprune "
+                   "prune --distributed ... (gloo on cpu, nccl on cuda; rank 0 writes the run directory; "
+                   "default: one process).")
 @MODEL_OPTIONS
 @DEVICE
 @DATA_DIR
@@ -499,8 +504,8 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               retrain_batch: int, rank_once: bool, min_accuracy: float | None,
               target_params: float | None, target_macs: float | None, final_tune: int,
               final_tune_lr: float, save_every: int, seed: int, group_reduction: str, per_cost: str, ignore: str,
-              run_dir: Path | None, tensorboard_dir: Path | None, quiet: bool, model: ModelRequest,
-              device: str, data_dir: Path | None) -> None:
+              run_dir: Path | None, tensorboard_dir: Path | None, quiet: bool, distributed: bool,
+              model: ModelRequest, device: str, data_dir: Path | None) -> None:
     """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt.
 
     Run again with the same options and run directory to resume an interrupted run."""
@@ -515,9 +520,17 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         ignore=tuple(n.strip() for n in ignore.split(",") if n.strip()),
     )
     resolve_device(device)   # an unusable device fails before any data is read
+    rank = 0
+    if distributed:
+        rank, _, device = start_distributed(device)
+        quiet = quiet or rank > 0
+        tensorboard_dir = tensorboard_dir if rank == 0 else None
     splits = load_splits_at(data_dir, load_checkpoint(checkpoint).input_shape if checkpoint is not None
                             else model.input_shape)
-    ckpt_path = resolve_checkpoint(checkpoint, splits, model)
+    ckpt_path = resolve_checkpoint(checkpoint, splits, model) if rank == 0 else None
+    if distributed:   # rank 0 trains a missing base model; the others then find it cached
+        torch.distributed.barrier()
+        ckpt_path = ckpt_path or resolve_checkpoint(checkpoint, splits, model)
     run_dir = run_dir or Path("runs") / f"{criterion}-{normalize}-{scope.replace(',', '+')}"
     progress = PruneProgress(quiet)
     hooks = [progress.on_step]
@@ -525,11 +538,14 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         tb = TensorBoardLogger(tensorboard_dir, prefix="prune/", purge_step=resumed_step(run_dir))
         hooks.append(tb.on_prune_step)
     try:
-        summary = run_pruning(ckpt_path, splits, config, run_dir, chain(*hooks), device, progress.on_tune)
+        summary = run_pruning(ckpt_path, splits, config, rank_dir(run_dir, rank), chain(*hooks), device,
+                              progress.on_tune, distributed)
     finally:
         progress.close()
         if tensorboard_dir is not None:
             tb.close()
+    if rank > 0:
+        return
     click.echo(f"{summary.steps} steps in {summary.seconds:.1f} s ({summary.stop_reason})")
     click.echo(f"{summary.eval_split} accuracy {summary.base_accuracy:.4%} -> {summary.final_accuracy:.4%}")
     click.echo(f"maps left {summary.maps_left}")

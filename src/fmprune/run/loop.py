@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .. import __version__
 from ..atomic import write_atomically
+from .distributed import ShardedStream, data_parallel
 from .checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
 from .config import PruneConfig
 from ..criteria import create_criterion
@@ -99,8 +101,9 @@ class PruningRun:
     def __init__(self, base: Checkpoint, splits: Splits, config: PruneConfig, run_dir: Path | str,
                  base_path: str = "", on_step: Callable[[StepRecord, int], None] | None = None,
                  device: str | torch.device | None = None,
-                 on_tune: Callable[[int, int, float], None] | None = None) -> None:
+                 on_tune: Callable[[int, int, float], None] | None = None, distributed: bool = False) -> None:
         self.base, self.splits, self.config = base, splits, config
+        self.distributed = distributed
         self.device = resolve_device(device)
         self.dir = RunDirectory(run_dir)
         self.on_step, self.on_tune = on_step, on_tune
@@ -119,6 +122,8 @@ class PruningRun:
                           if config.retrain else None)
         self.stream = BatchStream(splits.train.to(self.device), config.retrain_batch, config.seed,
                                   retraining_augmentation(base.recipe, splits))
+        if distributed:   # each rank trains on its share of every minibatch (see run/distributed.py)
+            self.stream = ShardedStream(self.stream, dist.get_rank(), dist.get_world_size())
         self.base_params, self.base_macs = self.graph.total_params(), self.graph.total_macs()
         self.step = 0
         self.k_cap: int | None = None      # maps per step after a back-off (min-accuracy runs)
@@ -183,10 +188,14 @@ class PruningRun:
             frozen = [p for p in self.model.parameters() if id(p) not in allowed and p.requires_grad]
             for p in frozen:
                 p.requires_grad_(False)
-        fine_tune(self.model, self.stream, self.optimizer, self.config.retrain)
+        fine_tune(self._trainable(), self.stream, self.optimizer, self.config.retrain)
         for p in frozen:
             p.requires_grad_(True)
         self.engine.invalidate_all()
+
+    def _trainable(self) -> nn.Module:
+        """The model as retraining sees it: wrapped in DDP for a distributed run."""
+        return data_parallel(self.model) if self.distributed else self.model
 
     def run(self) -> RunSummary:
         """Prune (or resume) to the end; the run log is closed however the run ends, so an
@@ -261,7 +270,7 @@ class PruningRun:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.final_tune_lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.final_tune_lr,
                                                        total_steps=cfg.final_tune, pct_start=0.15)
-        fine_tune(self.model, self.stream, optimizer, cfg.final_tune, schedule, self.on_tune)
+        fine_tune(self._trainable(), self.stream, optimizer, cfg.final_tune, schedule, self.on_tune)
         self.engine.invalidate_all()
         tuned = self.engine.accuracy()
         self.dir.logger().info(f"{self.criterion.display_name}| Final tuning ({cfg.final_tune} iterations): "
@@ -440,10 +449,13 @@ class PruningRun:
 def run_pruning(checkpoint: Path | str, splits: Splits, config: PruneConfig, run_dir: Path | str,
                 on_step: Callable[[StepRecord, int], None] | None = None,
                 device: str | torch.device | None = None,
-                on_tune: Callable[[int, int, float], None] | None = None) -> RunSummary:
+                on_tune: Callable[[int, int, float], None] | None = None,
+                distributed: bool = False) -> RunSummary:
     """Prune the model of ``checkpoint`` as ``config`` says, writing everything to ``run_dir``;
     ``device`` (default cpu) is where it computes, recorded in ``config.json`` but not part of the
-    configuration: a run may resume on another device."""
+    configuration: a run may resume on another device. ``distributed``: retraining under DDP in
+    a torchrun process group (:mod:`.distributed`); ``run_dir`` is then this rank's."""
     base = load_checkpoint_for(checkpoint, splits)
     with claimed(run_dir, "prune"):
-        return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device, on_tune).run()
+        return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device, on_tune,
+                          distributed).run()
