@@ -333,3 +333,40 @@ def test_a_small_vit_prunes_in_the_loop_heads_by_weights_mlp_units_by_taylor(tmp
     assert len(removed) == 3 and model(x).shape == (16, classes)
     with pytest.raises(fmprune.FmpruneError, match="has no feature maps"):
         fmprune.Pruner(SmallViT(), x[:1], criterion="taylor", scope=heads[:1])
+
+
+def test_the_oracle_in_the_loop_equals_the_engines(small_trained, splits):
+    """The oracle from the user's loss_fn (here the mean cross-entropy on a calibration split, as the
+    engine computes it) scores every group map as the engine's masked removal does."""
+    cal = splits.train.subset(120)
+    graph = fmprune.trace(copy.deepcopy(small_trained).eval(), torch.zeros(1, 1, 28, 28))
+    engine = create_engine(graph, create_criterion("oracle"), splits.val, cal, graph.names, "none")
+    model = copy.deepcopy(small_trained).eval()
+
+    def loss_fn(m):
+        return F.cross_entropy(m(cal.images), cal.labels)
+
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28), criterion="oracle", normalize="none", loss_fn=loss_fn)
+    expected, got = engine.final_scores(), pruner.scores()
+    for name in expected:
+        assert torch.allclose(got[name].double(), expected[name].double(), rtol=1e-4, atol=1e-7), name
+    assert chosen(pruner.step(maps=3)) == chosen(engine.select(3))
+
+
+def test_obd_hutchinson_in_the_loop_is_exact_for_a_diagonal_hessian():
+    """loss = Σ c·w² over the first layer's weights: its Hessian is diagonal (2c), so every
+    Rademacher sample gives it exactly, and a map's OBD saliency is ½ Σ 2c·w² over its row."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    c = torch.rand(3, 4)
+
+    def loss_fn(m):
+        return (c * m[0].weight.square()).sum()
+
+    pruner = fmprune.Pruner(model, torch.zeros(1, 4), criterion="obd_hutchinson", normalize="none", loss_fn=loss_fn)
+    expected = 0.5 * (2 * c * model[0].weight.detach().square()).sum(1)   # the bias has zero curvature
+    assert torch.allclose(pruner.scores()["0"].double(), expected.double(), rtol=1e-6)
+    with pytest.raises(fmprune.FmpruneError, match="loss_fn="):
+        fmprune.Pruner(model, torch.zeros(1, 4), criterion="oracle")
+    with pytest.raises(fmprune.FmpruneError, match="per-example Fisher"):
+        fmprune.Pruner(model, torch.zeros(1, 4), criterion="obd", loss_fn=loss_fn)

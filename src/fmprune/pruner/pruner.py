@@ -17,7 +17,7 @@ on a calibration split with a cross-entropy loss.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from ..errors import FmpruneError
 from ..graph import Graph, trace
 from . import distributed
 from .saving import remember
+from .passes import LossPasses
 from .taps import Taps, TapProvider
 
 OWN_PASSES = ("masked_loss", "hessian")   # criteria that need passes of their own over data
@@ -94,7 +95,9 @@ class Pruner(EngineBase):
     them produces stays whole, their inputs may still shrink. ``trace_ignore`` is ``fmprune.trace``'s
     ``ignore`` (ops to leave alone, pinning every map through them); ``scope`` is ``"all"`` or
     group names. ``auto=True`` accumulates at every backward without calls to :meth:`accumulate`.
-    ``graph``: a graph this model was already traced into (pruned models keep the numbering of
+    ``loss_fn(model) -> loss``: for the criteria that need passes of their own (``oracle``,
+    ``oracle_abs``, ``obd_hutchinson``), the scalar loss they evaluate (e.g. the user's loss on a
+    fixed calibration batch). ``graph``: a graph this model was already traced into (pruned models keep the numbering of
     the unpruned one: ``steps`` and ``save`` report original map indices).
     """
 
@@ -102,12 +105,14 @@ class Pruner(EngineBase):
                  normalize: str = "rms", ignore: Sequence[nn.Module | str] = (), scope: str | Sequence[str] = "all",
                  trace_ignore: Sequence[str] = (), graph: Graph | None = None,
                  flops_lambda: float = 0.0, reduction: str = "sum", seed: int = 0, auto: bool = False,
-                 per_cost: str = "none",
+                 per_cost: str = "none", loss_fn: Callable[[nn.Module], torch.Tensor] | None = None,
                  activation_examples: int = 256) -> None:
         criterion = create_criterion(criterion) if isinstance(criterion, str) else criterion
-        if any(r in criterion.reads for r in OWN_PASSES):
-            raise FmpruneError(f"criterion {criterion.name!r} needs passes of its own over data: not available "
-                               "inside a training loop; use `fmprune prune` for it")
+        own_passes = any(r in criterion.reads for r in OWN_PASSES)
+        if own_passes and (loss_fn is None or criterion.name == "obd"):
+            raise FmpruneError(f"criterion {criterion.name!r} needs passes of its own over data: give "
+                               "loss_fn=lambda model: <a scalar loss on a calibration batch> (the oracle, "
+                               "obd_hutchinson); obd's per-example Fisher runs in `fmprune prune`")
         if normalize not in NORMALIZATIONS or reduction not in REDUCTIONS:
             raise FmpruneError(f"normalize must be one of {', '.join(NORMALIZATIONS)} and reduction one of "
                                f"{', '.join(REDUCTIONS)}; got {normalize!r}, {reduction!r}")
@@ -136,7 +141,9 @@ class Pruner(EngineBase):
         self.start_sizes = {n: graph.group(n).size for n in names}
         self.steps = 0
         reads = criterion.reads
-        self.reads_data = not isinstance(criterion, GroupCriterion) and bool(reads & {"activations", "gradients"})
+        self.loss_fn = loss_fn if own_passes else None
+        self.reads_data = (not isinstance(criterion, GroupCriterion) and not own_passes
+                           and bool(reads & {"activations", "gradients"}))
         want_grad = "gradients" in reads
         wheres = {"feature"} | ({"output", "norm"} if "parameter_gradients" in reads else set())
         members = [m for n in names for m in graph.members(n)] if self.reads_data else []
@@ -175,7 +182,8 @@ class Pruner(EngineBase):
     def raw_scores(self):
         stale = [n for n in self.scope if self.raw[n] is None]
         if stale:
-            self.score_groups(stale, TapProvider(self.taps, self._group_probe), self.reduction)
+            passes = LossPasses(self.graph, self.loss_fn) if self.loss_fn is not None else None
+            self.score_groups(stale, TapProvider(self.taps, self._group_probe, passes), self.reduction)
         return {n: self.raw[n] for n in self.scope}
 
     def _group_probe(self, layer: str, quantity: str) -> torch.Tensor | None:

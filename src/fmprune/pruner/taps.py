@@ -33,6 +33,7 @@ from ..graph import Graph, Member
 from ..graph.ops import INPLACE_FUNCTIONS, is_activation_module
 from ..engine.base import channels_first, grad_dot
 from ..engine.probes import norm_node, producer_chain
+from .passes import LossPasses
 
 # f(z) = f'(z)·z: the Taylor product dL/df·f equals dL/dz·z, so it may be read before f
 HOMOGENEOUS = {F.relu, torch.relu, F.leaky_relu, "relu", "relu_"}
@@ -270,8 +271,9 @@ def _what(node: fx.Node) -> str:
 class TapProvider:
     """The criteria's :class:`~fmprune.criteria.CalibrationProvider` over recorded taps."""
 
-    def __init__(self, taps: Taps, group_probe: Callable[[str, str], torch.Tensor | None]) -> None:
-        self.taps, self.group_probe = taps, group_probe
+    def __init__(self, taps: Taps, group_probe: Callable[[str, str], torch.Tensor | None],
+                 passes: "LossPasses | None" = None) -> None:
+        self.taps, self.group_probe, self.passes = taps, group_probe, passes
 
     def activation(self, layer: str) -> torch.Tensor:
         return self.taps.activation(layer)
@@ -284,10 +286,14 @@ class TapProvider:
             return self.taps.grad_dot(layer, "output")
         if quantity == "grad_dot_norm":
             return self.taps.grad_dot(layer, "norm")
+        if self.passes is not None and quantity == "loss_change":
+            return self.passes.loss_change(layer)
+        if self.passes is not None and quantity == "hessian_diagonal":
+            return self.passes.hessian_diagonal(layer, int(options.get("samples", 8)), options["generator"])
         found = self.group_probe(layer, quantity)
         if found is None:
-            raise FmpruneError(f"{quantity!r} needs passes of its own over data (the oracle, OBD, ThiNet): "
-                               "not available inside a training loop; use `fmprune prune` or a criterion "
-                               "that reads weights, activations or gradients")
+            raise FmpruneError(f"{quantity!r} needs passes of its own over data: inside a training loop the "
+                               "oracle and obd_hutchinson take Pruner(..., loss_fn=); obd (per-example Fisher) "
+                               "and ThiNet run in `fmprune prune`")
         return found
 
