@@ -14,18 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmprune.cli import main
+from test_errors import run_cli
 
 
-def run_cli(args: list, monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["fmprune", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_error_line(code: int, err: str, *fragments: str) -> None:
