@@ -45,15 +45,20 @@ def flops_regularize(scores: Scores, flops_per_map: dict[str, float], lam: float
 COSTS = ("none", "macs", "params")
 
 
+def check_cost(what: str) -> str:
+    """``what`` if it names a cost (none, macs, params), else a one-line error."""
+    if what not in COSTS:
+        raise FmpruneError(f"unknown cost {what!r} (available: {', '.join(COSTS)})")
+    return what
+
+
 def per_cost(scores: Scores, cost_per_map: dict[str, tuple[int, int]], what: str) -> Scores:
     """Importance per unit of what a removal saves: each group's scores divided by the MACs (or
     params) one of its maps costs, relative to the mean over the groups. Pruning to a size target
     is a knapsack (keep the most importance within a budget); ranking by importance per cost is
     its greedy solution, so a MAC target is met by removing fewer maps, the ones that cost most
     for what they give (a conv map on a 32×32 grid against a fully connected unit)."""
-    if what not in COSTS:
-        raise FmpruneError(f"unknown cost {what!r} (available: {', '.join(COSTS)})")
-    if what == "none":
+    if check_cost(what) == "none":
         return dict(scores)
     column = 1 if what == "macs" else 0
     costs = {k: float(max(cost_per_map[k][column], 1)) for k in scores}

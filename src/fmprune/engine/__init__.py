@@ -23,18 +23,18 @@ def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibra
     much faster), else the general path. ``fast=False`` forces the general path, and so does a
     criterion that reads more than weights, activations and Taylor products (the oracle, parameter
     gradients, Hessians: ``engine/probes.py`` computes them on the general path)."""
+    topology = None
     if fast and criterion.reads <= READS_ALL and graph.is_chain():
         try:
             topology = trace_chain(graph.model, tuple(graph.example_inputs[0].shape[1:]))
         except TopologyError:
             topology = None
-        if topology is not None and topology.prunable_names == graph.names:
-            engine = ChainEngine(graph, topology, criterion, eval_split, calibration, scope,
-                                 normalization, flops_lambda, seed)
-            engine.per_cost = per_cost
-            return engine
-    engine = GraphEngine(graph, criterion, eval_split, calibration, scope, normalization,
-                         flops_lambda, seed, reduction)
+    if topology is not None and topology.prunable_names == graph.names:
+        engine: Engine = ChainEngine(graph, topology, criterion, eval_split, calibration, scope,
+                                     normalization, flops_lambda, seed)
+    else:
+        engine = GraphEngine(graph, criterion, eval_split, calibration, scope, normalization,
+                             flops_lambda, seed, reduction)
     engine.per_cost = per_cost
     return engine
 

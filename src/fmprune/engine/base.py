@@ -48,11 +48,13 @@ class EngineBase:
         the same score whichever fed the provider (an fx replay or the user's own backward)."""
         for name in names:
             per_member = []
-            members = self.graph.members(name) or weight_members(self.graph, name)
-            if not self.graph.members(name) and not self.criterion.reads <= WEIGHTS_ONLY:
-                raise FmpruneError(f"group {name!r} has no feature maps (attention heads): criterion "
-                                   f"{self.criterion.name!r} cannot score it; leave it out of the scope or "
-                                   "use a weight criterion (l1_filter, min_weight)")
+            members = self.graph.members(name)
+            if not members:
+                if not self.criterion.reads <= WEIGHTS_ONLY:
+                    raise FmpruneError(f"group {name!r} has no feature maps (attention heads): criterion "
+                                       f"{self.criterion.name!r} cannot score it; leave it out of the scope or "
+                                       "use a weight criterion (l1_filter, min_weight)")
+                members = self.graph.members(name, feature_maps=False)
             for m in members:
                 ctx = LayerContext(m.name, m.module, len(m.index), map_numel(m),
                                    lambda m=m: m.adapter.filters(m.module), provider, self.generator)
@@ -89,21 +91,6 @@ class EngineBase:
 
 
 WEIGHTS_ONLY = frozenset({"weights"})
-
-
-def weight_members(graph: Graph, name: str) -> list[Member]:
-    """The layers holding group ``name``'s weights when no layer produces its maps as a feature
-    map (attention heads): weight criteria score them through the adapter's ``filters``."""
-    group = graph.group(name)
-    index_of = {root: j for j, root in enumerate(group.roots)}
-    out = []
-    for r in group.records:
-        if r.outputs is None or r.adapter.channelwise:
-            continue
-        index = torch.tensor([index_of.get(root, -1) for root in r.outputs.tolist()], dtype=torch.long)
-        if (index >= 0).any():
-            out.append(Member(r.name, r.module, r.adapter, None, index))
-    return out
 
 
 def data_free_scope(graph: Graph, names: list[str], criterion: Criterion) -> tuple[list[str], list[str]]:

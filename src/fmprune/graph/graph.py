@@ -209,13 +209,15 @@ class Graph:
         return out
 
     # -- what criteria read
-    def members(self, name: str) -> list[Member]:
-        """The layers producing group ``name``'s maps (convs, linears; not BatchNorm)."""
+    def members(self, name: str, feature_maps: bool = True) -> list[Member]:
+        """The layers producing group ``name``'s maps (convs, linears; not BatchNorm).
+        ``feature_maps=False`` also gives producers without a feature map to read (attention
+        heads: weight criteria still score them through their adapter's ``filters``)."""
         g = self.group(name)
         index_of = {root: j for j, root in enumerate(g.roots)}
         out = []
         for r in g.records:
-            if r.outputs is None or r.adapter.channelwise or r.feature_node is None:
+            if r.outputs is None or r.adapter.channelwise or (feature_maps and r.feature_node is None):
                 continue
             index = torch.tensor([index_of.get(root, -1) for root in r.outputs.tolist()], dtype=torch.long)
             if (index >= 0).any():

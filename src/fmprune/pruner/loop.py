@@ -28,6 +28,7 @@ from .. import __version__
 from ..atomic import write_atomically
 from ..devices import rng_state, set_rng_state
 from ..errors import FmpruneError
+from ..engine.targets import targets_met
 from ..run.loop import RunSummary
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from .pruner import Pruner
@@ -219,13 +220,9 @@ class _Run:
         self.pruner.taps.clear()          # retraining's passes are not the next step's statistics
 
     def _target_met(self) -> bool:
-        cfg, graph = self.config, self.pruner.graph
-        met = []
-        if cfg["target_macs"] is not None:
-            met.append(graph.total_macs() <= cfg["target_macs"] * self.base_macs)
-        if cfg["target_params"] is not None:
-            met.append(graph.total_params() <= cfg["target_params"] * self.base_params)
-        return bool(met) and all(met)
+        cfg = self.config
+        return targets_met(self.pruner.graph, (self.base_params, self.base_macs), cfg["target_params"],
+                           cfg["target_macs"])
 
     # -- undoing a step: the model object stays the user's, its insides go back
     def _snapshot(self) -> tuple:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..criteria import COSTS, NORMALIZATIONS, REDUCTIONS, Criterion, create_criterion
+from ..criteria import NORMALIZATIONS, REDUCTIONS, Criterion, check_cost, create_criterion
 from ..criteria.structural import GroupCriterion, group_probe
 from ..engine.base import EngineBase, data_free_scope
 from ..engine.select import Selected, select_minimum
@@ -73,12 +73,6 @@ def _ignored_names(model: nn.Module, ignore: Sequence[nn.Module | str]) -> list[
         else:
             raise FmpruneError(f"ignore: expected modules or module names, got {type(item).__name__}")
     return out
-
-
-def per_cost_checked(what: str) -> str:
-    if what not in COSTS:
-        raise FmpruneError(f"unknown cost {what!r} (available: {', '.join(COSTS)})")
-    return what
 
 
 def _inside(name: str, containers: list[str]) -> bool:
@@ -134,7 +128,7 @@ class Pruner(EngineBase):
             raise FmpruneError("nothing to prune: the model has no prunable group in scope "
                                f"(notes: {'; '.join(graph.notes) or 'none'})")
         super().__init__(graph, criterion, names, normalize, float(flops_lambda), seed)
-        self.per_cost = per_cost_checked(per_cost)
+        self.per_cost = check_cost(per_cost)
         self.model, self.reduction, self.auto = model, reduction, auto
         remember(model, graph)
         self.base_params, self.base_macs = graph.total_params(), graph.total_macs()
@@ -231,12 +225,8 @@ class Pruner(EngineBase):
         self._share_statistics()
         if maps is not None or fraction is not None:
             k = maps if maps is not None else max(1, int(fraction * sum(len(self.graph.alive(n)) for n in self.scope)))
-            chosen = self.select(min(k, removable))
-            if target_macs is not None or target_params is not None:
-                if self._met(target_macs, target_params):
-                    chosen = []
-                chosen = trim_to_target(self.graph, chosen, (self.base_params, self.base_macs),
-                                        target_params, target_macs)
+            chosen = trim_to_target(self.graph, self.select(min(k, removable)), (self.base_params, self.base_macs),
+                                    target_params, target_macs)
             self.remove_selected(chosen, optimizer)
         else:
             chosen = self._to_target(target_macs, target_params, optimizer)
@@ -252,34 +242,30 @@ class Pruner(EngineBase):
 
     def _to_target(self, target_macs: float | None, target_params: float | None,
                    optimizer: torch.optim.Optimizer | None) -> list[Selected]:
-        """Walk the ranking (scores of this step) and remove in rounds until every target is met;
-        each round removes what the current per-map costs predict is still missing."""
+        """Walk this step's ranking and remove in rounds until every target is met; each round
+        removes the prefix of what is still removable that the current per-map costs predict is
+        missing (:func:`~fmprune.engine.targets.trim_to_target`)."""
         final = self.final_scores()
-        ranking = select_minimum(final, self.alive, sum(len(v) for v in final.values()))
-        order = [(s.layer, s.original, s.score) for s in ranking]
+        order = [(s.layer, s.original, s.score)
+                 for s in select_minimum(final, self.alive, sum(len(v) for v in final.values()))]
+        base = (self.base_params, self.base_macs)
         removed: list[Selected] = []
-        while order and not self._met(target_macs, target_params):
-            need_macs = self.graph.total_macs() - (target_macs or 0) * self.base_macs if target_macs else 0
-            need_params = self.graph.total_params() - (target_params or 0) * self.base_params if target_params else 0
-            round_: list[Selected] = []
+        while order:
             left = {n: len(self.graph.alive(n)) for n in self.scope}
-            saved_macs = saved_params = 0
-            while order and (saved_macs < need_macs or saved_params < need_params):
-                layer, original, score = order.pop(0)
+            candidates = []
+            for layer, original, score in order:
                 alive = self.graph.alive(layer)
-                if left[layer] <= 1 or original not in alive:
-                    continue
-                left[layer] -= 1
-                params, macs = self.graph.map_cost(layer)
-                saved_macs, saved_params = saved_macs + macs, saved_params + params
-                round_.append(Selected(layer, alive.index(original), original, score))
+                if left[layer] > 1 and original in alive:
+                    left[layer] -= 1
+                    candidates.append(Selected(layer, alive.index(original), original, score))
+            round_ = trim_to_target(self.graph, candidates, base, target_params, target_macs)
+            if not round_:
+                break
             self.remove_selected(round_, optimizer)
             removed += round_
+            done = {(s.layer, s.original) for s in round_}
+            order = [o for o in order if (o[0], o[1]) not in done]
         return removed
-
-    def _met(self, target_macs: float | None, target_params: float | None) -> bool:
-        ok = target_macs is None or self.graph.total_macs() <= target_macs * self.base_macs
-        return ok and (target_params is None or self.graph.total_params() <= target_params * self.base_params)
 
     def _check_target(self, name: str, target: float) -> None:
         if not (isinstance(target, (int, float)) and 0 < target <= 1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from ..criteria import COSTS, NORMALIZATIONS, REDUCTIONS, create_criterion
+from ..criteria import NORMALIZATIONS, REDUCTIONS, check_cost, create_criterion
 from ..errors import FmpruneError
 from ..validate import check_numbers
 
@@ -45,8 +45,7 @@ class PruneConfig:
         create_criterion(self.criterion)
         if self.normalize not in NORMALIZATIONS:
             raise FmpruneError(f"unknown normalisation {self.normalize!r} (available: {', '.join(NORMALIZATIONS)})")
-        if self.per_cost not in COSTS:
-            raise FmpruneError(f"unknown cost {self.per_cost!r} (available: {', '.join(COSTS)})")
+        check_cost(self.per_cost)
         if self.group_reduction not in REDUCTIONS:
             raise FmpruneError(f"unknown group reduction {self.group_reduction!r} (available: {', '.join(REDUCTIONS)})")
         if self.eval_split not in EVAL_SPLITS:

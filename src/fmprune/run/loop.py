@@ -27,7 +27,7 @@ from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
 from ..engine.base import data_free_scope
-from ..engine.targets import smallest_size, trim_to_target
+from ..engine.targets import smallest_size, targets_met, trim_to_target
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph
 from .rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
@@ -283,15 +283,8 @@ class PruningRun:
         return tuned
 
     def _target_reached(self) -> bool:
-        """Every size target given is met (``--target-params`` and ``--target-macs`` together
-        mean both: a model ×80 smaller must also be ×7 cheaper)."""
-        cfg = self.config
-        met = []   # sizes are counted only for the targets given: this runs every step
-        if cfg.target_params is not None:
-            met.append(self.graph.total_params() <= cfg.target_params * self.base_params)
-        if cfg.target_macs is not None:
-            met.append(self.graph.total_macs() <= cfg.target_macs * self.base_macs)
-        return bool(met) and all(met)
+        return targets_met(self.graph, (self.base_params, self.base_macs), self.config.target_params,
+                           self.config.target_macs)
 
     def _record(self, chosen: list[Selected], accuracy: float) -> None:
         elapsed = self.elapsed_before + time.perf_counter() - self.started
