@@ -102,14 +102,18 @@ def assert_shrunk_equals_zeroed(model: nn.Module, x: torch.Tensor, rounds: int =
     return graph
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_cat_of_a_sequence_follows_the_labels(case):
-    cls, sizes = CASES[case]
+def groups_then_exact(factory, sizes: dict[str, int], **rounds) -> None:
+    """The model ``factory`` builds traces into groups of ``sizes`` and prunes exactly."""
     torch.manual_seed(0)
-    model = cls()
+    model = factory()
     x = torch.randn(3, 3, 4, 4)
     assert fmprune.trace(model, x[:1]).sizes() == sizes
-    assert_shrunk_equals_zeroed(model, x)
+    assert_shrunk_equals_zeroed(model, x, **rounds)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_cat_of_a_sequence_follows_the_labels(case):
+    groups_then_exact(*CASES[case])
 
 
 def test_a_sequence_index_computed_at_run_time_is_refused():
@@ -181,12 +185,7 @@ RESIDUE_CASES = {
 
 @pytest.mark.parametrize("case", list(RESIDUE_CASES))
 def test_a_constant_left_by_a_removed_map_is_folded_or_its_maps_kept(case):
-    factory, sizes = RESIDUE_CASES[case]
-    torch.manual_seed(0)
-    model = factory()
-    x = torch.randn(3, 3, 4, 4)
-    assert fmprune.trace(model, x[:1]).sizes() == sizes
-    assert_shrunk_equals_zeroed(model, x, rounds=3)
+    groups_then_exact(*RESIDUE_CASES[case], rounds=3)
 
 
 def test_the_constant_folded_is_the_one_the_model_computes_at_removal():
