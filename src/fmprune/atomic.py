@@ -9,6 +9,7 @@ first (:func:`write_bytes_atomically`) and only Python writes the file."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -95,9 +96,18 @@ def write_bytes_atomically(path: Path | str, data: bytes) -> Path:
     return write_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
+JOURNAL = ".fmprune-replace.json"
+
+
 def replace_together(files: dict[Path, Callable[[Path], None]]) -> list[Path]:
-    """Write every file to its temporary first, then rename them all, in the order given (put the
-    manifest last): a failure or a kill before the renames leaves every old file as it was."""
+    """Replace several files of one directory as one change (an export's program, ONNX model and
+    manifest): a reader after a kill sees all the old files or, once the directory is next opened
+    (:func:`finish_replacements`), all the new ones.
+
+    Every file is written to its temporary and flushed first; a failure or a kill then leaves every
+    old file as it was. Only when all are on disk is a journal of the renames written (atomically);
+    the renames follow, in the order given, and the journal goes. A kill among the renames leaves
+    the journal, and whoever opens the directory next completes them from the flushed temporaries."""
     temporaries: dict[Path, Path] = {}
     try:
         for path, write in files.items():
@@ -111,11 +121,47 @@ def replace_together(files: dict[Path, Callable[[Path], None]]) -> list[Path]:
         if translated is not None:
             raise translated from None
         raise
-    for path, tmp in temporaries.items():
-        os.replace(tmp, path)
-    if temporaries:
-        fsync_directory(next(iter(temporaries)).parent)
+    if not temporaries:
+        return []
+    directory = next(iter(temporaries)).parent
+    if any(path.parent != directory for path in temporaries):
+        raise ValueError("replace_together: every file must be in one directory")
+    journal = directory / JOURNAL
+    try:
+        write_bytes_atomically(journal, json.dumps(
+            [[tmp.name, path.name] for path, tmp in temporaries.items()]).encode())
+    except BaseException:
+        for tmp in temporaries.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    _rename_journaled(directory)
     return list(temporaries)
+
+
+def finish_replacements(directory: Path) -> bool:
+    """Complete the renames of a :func:`replace_together` killed among them (its journal is still
+    in ``directory``); True if there was one. Call it holding the directory's lock, before
+    :func:`remove_stale_temporaries` (the journal's temporaries are not stale)."""
+    if not (directory / JOURNAL).is_file():
+        return False
+    _rename_journaled(directory)
+    return True
+
+
+def _rename_journaled(directory: Path) -> None:
+    journal = directory / JOURNAL
+    try:
+        pairs = json.loads(journal.read_text())
+    except (OSError, ValueError):
+        journal.unlink(missing_ok=True)   # a torn journal is never renamed over: it was written atomically
+        return
+    for tmp_name, name in pairs:
+        tmp = directory / tmp_name
+        if tmp.exists():   # renamed already before a kill: nothing left to do for this one
+            os.replace(tmp, directory / name)
+    fsync_directory(directory)
+    journal.unlink(missing_ok=True)
+    fsync_directory(directory)
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

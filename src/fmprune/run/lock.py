@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..atomic import remove_stale_temporaries
+from ..atomic import finish_replacements, remove_stale_temporaries
 from ..errors import FmpruneError
 
 LOCK_FILE = ".fmprune.lock"
@@ -79,6 +79,7 @@ def acquire(path: Path | str) -> None:
             _remove_if_empty(path)
         raise
     _HELD[_key(path)] = _Held(fd, 1, created)
+    finish_replacements(path)
     remove_stale_temporaries(path)
 
 
