@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from test_cli import decisions
 from test_errors import run_cli
 
 
@@ -124,18 +125,27 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_kill_minus_9_of_a_sweep_leaves_no_worker(small_ckpt, idx_dir, tmp_path):
+def sweep_file(tmp_path: Path, checkpoint, retrain: int, steps: int | None = None) -> Path:
     experiment = tmp_path / "long.toml"
-    experiment.write_text(f'[experiment]\nname = "long"\ncheckpoint = "{small_ckpt}"\n'
-                          '[settings]\nretrain = 200\ncriterion = "min_weight"\n'
+    limit = f"steps = {steps}\n" if steps else ""
+    experiment.write_text(f'[experiment]\nname = "long"\ncheckpoint = "{checkpoint}"\n'
+                          f'[settings]\nretrain = {retrain}\ncriterion = "min_weight"\n{limit}'
                           '[axes]\nseed = [0, 1]\n')
-    sweep = subprocess.Popen([sys.executable, "-m", "fmprune", "sweep", str(experiment), "--data-dir", str(idx_dir),
-                              "--out-dir", str(tmp_path / "runs"), "--workers", "2"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return experiment
+
+
+def sweep_args(experiment: Path, idx_dir, out: Path) -> list[str]:
+    return [sys.executable, "-m", "fmprune", "sweep", str(experiment), "--data-dir", str(idx_dir),
+            "--out-dir", str(out), "--workers", "2"]
+
+
+def kill_sweep_mid_run(experiment: Path, idx_dir, out: Path) -> list[int]:
+    """Start the sweep, SIGKILL it once a run has written steps, and return the pids of its
+    children still alive 30 s later (killing them, so that a failing test leaves nothing running)."""
+    sweep = subprocess.Popen(sweep_args(experiment, idx_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and sweep.poll() is None:
-        if list((tmp_path / "runs").rglob("steps.csv")):
+        if any(len(f.read_text().splitlines()) >= 3 for f in out.rglob("steps.csv")):
             break
         time.sleep(0.2)
     assert sweep.poll() is None, "the sweep ended before it could be killed"
@@ -147,6 +157,29 @@ def test_kill_minus_9_of_a_sweep_leaves_no_worker(small_ckpt, idx_dir, tmp_path)
     while time.time() < deadline and any(alive(p) for p in children):
         time.sleep(0.2)
     survivors = [p for p in children if alive(p)]
-    for p in survivors:   # never leave them running, even when the test fails
+    for p in survivors:
         os.kill(p, signal.SIGKILL)
-    assert survivors == []
+    return survivors
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_minus_9_of_a_sweep_leaves_no_worker(small_ckpt, idx_dir, tmp_path):
+    assert kill_sweep_mid_run(sweep_file(tmp_path, small_ckpt, retrain=200), idx_dir, tmp_path / "runs") == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_sweep_rerun_after_kill_minus_9_equals_an_uninterrupted_sweep(small_ckpt, idx_dir, tmp_path):
+    """Killed mid-run, then run again: every run's steps.csv (decisions, accuracies) equals the
+    one an uninterrupted sweep writes, and no run is reported twice or lost."""
+    experiment = sweep_file(tmp_path, small_ckpt, retrain=20, steps=8)
+    assert kill_sweep_mid_run(experiment, idx_dir, tmp_path / "killed") == []
+    for out in ("killed", "whole"):
+        proc = subprocess.run(sweep_args(experiment, idx_dir, tmp_path / out), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    killed = sorted(f.parent.relative_to(tmp_path / "killed") for f in (tmp_path / "killed").rglob("summary.json"))
+    whole = sorted(f.parent.relative_to(tmp_path / "whole") for f in (tmp_path / "whole").rglob("summary.json"))
+    assert killed == whole and len(whole) == 2
+    for run in whole:
+        assert decisions(tmp_path / "killed" / run) == decisions(tmp_path / "whole" / run)
+    assert temporaries(tmp_path / "killed") == []
