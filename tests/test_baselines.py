@@ -14,8 +14,8 @@ import fmprune
 from fmprune.baselines.plan import global_plan, parse_ratios, per_layer_plan, ratio_for_target
 from fmprune.baselines.scores import group_scores
 from fmprune.baselines.sensitivity import layer_sensitivity
-from fmprune.baselines.structure import consumer_of
-from fmprune.baselines.thinet import contributions, greedy_removal, least_squares_scales, thinet_prune
+from fmprune.baselines.thinet_rescale import least_squares_scales, thinet_prune
+from fmprune.criteria.thinet import check_thinet_scope, consumer_of, contributions, greedy_removal
 from fmprune.criteria import available_criteria, create_criterion
 from fmprune.data import Split
 from fmprune.errors import FmpruneError, PruningError
@@ -164,7 +164,6 @@ def test_thinet_refuses_a_group_without_a_single_next_layer():
     with pytest.raises(PruningError, match="ThiNet: group 'a'"):
         consumer_of(graph, "a")
     assert consumer_of(graph, "c").name == "head"
-    from fmprune.baselines.structure import check_thinet_scope
     with pytest.raises(PruningError, match="ThiNet can prune: --scope c"):
         check_thinet_scope(graph, graph.names)
 
@@ -426,7 +425,7 @@ def test_follow_up_steps_are_checked_when_the_file_loads(tmp_path):
 
 
 def test_train_checkpoint_of_a_recipe_is_cached_under_its_options(splits, tmp_path):
-    from fmprune.cli import file_checkpoint
+    from fmprune.run.base_model import file_checkpoint
 
     path = file_checkpoint(tmp_path / "x.toml", "train:lenet", None, splits, {"batch_size": 50}, quick=True)
     assert "-recipe-" in path.name and path.is_file()

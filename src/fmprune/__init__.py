@@ -8,7 +8,7 @@
 and the whole protocol in one call: ``fmprune.run_pruning(checkpoint, splits, fmprune.PruneConfig(...), run_dir)``.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from . import costs  # noqa: E402
 from .errors import FmpruneError, UnsupportedModelError  # noqa: E402

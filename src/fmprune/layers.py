@@ -551,6 +551,16 @@ def is_registered(module: nn.Module) -> bool:
     return adapter_for(module) is not None
 
 
+# BatchNorm by type, not by adapter: its adapter is shared with InstanceNorm, but network
+# slimming's |γ| (and --bn-l1, which trains it) is defined on BatchNorm scales only.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def batch_norm_scale(module: nn.Module) -> nn.Parameter | None:
+    """The scale γ of a BatchNorm with one, else None."""
+    return module.weight if isinstance(module, BATCH_NORMS) and module.weight is not None else None
+
+
 def _register_builtins() -> None:
     for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
         register_layer(t, ConvAdapter())

@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .baselines.structure import batchnorm_weights
 from .data import Augmentation, Split, Splits
 from .errors import FmpruneError
+from .layers import batch_norm_scale
 from .models import ModelSpec, Normalized, build_model, check_output
 from .models.weights import freeze_features as freeze, load_pretrained
+from .modes import eval_mode
 
 EVAL_BATCH = 1000
 
@@ -227,7 +228,7 @@ def slimming_parameters(model: nn.Module, bn_l1: float) -> list[nn.Parameter]:
         return []
     if bn_l1 < 0:
         raise FmpruneError(f"--bn-l1 must be >= 0, got {bn_l1}")
-    norms = batchnorm_weights(model)
+    norms = [gamma for m in model.modules() if (gamma := batch_norm_scale(m)) is not None]
     if not norms:
         raise FmpruneError("--bn-l1 penalises BatchNorm scales, and this model has no BatchNorm with a scale "
                            "(e.g. lenet); train a model with BatchNorm (resnet20, vgg11_bn, mobilenetv2)")
@@ -363,8 +364,5 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def evaluate(model: nn.Module, split: Split, batch: int = EVAL_BATCH) -> float:
     """Accuracy of ``model`` in eval mode on ``split``."""
-    was_training = model.training
-    model.eval()
-    acc = accuracy(predict(model, split.images, batch), split.labels)
-    model.train(was_training)
-    return acc
+    with eval_mode(model):
+        return accuracy(predict(model, split.images, batch), split.labels)

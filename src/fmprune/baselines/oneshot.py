@@ -20,8 +20,9 @@ from typing import Callable
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..criteria import create_criterion
+from ..criteria.thinet import SAMPLES_PER_IMAGE, check_thinet_scope
 from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device
 from ..efficiency import save_checkpoint_score, score_checkpoint
@@ -35,8 +36,7 @@ from ..training import BatchStream, evaluate, fine_tune
 from .plan import (Plan, check_ratio, count_for, format_ratios, global_plan, parse_ratios, per_layer_plan,
                    ratio_for_target)
 from .scores import group_scores
-from .structure import check_thinet_scope
-from .thinet import SAMPLES_PER_IMAGE, thinet_prune
+from .thinet_rescale import thinet_prune
 
 KIND = "oneshot"   # config.json's "kind": reports and sweeps tell these runs from map-by-map pruning
 SEQUENTIAL = {"thinet"}   # criteria that prune layer after layer, each on the already pruned model

@@ -14,14 +14,14 @@ from typing import Callable
 
 from ..atomic import write_atomically
 from ..criteria import Criterion, create_criterion
+from ..criteria.thinet import check_thinet_scope, contributions, greedy_removal
 from ..data import Split
 from ..errors import FmpruneError
 from ..graph import Graph, trace
 from ..training import evaluate
 from .plan import count_for, lowest
 from .scores import group_scores
-from .structure import check_thinet_scope
-from .thinet import contributions, greedy_removal, remove_and_rescale
+from .thinet_rescale import remove_and_rescale
 
 DEFAULT_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 RESULT_FILE = "sensitivity.json"

@@ -31,6 +31,12 @@ class GroupCriterion(Criterion):
         return ctx.probe(self.name)
 
 
+def map_positions(graph: Graph, name: str) -> list[dict[str, dict[str, list[int]]]]:
+    """For every map of group ``name`` (current numbering), where it sits in each layer of the group
+    (what the next layer reads of it, which norm scales it)."""
+    return [graph.positions(name, [j]) for j in range(graph.group(name).size)]
+
+
 def producer_scores(criterion: GroupCriterion, graph: Graph, split: Split, layer: str) -> torch.Tensor:
     """Scores of the output positions of producer ``layer`` from ``criterion``'s group scores."""
     return share_among_producers(graph, layer, lambda name: criterion.score_group(graph, name, split))

@@ -23,9 +23,8 @@ anything else is pinned.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import PruningError, UnsupportedModelError
+from ..modes import eval_mode  # graph.py imports it from here too
 from ..layers import (AttentionHeadsAdapter, LayerAdapter, MultiheadAttentionAdapter, ParameterAdapter,
                       adapter_for, is_registered)
 from . import ops
@@ -117,18 +117,6 @@ class _Tracer(fx.Tracer):
 
 def _as_tuple(example_inputs: Any) -> tuple:
     return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode for the duration, each one's own train flag restored after."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 def symbolic_trace(model: nn.Module) -> fx.GraphModule:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..atomic import write_atomically
 from ..devices import rng_state, set_rng_state
 from ..errors import FmpruneError

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..atomic import write_atomically
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph, trace

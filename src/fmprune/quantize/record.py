@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FmpruneError
-from ..study.compare import resolve_model_path
+from ..run.checkpoint import resolve_model_path
 
 RECORD_FILE = "quantize.json"
 FLOAT_BITS = 32

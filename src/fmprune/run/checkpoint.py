@@ -143,6 +143,15 @@ def load_checkpoint_for(path: Path | str, splits) -> Checkpoint:
     return ckpt
 
 
+def resolve_model_path(path: Path) -> Path:
+    """A checkpoint file, or a run directory holding ``model.pt``."""
+    if path.is_dir():
+        if not (path / "model.pt").is_file():
+            raise FmpruneError(f"{path}: run directory without model.pt (is the run finished?)")
+        return path / "model.pt"
+    return path
+
+
 def load_checkpoint(path: Path | str) -> Checkpoint:
     path = Path(path)
     if not path.is_file():

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..atomic import write_atomically
 from .distributed import ShardedStream, data_parallel
 from .checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint

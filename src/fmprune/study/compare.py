@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from ..run.checkpoint import resolve_model_path  # noqa: F401 - the CLI still imports it from here
 from ..data import Splits
 from ..errors import FmpruneError
 from ..costs import measure_latencies, model_bytes
@@ -162,15 +163,6 @@ def recipe_of(base: Checkpoint) -> Recipe:
 def scratch_path(directory: Path, pruned: Checkpoint, recipe: Recipe) -> Path:
     key = json.dumps([pruned.model_spec, pruned.alive, recipe.to_dict()], sort_keys=True)
     return directory / f"scratch-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
-
-
-def resolve_model_path(path: Path) -> Path:
-    """A checkpoint file, or a run directory holding ``model.pt``."""
-    if path.is_dir():
-        if not (path / "model.pt").is_file():
-            raise FmpruneError(f"{path}: run directory without model.pt (is the run finished?)")
-        return path / "model.pt"
-    return path
 
 
 def measure_row(label: str, ckpt: Checkpoint, splits: Splits) -> tuple[ModelRow, nn.Module, Graph]:

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..data import Split, Splits, sha256_file
 from ..devices import device_description, resolve_device
 from ..errors import FmpruneError
