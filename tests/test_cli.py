@@ -50,6 +50,12 @@ def assert_user_error(proc, *fragments):
         assert f in lines[0], (f, lines[0])
 
 
+def test_an_input_too_small_for_the_model_is_one_line_and_no_warning():
+    """Through a real process, where torch's warnings reach stderr too: nothing but the error line."""
+    proc = fmprune("count", "--input-shape", "1,2,2", check=False)
+    assert_user_error(proc, "lenet cannot be built", "at least 4x4")
+
+
 def test_help_lists_every_command():
     out = fmprune("--help").stdout
     for command in ("data", "models", "criteria", "count", "train", "prune", "compare", "export"):

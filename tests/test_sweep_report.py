@@ -47,6 +47,9 @@ retrain = 5
     ('[experiment]\nname="x"\n[setings]\nscope="all"', "unknown key 'top level.setings'"),
     ('[experiment\nname="x"', "not valid TOML"),
     ('[experiment]\nname="x"\n[settings]\nrank_once=1', "'settings.rank_once' = 1 should be bool"),
+    ('[experiment]\nname="x"\n[train]\nlr=nan', "'train.lr': lr must be a positive number, got nan"),
+    ('[experiment]\nname="x"\n[train]\nmax_iters=-5', "'train.max_iters': max iters must be a positive number, got -5"),
+    ('[experiment]\nname="x"\n[settings]\nflops_lambda=nan', "flops lambda must be a number >= 0, got nan"),
 ])
 def test_bad_experiment_files_name_the_bad_key(tmp_path, text, message):
     with pytest.raises(FmpruneError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -66,8 +66,14 @@ def rows(run_dir: Path) -> list[dict]:
     (('name = "small"', 'name = "a b"'), "'study.name' is required"),
     (("[params]\nmaps_per_step = { low = 1, high = 3, type = \"int\" }\nretrain = { low = 1, high = 3 }", "[params]"),
      "'params' names no parameter to search"),
-    (("retrain = { low = 1, high = 3 }", "retrain_lr = { low = 0, high = 1e-3, log = true }"),
+    (("retrain = { low = 1, high = 3 }", "flops_lambda = { low = 0, high = 1, log = true }"),
      "a log range needs low > 0"),
+    (("retrain = { low = 1, high = 3 }", "flops_lambda = { low = nan, high = 1.0 }"),
+     r"'params.flops_lambda.low': flops lambda must be a number >= 0, got nan"),
+    (("retrain = { low = 1, high = 3 }", "retrain_lr = { low = -1e-3, high = 1e-3 }"),
+     r"'params.retrain_lr.low': retrain lr must be a positive number, got -0.001"),
+    (("retrain = { low = 1, high = 3 }", "min_accuracy = { low = 0.5, high = inf }"),
+     r"'params.min_accuracy.high': min accuracy must be a fraction in \(0, 1\], got inf"),
 ])
 def test_bad_tune_files_name_the_bad_key(tmp_path, change, message):
     with pytest.raises(FmpruneError, match=message):

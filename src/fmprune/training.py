@@ -27,6 +27,7 @@ from .layers import batch_norm_scale
 from .models import ModelSpec, Normalized, build_model, check_output
 from .models.weights import freeze_features as freeze, load_pretrained
 from .modes import eval_mode
+from .validate import check_numbers
 
 EVAL_BATCH = 1000
 
@@ -42,6 +43,9 @@ class TrainConfig:
     seed: int = 0
     max_iters: int | None = None   # stop (and end the schedule) after this many updates
     bn_l1: float = 0.0             # network slimming's L1 penalty on BatchNorm scales (0: none)
+
+    def __post_init__(self) -> None:
+        check_numbers(self)   # a [train] table's lr = nan fails here, before any work, as --lr nan does
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,6 +83,7 @@ class SGDConfig:
     schedule: str = field(default="cosine", init=False)
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         self.augmentation()   # unknown augmentation names fail here, before any work
 
     def to_dict(self) -> dict:

@@ -23,6 +23,8 @@ class LeNet(nn.Module):
                  widths: tuple[int, int, int] = (32, 64, 1024)) -> None:
         super().__init__()
         h, w = _pair(input_size)
+        if h < 4 or w < 4:   # two 2x2 max-pools: fc1 would have no inputs (and torch warns at init)
+            raise ValueError(f"LeNet needs inputs of at least 4x4 (two 2x2 max-pools), got {h}x{w}")
         w1, w2, w3 = widths
         self.conv1 = nn.Conv2d(in_channels, w1, 5, padding=2)
         self.relu1 = nn.ReLU()

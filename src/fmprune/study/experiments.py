@@ -42,6 +42,7 @@ from .resources import Resources, parse_resources
 from ..unstructured.config import SparsifyConfig
 from ..baselines.oneshot import OneShotConfig
 from ..training import SGDConfig, TrainConfig
+from ..validate import check_number
 from .pipeline import FollowUp, parse_follow_ups
 
 SECTIONS = {"experiment", "settings", "axes", "runs", "quick", "resources", "then", "train"}
@@ -140,6 +141,11 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
     resources = parse_resources(doc.get("resources", {}), f"experiment file {path}")
     then = parse_follow_ups(path, doc.get("then", []), quick)
     train = _check_keys(path, "train", doc.get("train", {}), TRAIN_KEYS)
+    for key, value in train.items():   # checked now, not when the base model's training starts
+        try:
+            check_number(key, value)
+        except FmpruneError as e:
+            raise _err(path, f"'train.{key}': {e}") from None
     variants = doc.get("runs", [{}])
     if not isinstance(variants, list) or not variants:
         raise _err(path, "'runs' must be a non-empty array of tables ([[runs]])")

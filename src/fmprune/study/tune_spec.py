@@ -42,6 +42,7 @@ from typing import Any
 from ..efficiency import ScoreInputs, efficiency_score
 from ..errors import FmpruneError
 from ..run.config import PruneConfig
+from ..validate import check_number
 from .experiments import read_toml
 from .report import Curve
 from .resources import Resources, parse_resources
@@ -186,6 +187,11 @@ def _param(path: Path, name: str, table: Any) -> Param:
     log = table.get("log", False)
     if not isinstance(log, bool):
         raise _err(path, f"'{where}.log' = {log!r} should be true or false")
+    for bound, value in (("low", low), ("high", high)):
+        try:   # a searched value obeys the rule the option and the [settings] key obey
+            check_number(name, value)
+        except FmpruneError as e:
+            raise _err(path, f"'{where}.{bound}': {e}") from None
     if not low < high:
         raise _err(path, f"'{where}': low {low} must be under high {high}")
     if log and low <= 0:
