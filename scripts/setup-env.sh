@@ -5,7 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.fmprune-installed"
-extras="test,export,torchvision,tensorboard,ray,tune"   # what the tests and the README's examples use
+extras="test,export,torchvision,tensorboard,ray,tune,docs"   # what the tests, the README's examples and the docs site use
 want="$( (cat "$root/pyproject.toml"; echo "$extras") | sha256sum | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
