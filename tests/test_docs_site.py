@@ -65,6 +65,7 @@ def test_the_site_builds_strictly(tmp_path):
     assert (site / "index.html").is_file()
     api = (site / "api" / "pruner" / "index.html").read_text()
     assert "accumulate" in api, "the API reference shows no docstring of Pruner.accumulate"
+    assert ":class:" not in api and ":meth:" not in api, "reST roles left in the API reference"
 
 
 def load_hook():
