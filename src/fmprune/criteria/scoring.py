@@ -42,7 +42,7 @@ def flops_regularize(scores: Scores, flops_per_map: dict[str, float], lam: float
     return {k: v - lam * flops_per_map[k] for k, v in scores.items()}
 
 
-COSTS = ("none", "macs", "params")
+COSTS = ("none", "macs", "params", "latency")
 
 
 def check_cost(what: str) -> str:
@@ -52,16 +52,19 @@ def check_cost(what: str) -> str:
     return what
 
 
-def per_cost(scores: Scores, cost_per_map: dict[str, tuple[int, int]], what: str) -> Scores:
+def per_cost(scores: Scores, cost_per_map: dict[str, tuple[float, ...]], what: str) -> Scores:
     """Importance per unit of what a removal saves: each group's scores divided by the MACs (or
     params) one of its maps costs, relative to the mean over the groups. Pruning to a size target
     is a knapsack (keep the most importance within a budget); ranking by importance per cost is
     its greedy solution, so a MAC target is met by removing fewer maps, the ones that cost most
-    for what they give (a conv map on a 32×32 grid against a fully connected unit)."""
+    for what they give (a conv map on a 32×32 grid against a fully connected unit).
+    ``cost_per_map`` holds (params, MACs) per group, and the milliseconds a removal saves
+    (:meth:`fmprune.latency.LatencyTable.map_saving`) third for ``latency``."""
     if check_cost(what) == "none":
         return dict(scores)
-    column = 1 if what == "macs" else 0
-    costs = {k: float(max(cost_per_map[k][column], 1)) for k in scores}
+    column = ("params", "macs", "latency").index(what)
+    floor = 1e-6 if what == "latency" else 1   # a removal the table says saves nothing: ~never worth it
+    costs = {k: float(max(cost_per_map[k][column], floor)) for k in scores}
     mean = sum(costs.values()) / max(1, len(costs))
     return {k: v / (costs[k] / mean) for k, v in scores.items()}
 

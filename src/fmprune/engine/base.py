@@ -15,8 +15,9 @@ from ..criteria import (CalibrationProvider, Criterion, LayerContext, Scores, fl
                         per_cost, reduce_members)
 from ..errors import FmpruneError
 from ..graph import Graph, Member
+from ..latency import LatencyTable
 from ..seeding import independent_generator
-from .select import Selected, select_minimum
+from .select import Selected, round_selection, select_minimum
 
 
 class EngineBase:
@@ -28,7 +29,10 @@ class EngineBase:
         self.normalization, self.flops_lambda = normalization, flops_lambda
         self.generator = independent_generator("scores", seed)   # random scores: reproducible, not the init stream
         self.raw: dict[str, torch.Tensor | None] = {name: None for name in scope}
-        self.per_cost = "none"     # "macs"/"params": a map's score is divided by what removing it saves
+        self.per_cost = "none"     # "macs"/"params"/"latency": a map's score is divided by what removing it saves
+        self.latency: LatencyTable | None = None   # the latency term and per-cost latency read it
+        self.latency_lambda = 0.0  # the latency term: Θ − λ·(ms one removal saves), like eq. 9's FLOPs
+        self.round_to = 1          # every group's size stays a multiple of it (or its original size)
 
     def raw_scores(self) -> Scores:
         """The criterion's score of every map in scope, recomputing only what a removal invalidated."""
@@ -67,18 +71,35 @@ class EngineBase:
         self.raw = {name: None for name in self.scope}
 
     def final_scores(self) -> Scores:
-        """Raw scores after per-group normalisation, FLOPs regularisation (eq. 9) and, with
-        ``per_cost``, division by the cost a removal saves."""
+        """Raw scores after per-group normalisation, FLOPs regularisation (eq. 9), the latency
+        term (the same form, in milliseconds from the latency table) and, with ``per_cost``,
+        division by the cost a removal saves."""
         scores = normalize(self.raw_scores(), self.normalization)
+        uses_latency = self.per_cost == "latency" or self.latency_lambda != 0
+        if uses_latency and self.latency is None:
+            raise FmpruneError("per-cost latency and the latency term need a latency table (fmprune.latency_table)")
+        saved_ms = {n: self.latency.map_saving(self.graph, n) for n in self.scope} if uses_latency else {}
         if self.per_cost != "none":
-            scores = per_cost(scores, {n: self.graph.map_cost(n) for n in self.scope}, self.per_cost)
+            scores = per_cost(scores, {n: (*self.graph.map_cost(n), saved_ms.get(n, 0.0)) for n in self.scope},
+                              self.per_cost)
+        if self.latency_lambda != 0:
+            scores = flops_regularize(scores, saved_ms, self.latency_lambda)
         if self.flops_lambda == 0:
             return scores
         costs = {n: mflops(self.graph.map_cost(n)[1]) for n in self.scope}
         return flops_regularize(scores, costs, self.flops_lambda)
 
     def select(self, k: int = 1) -> list[Selected]:
-        return select_minimum(self.final_scores(), self.alive, k)
+        """The ``k`` lowest-scoring maps; with ``round_to``, whole chunks (possibly a few more)."""
+        final = self.final_scores()
+        if self.round_to == 1:
+            return select_minimum(final, self.alive, k)
+        return self.round(select_minimum(final, self.alive, sum(len(v) for v in final.values())), k)
+
+    def round(self, ordered: list[Selected], k: int) -> list[Selected]:
+        """``ordered`` (lowest first) taken in chunks keeping groups at allowed sizes."""
+        return round_selection(ordered, {n: self.graph.group(n).size for n in self.scope},
+                               {n: self.graph.group(n).traced_size for n in self.scope}, self.round_to, k)
 
     @property
     def alive(self) -> dict[str, list[int]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 
 from ..graph import Graph, trace
+from ..latency import LatencyTarget
+from .select import allowed_size
 
 
 def smallest_size(graph: Graph, scope: list[str]) -> tuple[int, int]:
@@ -20,35 +22,49 @@ def smallest_size(graph: Graph, scope: list[str]) -> tuple[int, int]:
 
 
 def targets_met(graph: Graph, base: tuple[int, int], target_params: float | None,
-                target_macs: float | None) -> bool:
-    """Every size target given (fractions of ``base`` = (params, MACs)) is met; False with none
-    given. Both together mean both: a model ×80 smaller must also be ×7 cheaper. Sizes are
-    counted only for the targets given (this runs every step)."""
+                target_macs: float | None, latency: LatencyTarget | None = None) -> bool:
+    """Every size target given (fractions of ``base`` = (params, MACs)) and the ``latency``
+    target (predicted by its table) are met; False with none given. Both together mean both: a
+    model ×80 smaller must also be ×7 cheaper. Sizes are counted only for the targets given
+    (this runs every step)."""
     met = []
     if target_params is not None:
         met.append(graph.total_params() <= target_params * base[0])
     if target_macs is not None:
         met.append(graph.total_macs() <= target_macs * base[1])
+    if latency is not None:
+        met.append(latency.missing(graph) <= 0)
     return bool(met) and all(met)
 
 
 def trim_to_target(graph: Graph, chosen: list, base: tuple[int, int], target_params: float | None,
-                   target_macs: float | None) -> list:
+                   target_macs: float | None, latency: LatencyTarget | None = None, round_to: int = 1) -> list:
     """The shortest prefix of ``chosen`` (lowest scores first) whose removal is predicted to meet
-    every size target (fractions of ``base`` = (params, MACs)): a fixed step size would overshoot
-    the target on its last step and remove maps the target does not ask for. Empty when the
-    targets are met already; all of ``chosen`` without targets. Costs are each map's saving at the
-    current sizes (an estimate when several groups shrink)."""
-    if target_params is None and target_macs is None:
+    every size target (fractions of ``base`` = (params, MACs)) and the ``latency`` target: a
+    fixed step size would overshoot the target on its last step and remove maps the target does
+    not ask for. Empty when the targets are met already; all of ``chosen`` without targets. Costs
+    are each map's saving at the current sizes (an estimate when several groups shrink). With
+    ``round_to``, the prefix ends where every group's size is allowed (after a whole chunk of
+    :func:`~fmprune.engine.select.round_selection`)."""
+    if target_params is None and target_macs is None and latency is None:
         return chosen
-    if targets_met(graph, base, target_params, target_macs):
+    if targets_met(graph, base, target_params, target_macs, latency):
         return []
     need_params = graph.total_params() - target_params * base[0] if target_params is not None else 0
     need_macs = graph.total_macs() - target_macs * base[1] if target_macs is not None else 0
-    saved_params = saved_macs = 0
+    need_ms = latency.missing(graph) if latency is not None else 0
+    saving: dict[str, tuple[int, int, float]] = {}   # per group, at the current sizes
+    saved_params = saved_macs = saved_ms = 0
+    removed: dict[str, int] = {}
     for i, s in enumerate(chosen):
-        params, macs = graph.map_cost(s.layer)
-        saved_params, saved_macs = saved_params + params, saved_macs + macs
-        if saved_params >= need_params and saved_macs >= need_macs:
+        if s.layer not in saving:
+            saving[s.layer] = (*graph.map_cost(s.layer),
+                               latency.table.map_saving(graph, s.layer) if latency is not None else 0.0)
+        params, macs, ms = saving[s.layer]
+        saved_params, saved_macs, saved_ms = saved_params + params, saved_macs + macs, saved_ms + ms
+        removed[s.layer] = removed.get(s.layer, 0) + 1
+        group = graph.group(s.layer)
+        whole = allowed_size(group.size - removed[s.layer], group.traced_size, round_to)
+        if whole and saved_params >= need_params and saved_macs >= need_macs and saved_ms >= need_ms:
             return chosen[:i + 1]
     return chosen

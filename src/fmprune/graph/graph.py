@@ -250,6 +250,14 @@ class Graph:
             params, macs = params + p0 - p1, macs + m0 - m1
         return params, macs
 
+    def layer_widths(self) -> dict[str, tuple[int, int]]:
+        """(input positions, output positions) of every layer with an adapter now, by its channel
+        labels (0 where the layer is no member: e.g. a leaf whose maps are kept); what a latency
+        table is read at (:mod:`fmprune.latency`)."""
+        return {r.name: (len(r.inputs) if r.inputs is not None else 0,
+                         len(r.outputs) if r.outputs is not None else 0)
+                for r in self._records if not getattr(r.adapter, "inner", False)}
+
     def macs_per_map(self) -> dict[str, int]:
         return {g.name: self.map_cost(g.name)[1] for g in self._groups}
 

@@ -29,6 +29,7 @@ from ..engine.select import Selected, select_minimum
 from ..engine.targets import smallest_size, trim_to_target
 from ..errors import FmpruneError
 from ..graph import Graph, trace
+from ..latency import LatencyTable, latency_target
 from . import distributed
 from .saving import remember
 from .passes import LossPasses
@@ -92,7 +93,11 @@ class Pruner(EngineBase):
     ``loss_fn(model) -> loss``: for the criteria that need passes of their own (``oracle``,
     ``oracle_abs``, ``obd_hutchinson``), the scalar loss they evaluate (e.g. the user's loss on a
     fixed calibration batch). ``graph``: a graph this model was already traced into (pruned models keep the numbering of
-    the unpruned one: ``steps`` and ``save`` report original map indices).
+    the unpruned one: ``steps`` and ``save`` report original map indices). ``latency_table``
+    (:func:`fmprune.latency_table` of this model) enables ``step(target_latency=...)``,
+    ``latency_lambda`` (the latency term, Θ − λ·ms a removal saves) and ``per_cost="latency"``;
+    ``round_to`` keeps every group's size a multiple of it (or its original size): a step removes
+    whole chunks, so possibly a few more maps than asked.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, criterion: str | Criterion = "taylor",
@@ -100,7 +105,8 @@ class Pruner(EngineBase):
                  trace_ignore: Sequence[str] = (), graph: Graph | None = None,
                  flops_lambda: float = 0.0, reduction: str = "sum", seed: int = 0, auto: bool = False,
                  per_cost: str = "none", loss_fn: Callable[[nn.Module], torch.Tensor] | None = None,
-                 activation_examples: int = 256) -> None:
+                 activation_examples: int = 256, latency_table: LatencyTable | None = None,
+                 latency_lambda: float = 0.0, round_to: int = 1) -> None:
         criterion = create_criterion(criterion) if isinstance(criterion, str) else criterion
         own_passes = any(r in criterion.reads for r in OWN_PASSES)
         if own_passes and (loss_fn is None or criterion.name == "obd"):
@@ -110,8 +116,13 @@ class Pruner(EngineBase):
         if normalize not in NORMALIZATIONS or reduction not in REDUCTIONS:
             raise FmpruneError(f"normalize must be one of {', '.join(NORMALIZATIONS)} and reduction one of "
                                f"{', '.join(REDUCTIONS)}; got {normalize!r}, {reduction!r}")
-        if not (isinstance(flops_lambda, (int, float)) and flops_lambda >= 0 and flops_lambda == flops_lambda):
-            raise FmpruneError(f"flops_lambda must be a finite number >= 0, got {flops_lambda!r}")
+        for option, value in (("flops_lambda", flops_lambda), ("latency_lambda", latency_lambda)):
+            if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+                raise FmpruneError(f"{option} must be a finite number >= 0, got {value!r}")
+        if not (isinstance(round_to, int) and round_to >= 1):
+            raise FmpruneError(f"round_to must be a positive integer, got {round_to!r}")
+        if latency_table is None and (latency_lambda or per_cost == "latency"):
+            raise FmpruneError("latency_lambda and per_cost='latency' need latency_table=fmprune.latency_table(...)")
         kept = _ignored_names(model, ignore)
         if graph is None or graph.model is not model:   # a graph of this model keeps its numbering
             graph = trace(model, example_inputs, ignore=list(trace_ignore))
@@ -129,6 +140,8 @@ class Pruner(EngineBase):
                                f"(notes: {'; '.join(graph.notes) or 'none'})")
         super().__init__(graph, criterion, names, normalize, float(flops_lambda), seed)
         self.per_cost = check_cost(per_cost)
+        self.latency, self.latency_lambda, self.round_to = latency_table, float(latency_lambda), round_to
+        self.base_ms = latency_table.predict(graph) if latency_table is not None else None
         self.model, self.reduction, self.auto = model, reduction, auto
         remember(model, graph)
         self.base_params, self.base_macs = graph.total_params(), graph.total_macs()
@@ -199,16 +212,19 @@ class Pruner(EngineBase):
 
     # -- removal
     def step(self, maps: int | None = None, fraction: float | None = None, target_macs: float | None = None,
-             target_params: float | None = None, optimizer: torch.optim.Optimizer | None = None) -> list[Selected]:
+             target_params: float | None = None, optimizer: torch.optim.Optimizer | None = None,
+             target_latency: float | None = None) -> list[Selected]:
         """Remove the lowest-scoring maps over the groups in scope: ``maps`` of them, a ``fraction``
         of those left, or as many as needed to reach ``target_macs`` / ``target_params`` (fractions
-        of the model's size when the pruner was created); a count and a target together remove at
+        of the model's size when the pruner was created) / ``target_latency`` (a fraction of its
+        latency then, predicted by ``latency_table``); a count and a target together remove at
         most that many, stopping where the target is met. ``optimizer``'s state is sliced with the
         weights. Returns what was removed; the statistics start over."""
         counts = sum(v is not None for v in (maps, fraction))
-        if counts > 1 or (counts == 0 and target_macs is None and target_params is None):
-            raise FmpruneError("step() takes maps= or fraction=, or a target (target_macs=, target_params=), "
-                               "or a count and a target (at most that many, stopping at the target)")
+        if counts > 1 or (counts == 0 and target_macs is None and target_params is None and target_latency is None):
+            raise FmpruneError("step() takes maps= or fraction=, or a target (target_macs=, target_params=, "
+                               "target_latency=), or a count and a target (at most that many, stopping at the target)")
+        latency = latency_target(self.latency, self.base_ms, target_latency)
         self._require_statistics()
         removable = sum(len(self.graph.alive(n)) - 1 for n in self.scope)
         if maps is not None:
@@ -226,10 +242,10 @@ class Pruner(EngineBase):
         if maps is not None or fraction is not None:
             k = maps if maps is not None else max(1, int(fraction * sum(len(self.graph.alive(n)) for n in self.scope)))
             chosen = trim_to_target(self.graph, self.select(min(k, removable)), (self.base_params, self.base_macs),
-                                    target_params, target_macs)
+                                    target_params, target_macs, latency, self.round_to)
             self.remove_selected(chosen, optimizer)
         else:
-            chosen = self._to_target(target_macs, target_params, optimizer)
+            chosen = self._to_target(target_macs, target_params, optimizer, latency)
         if chosen:
             self.steps += 1
         self.taps.clear()
@@ -241,7 +257,7 @@ class Pruner(EngineBase):
         self.raw[group] = None
 
     def _to_target(self, target_macs: float | None, target_params: float | None,
-                   optimizer: torch.optim.Optimizer | None) -> list[Selected]:
+                   optimizer: torch.optim.Optimizer | None, latency=None) -> list[Selected]:
         """Walk this step's ranking and remove in rounds until every target is met; each round
         removes the prefix of what is still removable that the current per-map costs predict is
         missing (:func:`~fmprune.engine.targets.trim_to_target`)."""
@@ -258,7 +274,8 @@ class Pruner(EngineBase):
                 if left[layer] > 1 and original in alive:
                     left[layer] -= 1
                     candidates.append(Selected(layer, alive.index(original), original, score))
-            round_ = trim_to_target(self.graph, candidates, base, target_params, target_macs)
+            round_ = trim_to_target(self.graph, self.round(candidates, len(candidates)), base, target_params,
+                                    target_macs, latency, self.round_to)
             if not round_:
                 break
             self.remove_selected(round_, optimizer)

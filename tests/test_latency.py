@@ -1,0 +1,169 @@
+"""Latency tables (interpolation against hand values, prediction and per-map savings consistent
+with removal, the cache), latency as a cost (target, term, per-cost) and --round-to, on tiny
+models; timings are few and small so the tests stay fast and do not depend on the machine's noise."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import fmprune
+from fmprune.errors import FmpruneError
+from fmprune.latency import LatencyTable, LayerLatency, latency_table
+
+
+class Tiny(nn.Module):
+    """conv 3->8 (BN, ReLU, pool) -> conv 8->6 (ReLU, global pool) -> fc 6->4: three kinds of
+    layer, a tied BatchNorm and an original size (6) that is not a multiple of 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 6, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = torch.relu(self.conv2(x)).mean((2, 3))
+        return self.fc(x)
+
+
+def tiny():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    return model, fmprune.trace(model, torch.zeros(1, 3, 8, 8))
+
+
+def hand_table(graph) -> LatencyTable:
+    """A table whose numbers are written by hand: ms = in + 2·out at every grid point (exact for
+    bilinear interpolation), a rest of 1 ms at every volume."""
+    widths = graph.layer_widths()
+    layers = {}
+    for name, (n_in, n_out) in widths.items():
+        ins, outs = sorted({1, n_in}), sorted({1, n_out})
+        layers[name] = LayerLatency(name, "hand", ins, outs, [[i + 2 * o for o in outs] for i in ins],
+                                    [[0.0] * len(outs) for _ in ins])
+    base = sum(i + 2 * o for i, o in widths.values())
+    volume = {n: 1 for n in widths}
+    return LatencyTable("tiny", "eager", 1, "cpu", torch.__version__, [0.5, 1.0], 1, "wall", dict(widths),
+                        layers, base + 1.0, 0.0, volume, [(0.0, 1.0), (1.0, 1.0)])
+
+
+def test_bilinear_interpolation_against_hand_values():
+    t = LayerLatency("l", "Conv2d", [2, 4], [4, 8], [[1.0, 2.0], [3.0, 5.0]], [[0.0, 0.0], [0.0, 0.0]])
+    assert t.at(2, 4) == 1.0 and t.at(4, 8) == 5.0
+    assert t.at(3, 6) == pytest.approx(0.25 * (1 + 2 + 3 + 5))          # the middle: the mean of the corners
+    assert t.at(3, 4) == pytest.approx(2.0) and t.at(4, 5) == pytest.approx(3.5)
+    assert t.at(5, 8) == pytest.approx(-0.5 * 2 + 1.5 * 5)              # beyond the grid: the end segment
+    assert t.at(1, 4) == pytest.approx(0.0)                              # never below zero (-1 extrapolated)
+    tied = LayerLatency("bn", "BatchNorm2d", [2, 8], [8], [[1.0], [4.0]], [[0.0], [0.0]], tied=True)
+    assert tied.at(4, 4) == pytest.approx(2.0)                           # one axis: linear in the input width
+
+
+def test_measured_table_predicts_the_base_and_each_saving_exactly(tmp_path):
+    model, graph = tiny()
+    table = latency_table(model, graph, "tiny", batch=2, grid="0.5", repeats=3, warmup=1, cache_dir=tmp_path)
+    assert set(table.layers) == {"conv1", "bn1", "conv2", "fc"}
+    assert table.layers["conv1"].ins == [3] and table.layers["conv1"].outs == [4, 8]   # the image stays
+    assert table.layers["bn1"].tied and table.layers["bn1"].ins == [4, 8]
+    assert table.layers["fc"].outs == [4] and table.layers["fc"].ins == [3, 6]
+    # two uniform cuts timed; feature volume = output positions (conv1, bn1: 64 each, conv2: 16, fc: 1)
+    assert [v for v, _ in table.rest] == pytest.approx([(4 * 64 + 4 * 64 + 3 * 16 + 4) / (8 * 64 + 8 * 64 + 6 * 16 + 4),
+                                                        1.0])
+    assert table.predict(graph) == pytest.approx(table.measured_ms)   # the rest closes the base exactly
+    before = table.predict(graph)
+    saving = table.map_saving(graph, "conv2")
+    graph.remove("conv2", [0])
+    assert table.predict(graph) == pytest.approx(before - saving)
+    assert all(s >= 0 for t in table.layers.values() for row in t.spread for s in row)
+    assert "noise: spread" in table.format() and "conv2 (Conv2d, base 8x6" in table.format()
+
+
+def test_cache_hit_and_refresh(tmp_path):
+    model, graph = tiny()
+    first = latency_table(model, graph, "tiny", batch=1, grid="1", repeats=2, warmup=0, cache_dir=tmp_path)
+    assert not first.cached and len(list(tmp_path.iterdir())) == 1
+    again = latency_table(model, graph, "tiny", batch=1, grid="1", repeats=2, warmup=0, cache_dir=tmp_path)
+    assert again.cached and again == first
+    other_batch = latency_table(model, graph, "tiny", batch=3, grid="1", repeats=2, warmup=0, cache_dir=tmp_path)
+    assert not other_batch.cached and len(list(tmp_path.iterdir())) == 2
+    fresh = latency_table(model, graph, "tiny", batch=1, grid="1", repeats=2, warmup=0, cache_dir=tmp_path,
+                          refresh=True)
+    assert not fresh.cached
+    assert json.loads(first.to_json())["batch"] == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"grid": "0,0.5"}, "grid fractions must lie in (0, 1]"),
+    ({"grid": "a,b"}, "grid must be fractions"),
+    ({"runtime": "tpu"}, "unknown runtime 'tpu'"),
+    ({"batch": 0}, "batch and repeats must be positive"),
+    ({"clock": "sundial"}, "unknown clock"),
+])
+def test_bad_input_is_one_line(kwargs, message, tmp_path):
+    model, graph = tiny()
+    with pytest.raises(FmpruneError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+        latency_table(model, graph, "tiny", cache_dir=tmp_path, **kwargs)
+    assert "\n" not in str(e.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_pruner_latency_target_meets_the_prediction():
+    model, graph = tiny()
+    table = hand_table(graph)
+    pruner = fmprune.Pruner(model, torch.zeros(1, 3, 8, 8), criterion="l1_filter", graph=graph, latency_table=table)
+    base = table.predict(graph)
+    pruner.step(target_latency=0.6)
+    assert table.predict(graph) <= 0.6 * base
+    with pytest.raises(FmpruneError, match="target latency must be a fraction"):
+        pruner.step(target_latency=1.5)
+    plain = fmprune.Pruner(*tiny()[:1], torch.zeros(1, 3, 8, 8), criterion="l1_filter")
+    with pytest.raises(FmpruneError, match="needs a latency table"):
+        plain.step(target_latency=0.5)
+
+
+def test_latency_term_and_per_cost_use_the_saving_of_one_map():
+    model, graph = tiny()
+    table = hand_table(graph)
+    # hand table: conv1's map saves 2 (conv1 out) + 1 + 2 (bn1 in and out) + 1 (conv2 in) = 6 ms,
+    # conv2's 2 + 1 (fc in) = 3 ms; the rest does not move
+    assert table.map_saving(graph, "conv1") == pytest.approx(6.0)
+    assert table.map_saving(graph, "conv2") == pytest.approx(3.0)
+    plain = fmprune.Pruner(model, torch.zeros(1, 3, 8, 8), criterion="l1_filter", graph=graph)
+    raw = plain.scores()
+    termed = fmprune.Pruner(model, torch.zeros(1, 3, 8, 8), criterion="l1_filter", graph=graph,
+                            latency_table=table, latency_lambda=0.1).scores()
+    assert torch.allclose(termed["conv1"], raw["conv1"] - 0.6) and torch.allclose(termed["conv2"], raw["conv2"] - 0.3)
+    per = fmprune.Pruner(model, torch.zeros(1, 3, 8, 8), criterion="l1_filter", graph=graph,
+                         latency_table=table, per_cost="latency").scores()
+    assert torch.allclose(per["conv1"], raw["conv1"] / (6 / 4.5)) and torch.allclose(per["conv2"], raw["conv2"] / (3 / 4.5))
+    with pytest.raises(FmpruneError, match="need latency_table"):
+        fmprune.Pruner(model, torch.zeros(1, 3, 8, 8), criterion="l1_filter", per_cost="latency")
+
+
+def test_round_to_keeps_every_group_a_multiple_or_its_original_size():
+    model, graph = tiny()
+    pruner = fmprune.Pruner(model, torch.zeros(1, 3, 8, 8), criterion="l1_filter", graph=graph, round_to=4)
+    removed = pruner.step(maps=1)          # one map asked: the whole chunk down to the next multiple
+    sizes = graph.sizes()
+    assert len(removed) in (2, 4) and sorted(sizes.values()) in ([4, 8], [4, 6])
+    removed = pruner.step(maps=1)          # the other group's chunk; both now at 4
+    assert graph.sizes() == {"conv1": 4, "conv2": 4}
+    assert pruner.step(maps=1) == [] and graph.sizes() == {"conv1": 4, "conv2": 4}   # nothing smaller allowed
+    assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 4)
+    with pytest.raises(FmpruneError, match="round_to must be a positive integer"):
+        fmprune.Pruner(copy.deepcopy(model), torch.zeros(1, 3, 8, 8), criterion="l1_filter", round_to=0)
+
+
+def test_round_to_with_a_target_stops_after_whole_chunks():
+    model, graph = tiny()
+    pruner = fmprune.Pruner(model, torch.zeros(1, 3, 8, 8), criterion="l1_filter", graph=graph, round_to=2)
+    pruner.step(target_macs=0.7)
+    assert all(size % 2 == 0 for size in graph.sizes().values())
+    assert graph.total_macs() <= 0.7 * pruner.base_macs
