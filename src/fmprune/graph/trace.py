@@ -1,4 +1,5 @@
-"""From a model to its dependency groups: trace with torch.fx, then let channel *labels* flow.
+"""From a model to its dependency groups: trace with torch.fx (or record one forward pass, see
+``capture``), then let channel *labels* flow.
 
 Every tensor's channel axis (dim 1) carries one integer label per position. A layer that creates
 maps (Conv2d, Linear) gives its output fresh labels; channel-wise ops pass labels through; a
@@ -34,8 +35,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 from ..errors import PruningError, UnsupportedModelError
 from ..modes import eval_mode  # graph.py imports it from here too
 from ..layers import (AttentionHeadsAdapter, LayerAdapter, MultiheadAttentionAdapter, ParameterAdapter,
-                      adapter_for, is_registered)
+                      adapter_for)
 from . import ops
+from .capture import DECIDES, capture
 
 Labels = np.ndarray
 
@@ -108,31 +110,8 @@ class TraceResult:
     notes: list[str]
 
 
-class _Tracer(fx.Tracer):
-    """fx tracer that keeps registered custom layers as leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_registered(m) or super().is_leaf_module(m, qualname)
-
-
 def _as_tuple(example_inputs: Any) -> tuple:
     return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-
-
-def symbolic_trace(model: nn.Module) -> fx.GraphModule:
-    """The fx graph of ``model`` as it runs in eval mode: Python reads of ``self.training`` (e.g.
-    ``F.dropout(x, p, self.training)``) are frozen at trace time, and the graph is what evaluation
-    and scoring replay, so they must see inference behaviour whatever mode the model is in now."""
-    try:
-        with eval_mode(model):
-            graph = _Tracer().trace(model)
-    except Exception as e:   # noqa: BLE001 - any tracing failure is the user's model's property
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsupportedModelError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {first}); "
-            "data-dependent control flow is not supported: make the branch static, or wrap the "
-            "part in a module and register it with fmprune.register_layer") from None
-    return fx.GraphModule(model, graph, class_name=type(model).__name__)
 
 
 class _ShapeAndZeroProp(ShapeProp):
@@ -249,6 +228,7 @@ class LabelFlow:
         for node in self.gm.graph.nodes:
             self._current = str(node.target) if node.op == "call_module" else node.name
             self.labels[node] = self._visit(node)
+            self._pin_decisive(node)
         pinned = {self.union.find(x) for arr in self.pinned_labels for x in arr.tolist()}
         # a note only where it costs prunable maps: not for what the input/output pins anyway
         records = [r for r in self.records.values() if r.outputs is not None or r.inputs is not None]
@@ -262,6 +242,17 @@ class LabelFlow:
         for r in records:
             r.feature_node = _feature_node(_tensor_output(r.nodes[0]), self.modules) if r.nodes else None
         return TraceResult(self.gm, records, self.union, pinned, self.origin, notes)
+
+    def _pin_decisive(self, node: fx.Node) -> None:
+        """Keep the maps of a tensor whose channel count a Python decision of a recorded graph
+        read (``capture.DECIDES``): with one map fewer the model would decide otherwise."""
+        layout, shape = self._layout(node), _shape(node)
+        if layout is None or shape is None:
+            return
+        labels, axis = layout
+        for read, why in node.meta.get(DECIDES, ()):
+            if read is None or axis <= read % len(shape) < axis + labels.ndim:
+                self.pin(labels.ravel(), f"{why}: the maps it counts are kept")
 
     def _visit(self, node: fx.Node) -> Any:
         if node.op == "placeholder":
@@ -1065,10 +1056,12 @@ def _flat_ints(value: Any) -> list[int]:
 def trace_labels(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> TraceResult:
     """Trace ``model`` and run the label flow; raises UnsupportedModelError before changing anything."""
     examples = _as_tuple(example_inputs)
-    gm = symbolic_trace(model)
+    gm, notes = capture(model, examples)
     _check_ignore(gm, ignore)
     propagate_shapes(gm, model, examples)
-    return LabelFlow(gm, ignore, model).run()
+    result = LabelFlow(gm, ignore, model).run()
+    result.notes[:0] = notes
+    return result
 
 
 def _check_ignore(gm: fx.GraphModule, ignore: Sequence[str]) -> None:

@@ -18,6 +18,7 @@ from .mobilenetv2 import mobilenetv2
 from .resnet import resnet18
 from .resnet_cifar import resnet20, resnet56
 from .vgg import vgg11_bn, vgg16_bn
+from .vit import vit_tiny
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,4 @@ register_model("resnet18", resnet18, CIFAR, "ResNet-18, CIFAR variant (3x3 stem,
 register_model("vgg11_bn", vgg11_bn, CIFAR, "VGG-11 with BatchNorm, CIFAR variant (one linear head)")
 register_model("vgg16_bn", vgg16_bn, CIFAR, "VGG-16 with BatchNorm, CIFAR variant (one linear head)")
 register_model("mobilenetv2", mobilenetv2, CIFAR, "MobileNetV2, CIFAR variant (overall stride 8)")
+register_model("vit_tiny", vit_tiny, MNIST, "ViT: patch 7, width 64, 4 blocks of 4 heads, MLP 128 (heads, MLP units prune)")
