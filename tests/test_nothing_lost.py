@@ -77,9 +77,9 @@ def test_a_torch_write_failure_in_a_run_is_one_line_without_temporaries(small_ck
     assert temporaries(run) == [] and not (run / "model.pt").exists() and not (run / "summary.json").exists()
 
 
-def one_run_file(ro: Path, ckpt, section: str) -> Path:
-    """An experiment or tune file beside the read-only directory (which only mkdir refuses)."""
-    path = ro.parent / f"{section}.toml"
+def one_run_file(side: Path, ckpt, section: str) -> Path:
+    """An experiment or tune file in ``side``, a writable directory."""
+    path = side / f"{section}.toml"
     path.write_text(f'[{section}]\nname = "x"\ncheckpoint = "{ckpt}"\n' + (
         '[axes]\ncriterion = ["min_weight"]\n' if section == "experiment" else
         '[objective]\nminimize = "macs"\naccuracy = 0.5\n[params]\nretrain = { low = 0, high = 2 }\n'))
@@ -93,26 +93,26 @@ def one_run(ckpt, data, run: Path) -> Path:
     return run
 
 
-# every command that writes, each told to write under a read-only path
+# every command that writes, each told to write under RO (its inputs, if it needs some, in SIDE)
 WRITERS = {
-    "train": lambda ckpt, data, ro: ["train", "--data-dir", data, "--out", ro / "m.pt", "--max-iters", "1", "--quiet"],
-    "prune": lambda ckpt, data, ro: ["prune", "--checkpoint", ckpt, "--data-dir", data, "--run-dir", ro / "r",
+    "train": lambda ckpt, data, ro, side: ["train", "--data-dir", data, "--out", ro / "m.pt", "--max-iters", "1", "--quiet"],
+    "prune": lambda ckpt, data, ro, side: ["prune", "--checkpoint", ckpt, "--data-dir", data, "--run-dir", ro / "r",
                                      "--steps", "1", "--criterion", "min_weight", "--quiet"],
-    "oneshot": lambda ckpt, data, ro: ["oneshot", ckpt, "--data-dir", data, "--run-dir", ro / "o", "--ratio", "0.5"],
-    "sparsify": lambda ckpt, data, ro: ["sparsify", "--checkpoint", ckpt, "--data-dir", data, "--run-dir", ro / "sp",
+    "oneshot": lambda ckpt, data, ro, side: ["oneshot", ckpt, "--data-dir", data, "--run-dir", ro / "o", "--ratio", "0.5"],
+    "sparsify": lambda ckpt, data, ro, side: ["sparsify", "--checkpoint", ckpt, "--data-dir", data, "--run-dir", ro / "sp",
                                         "--amount", "0.5"],
-    "compare": lambda ckpt, data, ro: ["compare", ckpt, "--base", ckpt, "--data-dir", data, "--out-dir", ro / "c"],
-    "export": lambda ckpt, data, ro: ["export", ckpt, "--out-dir", ro / "e", "--no-onnx"],
-    "quantize": lambda ckpt, data, ro: ["quantize", ckpt, "--data-dir", data, "--run-dir", ro / "q", "--no-onnx"],
-    "sensitivity": lambda ckpt, data, ro: ["sensitivity", ckpt, "--data-dir", data, "--out-dir", ro / "s",
+    "compare": lambda ckpt, data, ro, side: ["compare", ckpt, "--base", ckpt, "--data-dir", data, "--out-dir", ro / "c"],
+    "export": lambda ckpt, data, ro, side: ["export", ckpt, "--out-dir", ro / "e", "--no-onnx"],
+    "quantize": lambda ckpt, data, ro, side: ["quantize", ckpt, "--data-dir", data, "--run-dir", ro / "q", "--no-onnx"],
+    "sensitivity": lambda ckpt, data, ro, side: ["sensitivity", ckpt, "--data-dir", data, "--out-dir", ro / "s",
                                            "--ratios", "0.5", "--quiet"],
-    "rank-quality": lambda ckpt, data, ro: ["rank-quality", ckpt, "--data-dir", data, "--out-dir", ro / "rq",
+    "rank-quality": lambda ckpt, data, ro, side: ["rank-quality", ckpt, "--data-dir", data, "--out-dir", ro / "rq",
                                             "--layers", "conv1", "--batches", "1", "--batch-size", "100"],
-    "sweep": lambda ckpt, data, ro: ["sweep", one_run_file(ro, ckpt, "experiment"), "--data-dir", data,
+    "sweep": lambda ckpt, data, ro, side: ["sweep", one_run_file(side, ckpt, "experiment"), "--data-dir", data,
                                      "--out-dir", ro / "runs", "--quick"],
-    "tune": lambda ckpt, data, ro: ["tune", one_run_file(ro, ckpt, "study"), "--data-dir", data,
+    "tune": lambda ckpt, data, ro, side: ["tune", one_run_file(side, ckpt, "study"), "--data-dir", data,
                                     "--out-dir", ro / "t", "--trials", "1"],
-    "report": lambda ckpt, data, ro: ["report", one_run(ckpt, data, ro.parent / "run"), "--out-dir", ro / "rep"],
+    "report": lambda ckpt, data, ro, side: ["report", one_run(ckpt, data, side / "run"), "--out-dir", ro / "rep"],
 }
 
 
@@ -128,7 +128,7 @@ def test_a_read_only_output_path_is_one_line(command, small_ckpt, idx_dir, tmp_p
         return mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", refuse)
-    code, _, err = run_cli(command(small_ckpt, idx_dir, read_only), monkeypatch, capsys)
+    code, _, err = run_cli(command(small_ckpt, idx_dir, read_only, tmp_path), monkeypatch, capsys)
     one_error_line(code, err, "Read-only file system", str(read_only))
 
 
