@@ -167,3 +167,57 @@ def test_round_to_with_a_target_stops_after_whole_chunks():
     pruner.step(target_macs=0.7)
     assert all(size % 2 == 0 for size in graph.sizes().values())
     assert graph.total_macs() <= 0.7 * pruner.base_macs
+
+
+def test_prune_run_stops_at_the_predicted_latency_and_reports_both(small_ckpt, splits, tmp_path, monkeypatch):
+    """fmprune prune's loop with a latency target: a hand table (no timing noise) decides where it
+    stops; the summary holds predicted and measured latency of base and final model."""
+    from fmprune.run import loop
+    from fmprune.run.config import PruneConfig
+
+    tables = []
+
+    def fake_table(model, graph, name, *args, **kwargs):
+        tables.append(hand_table(graph))
+        return tables[-1]
+    monkeypatch.setattr(loop, "latency_table", fake_table)
+    config = PruneConfig(criterion="l1_filter", target_latency=0.7, round_to=2, maps_per_step=4, eval_size=50,
+                         calibration=50)
+    summary = fmprune.run_pruning(small_ckpt, splits, config, tmp_path / "run")
+    table = tables[0]
+    base_ms = table.measured_ms
+    lat = summary.extra["latency"]
+    assert lat["base_predicted_ms"] == pytest.approx(base_ms)
+    assert lat["final_predicted_ms"] <= 0.7 * base_ms
+    assert lat["base_measured_ms"] > 0 and lat["final_measured_ms"] > 0
+    assert summary.stop_reason == "target size reached"
+    assert all(n % 2 == 0 or n == full for n, full in zip(summary.maps_left.values(), (6, 8, 24)))
+    with pytest.raises(FmpruneError, match="round to must be a positive"):
+        PruneConfig(round_to=0)
+    with pytest.raises(FmpruneError, match="do not go together"):
+        PruneConfig(round_to=4, rank_once=True)
+
+
+def test_sweep_files_take_the_latency_keys(tmp_path):
+    from fmprune.study.experiments import load_experiment
+
+    toml = tmp_path / "lat.toml"
+    toml.write_text('''[experiment]
+name = "lat"
+[settings]
+criterion = "taylor"
+latency_runtime = "onnxruntime"
+latency_batch = 8
+per_cost = "latency"
+[axes]
+target_latency = [0.5, 0.7]
+round_to = [1, 8]
+''')
+    experiment = load_experiment(toml)
+    labels = sorted(label for label, _ in experiment.runs)
+    assert labels == ["latency0.5+round1", "latency0.5+round8", "latency0.7+round1", "latency0.7+round8"]
+    config = dict(experiment.runs)["latency0.7+round8"]
+    assert (config.target_latency, config.round_to, config.latency_runtime, config.latency_batch) == (0.7, 8, "onnxruntime", 8)
+    toml.write_text(toml.read_text().replace("[0.5, 0.7]", "[0.5, 1.5]"))
+    with pytest.raises(FmpruneError, match="target latency must be"):
+        load_experiment(toml)

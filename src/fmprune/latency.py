@@ -17,7 +17,7 @@ dispatch, the cost of the layers the graph cannot change). The rest is held at i
 which ignores that memory-bound ops shrink with the maps, and fusion (onnxruntime, compile) that
 joins a layer to its neighbours; the sum also ignores caches shared between consecutive layers.
 
-Tables are cached under ``~/.cache/fmprune/latency``, keyed by model, its architecture, runtime,
+Tables are cached under ``~/.cache/fmprune/latency`` (``$FMPRUNE_HOME/latency``), keyed by model, its architecture, runtime,
 batch, device, torch version, grid and repeats; the spread of the repeats is kept with every cell.
 """
 
@@ -35,13 +35,13 @@ from torch import nn
 
 from .atomic import write_bytes_atomically
 from .timing import CLOCKS, time_runners
+from .data.files import fmprune_home
 from .errors import FmpruneError
 from .graph import Graph, trace
 from .layers import adapter_for
 from .runtimes import check_runtimes, prepare
 
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
-CACHE_DIR = Path.home() / ".cache" / "fmprune" / "latency"
 GPU_RUNTIMES = ("eager", "eager-cl")
 
 
@@ -215,12 +215,14 @@ def check_grid(grid: str | tuple[float, ...] | list[float]) -> list[float]:
 
 def latency_table(model: nn.Module, graph: Graph, name: str, runtime: str = "eager", batch: int = 1,
                   device: str = "cpu", grid: str | tuple[float, ...] | list[float] = GRID, repeats: int = 20,
-                  warmup: int = 3, clock: str = "wall", cache_dir: Path | str | None = CACHE_DIR,
-                  refresh: bool = False, progress=None) -> LatencyTable:
+                  warmup: int = 3, clock: str = "wall", cache_dir: Path | str | None = None,
+                  cache: bool = True, refresh: bool = False, progress=None) -> LatencyTable:
     """The latency table of ``model`` (traced into ``graph``), measured or read from the cache.
 
     Only layers whose widths pruning can change are timed (the others belong to the rest). Layers
-    with the same module and input shape (a ResNet's repeated blocks) are timed once."""
+    with the same module and input shape (a ResNet's repeated blocks) are timed once. ``name``
+    keys the cache (with the architecture, so a pruned model of the same name is another table);
+    ``cache_dir`` defaults to ``$FMPRUNE_HOME/latency``; ``cache=False`` neither reads nor writes."""
     check_runtimes([runtime])
     if not (isinstance(batch, int) and batch >= 1) or not (isinstance(repeats, int) and repeats >= 1):
         raise FmpruneError(f"batch and repeats must be positive integers, got {batch!r}, {repeats!r}")
@@ -239,7 +241,8 @@ def latency_table(model: nn.Module, graph: Graph, name: str, runtime: str = "eag
            "architecture": [(n, repr(model.get_submodule(n)), shapes[n], moving[n]) for n in layers]}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = None
-    if cache_dir is not None:
+    if cache:
+        cache_dir = cache_dir if cache_dir is not None else fmprune_home() / "latency"
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
         path = Path(cache_dir) / f"{slug}-{runtime}-b{batch}-{dev.type}-{digest}.json"
         if path.exists() and not refresh:

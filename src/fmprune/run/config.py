@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 from ..criteria import NORMALIZATIONS, REDUCTIONS, check_cost, create_criterion
 from ..errors import FmpruneError
+from ..runtimes import RUNTIMES
+from ..timing import CLOCKS
 from ..validate import check_numbers
 
 EVAL_SPLITS = ("val", "test")
@@ -36,6 +38,13 @@ class PruneConfig:
     min_accuracy: float | None = None
     target_params: float | None = None   # stop once params <= this fraction of the base model
     target_macs: float | None = None
+    target_latency: float | None = None  # stop once the predicted latency <= this fraction of the base's
+    latency_lambda: float = 0.0          # the latency term: score − λ·(ms one removal saves), from the table
+    latency_runtime: str = "eager"       # the latency table's runtime, batch, device and clock
+    latency_batch: int = 1
+    latency_device: str = "cpu"
+    latency_clock: str = "wall"
+    round_to: int = 1                    # every group's size stays a multiple of it (or its original size)
     save_every: int = 10                 # steps between resume states (retraining runs)
     final_tune: int = 0                  # iterations of one-cycle Adam after the last step
     final_tune_lr: float = 1e-3          # its peak learning rate
@@ -63,10 +72,22 @@ class PruneConfig:
             raise FmpruneError(f"retrain iterations must be >= 0, got {self.retrain}")
         if self.retrain_only_pruned_layer and self.retrain == 0:
             raise FmpruneError("--retrain-only-pruned-layer needs --retrain N with N > 0")
-        for name in ("min_accuracy", "target_params", "target_macs"):
+        for name in ("min_accuracy", "target_params", "target_macs", "target_latency"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
                 raise FmpruneError(f"{name.replace('_', ' ')} must be a fraction in (0, 1], got {value}")
+        if self.latency_runtime not in RUNTIMES or self.latency_clock not in CLOCKS:
+            raise FmpruneError(f"unknown latency runtime {self.latency_runtime!r} or clock {self.latency_clock!r} "
+                               f"(runtimes: {', '.join(RUNTIMES)}; clocks: {', '.join(CLOCKS)})")
+        if not (isinstance(self.round_to, int) and self.round_to >= 1):
+            raise FmpruneError(f"round to must be a positive integer, got {self.round_to}")
+        if self.round_to > 1 and self.rank_once:
+            raise FmpruneError("--round-to and --rank-once do not go together (a ranking made once is not in chunks)")
+
+    @property
+    def uses_latency(self) -> bool:
+        """Whether the run needs a latency table (a latency target, term or per-cost latency)."""
+        return self.target_latency is not None or self.latency_lambda != 0 or self.per_cost == "latency"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ignore": list(self.ignore)}   # JSON-shaped, as config.json holds it

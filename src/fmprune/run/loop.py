@@ -30,6 +30,7 @@ from ..engine.base import data_free_scope
 from ..engine.targets import smallest_size, targets_met, trim_to_target
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph
+from ..latency import LatencyTable, latency_table, latency_target, measure_model
 from .rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
 from ..data.augment import Augmentation
 from ..training import BatchStream, SGDConfig, fine_tune, recipe_from_dict, resolve_recipe
@@ -114,6 +115,9 @@ class PruningRun:
         self.calibration = calibration_subset(splits.train, config.calibration, config.seed).to(self.device)
         self.model, self.graph = self._build(base)
         self.scope = self.graph.scope(config.scope)
+        self.latency = self._latency_table() if config.uses_latency else None
+        self.latency_goal = latency_target(self.latency, self.latency.measured_ms if self.latency else None,
+                                           config.target_latency)
         self.left_out: list[str] = []
         if config.scope == "all":   # attention heads have no feature maps for a data criterion
             self.scope, self.left_out = data_free_scope(self.graph, self.scope, self.criterion)
@@ -137,8 +141,17 @@ class PruningRun:
 
     def _engine(self):
         cfg = self.config
-        return create_engine(self.graph, self.criterion, self.eval_split, self.calibration, self.scope,
-                             cfg.normalize, cfg.flops_lambda, cfg.seed, cfg.group_reduction, per_cost=cfg.per_cost)
+        engine = create_engine(self.graph, self.criterion, self.eval_split, self.calibration, self.scope,
+                               cfg.normalize, cfg.flops_lambda, cfg.seed, cfg.group_reduction, per_cost=cfg.per_cost)
+        engine.latency, engine.latency_lambda, engine.round_to = self.latency, cfg.latency_lambda, cfg.round_to
+        return engine
+
+    def _latency_table(self) -> LatencyTable:
+        """The base model's latency table in the configured runtime (cached across runs)."""
+        cfg = self.config
+        model, graph = self.base.build_traced(cfg.ignore)
+        return latency_table(model, graph, self.base.arch, cfg.latency_runtime, cfg.latency_batch,
+                             cfg.latency_device, clock=cfg.latency_clock)
 
     def _check_data(self) -> None:
         if tuple(self.splits.input_shape) != tuple(self.base.input_shape):
@@ -228,7 +241,7 @@ class PruningRun:
                 last_good = self._state()
             picked = self._select(self._k())
             chosen = trim_to_target(self.graph, picked, (self.base_params, self.base_macs),
-                                    cfg.target_params, cfg.target_macs)
+                                    cfg.target_params, cfg.target_macs, self.latency_goal, cfg.round_to)
             if self.ranking is not None:   # rank once: what the target did not need stays ranked
                 self.ranking[:0] = [(s.layer, s.original, s.score) for s in picked[len(chosen):]]
             if not chosen:
@@ -284,7 +297,7 @@ class PruningRun:
 
     def _target_reached(self) -> bool:
         return targets_met(self.graph, (self.base_params, self.base_macs), self.config.target_params,
-                           self.config.target_macs)
+                           self.config.target_macs, self.latency_goal)
 
     def _record(self, chosen: list[Selected], accuracy: float) -> None:
         elapsed = self.elapsed_before + time.perf_counter() - self.started
@@ -405,6 +418,20 @@ class PruningRun:
                                    f"model scope {cfg.scope!r} can reach ({smallest[name]:,} {name}, one map per "
                                    "layer); raise it or widen --scope")
 
+    def _latencies(self) -> dict:
+        """Predicted and measured milliseconds of the base and the pruned model (measured in
+        turns, with the table's runtime, batch, clock and repeats; median and spread)."""
+        t = self.latency
+        base_model, base_graph = self.base.build_traced(self.config.ignore)
+        measured = {}
+        for name, model, graph in (("base", base_model, base_graph), ("final", self.model, self.graph)):
+            seconds = measure_model(model, graph, t.runtime, t.batch, t.device, t.repeats, clock=t.clock)
+            measured[name] = 1000 * sorted(seconds)[len(seconds) // 2]
+        return {"runtime": t.runtime, "batch": t.batch, "device": t.device, "clock": t.clock,
+                "base_predicted_ms": t.predict(base_graph), "final_predicted_ms": t.predict(self.graph),
+                "base_measured_ms": measured["base"], "final_measured_ms": measured["final"],
+                "table_noise": t.noise()[0], "table": t.path}
+
     def _load_state(self) -> None:
         try:
             state = torch.load(self.dir.state_path, map_location="cpu", weights_only=False)
@@ -432,7 +459,8 @@ class PruningRun:
             base_macs=self.base_macs, final_macs=self.graph.total_macs(), stop_reason=stop_reason,
             seconds=elapsed, eval_split=self.config.eval_split,
             extra={"removable": sum(traced[n] - 1 for n in self.scope),
-                   **({"accuracy_before_final_tune": self.final_tune_from} if self.config.final_tune else {})},
+                   **({"accuracy_before_final_tune": self.final_tune_from} if self.config.final_tune else {}),
+                   **({"latency": self._latencies()} if self.latency is not None else {})},
         )
         write_json_atomic(self.dir.summary_path, summary.to_dict())
         self.dir.state_path.unlink(missing_ok=True)

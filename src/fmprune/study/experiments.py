@@ -58,7 +58,9 @@ LABEL_SEPARATOR = "+"   # between settings in a run's name; "_" occurs inside cr
 SHORT = {"criterion": "", "normalize": "", "flops_lambda": "lambda", "scope": "", "retrain": "retrain",
          "retrain_only_pruned_layer": "layer-only", "rank_once": "rank-once", "maps_per_step": "k",
          "seed": "seed", "method": "", "amount": "k", "rounds": "rounds", "optimizer": "",
-         "target_macs": "macs", "target_params": "params", "ratio": "ratio", "threshold": "under"}
+         "target_macs": "macs", "target_params": "params", "ratio": "ratio", "threshold": "under",
+         "target_latency": "latency", "latency_lambda": "lat-lambda", "round_to": "round", "latency_runtime": "",
+         "latency_batch": "batch"}
 
 
 @dataclass
@@ -194,7 +196,7 @@ def _quicken(values: dict, overrides: dict, known: set[str] = set(CONFIG_FIELDS)
     if out.get("retrain"):
         out["retrain"] = max(1, round(out["retrain"] / QUICK_RETRAIN_DIVISOR))
     if "steps" in known:   # a step-limited run stops early anyway; a one-shot run's target is its size
-        for key in ("min_accuracy", "target_params", "target_macs"):
+        for key in ("min_accuracy", "target_params", "target_macs", "target_latency"):
             out.pop(key, None)
     return {**out, **overrides}
 
