@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import io
 import statistics
-import time
 
 import torch
 from torch import nn
 
 from .graph import LayerCost
+from .timing import time_runners
 
 
 def count_params(model: nn.Module) -> int:
@@ -73,14 +73,7 @@ def measure_latencies(models: list[nn.Module], input_shape: tuple[int, ...], bat
 
     runners = runners if runners is not None else prepare(models, runtime, input_shape)
     x = torch.rand(batch, *input_shape)
-    times: list[list[float]] = [[] for _ in runners]
-    for i in range(warmup + repeats):
-        for j, run in enumerate(runners):
-            start = time.perf_counter()
-            run(x)
-            if i >= warmup:
-                times[j].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    return [statistics.median(t) for t in time_runners(runners, [x] * len(runners), repeats, warmup)]
 
 
 def format_cost_table(costs: list[LayerCost], alive: dict[str, tuple[int, int]] | None = None) -> str:
