@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fmprune
-from fmprune.cli import default_checkpoint_path
+from fmprune.run.base_model import default_checkpoint_path
 from fmprune.costs import count_macs, count_params, measure_latencies
 from fmprune.data import Splits, fmprune_home, load_splits
 from fmprune.models import build_model

@@ -9,10 +9,13 @@ own, prints that process's peak memory, and checks the run against the naive loo
 its start, middle and end.
 
 ResNet-20 (the general path, ``--resnet``): seconds per step of score + remove + evaluate for
-fmprune's engine against a naive loop that rebuilds the model every step (deep copy of the base,
-trace, re-apply every removal so far, score, evaluate), on MNIST as 3x32x32 images.
+one persistent engine against a naive loop that rebuilds the model every step (deep copy of the
+base, trace, re-apply every removal so far, score with a fresh engine, remove, evaluate with a
+plain forward), on MNIST as 3x32x32 images, for one criterion per way the engine rescores
+(``--resnet-criteria``: gradients, activations, weights). Naive and engine steps alternate, so
+both see the same load; the script checks they remove the same maps with the same accuracies.
 
-    .venv/bin/python benchmarks/prune_loop.py [--steps 20] [--full] [--resnet]
+    .venv/bin/python benchmarks/prune_loop.py [--steps 20] [--full] [--resnet] [--scopes '']
 
 Times depend on the machine and on what else runs on it: the load average is printed before and
 after; compare ratios measured in one run.
@@ -26,16 +29,17 @@ import csv
 import os
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 import torch
 
 import fmprune
-from fmprune.cli import default_checkpoint_path
+from fmprune.run.base_model import default_checkpoint_path
 from fmprune.criteria import create_criterion
 from fmprune.data import Split, load_splits
-from fmprune.engine import GraphEngine, create_engine
+from fmprune.engine import GraphEngine, create_engine, evaluate_model
 from fmprune.engine.reference import NaiveLoop
 from fmprune.models.spec import ModelSpec, build_model
 from fmprune.run.checkpoint import load_checkpoint
@@ -59,7 +63,9 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="also time the whole-network run of all maps")
     ap.add_argument("--window", type=int, default=10, help="naive steps per window of the full run")
     ap.add_argument("--resnet", action="store_true", help="also time the ResNet-20 row")
-    ap.add_argument("--resnet-steps", type=int, default=4, help="ResNet-20 steps for both loops")
+    ap.add_argument("--resnet-steps", type=int, default=10, help="ResNet-20 steps for both loops")
+    ap.add_argument("--resnet-criteria", default="taylor,mean_activation,l1_filter",
+                    help="ResNet-20 rows: one criterion per way of rescoring (gradients, activations, weights)")
     ap.add_argument("--resnet-calibration", type=int, default=256)
     ap.add_argument("--resnet-eval", type=int, default=1000, help="ResNet-20 validation images")
     ap.add_argument("--resnet-train", type=int, default=0,
@@ -194,6 +200,24 @@ def full_run(path: str, splits, base, calib, args) -> None:
 
 
 # -- ResNet-20: the general path
+FAMILIES = (("gradients", "fresh pass"), ("activations", "downstream"), ("weights", "cut layers"))
+
+
+def family(criterion: str) -> str:
+    """Which groups a removal makes the engine rescore (``Criterion.reads``): every group after a
+    fresh forward and backward (gradients), those downstream of the cut layers (activations),
+    those with a cut layer (weights)."""
+    reads = create_criterion(criterion).reads
+    return next((label for key, label in FAMILIES if key in reads), "none")
+
+
+def timed(fn):
+    """(fn's result, wall seconds, CPU seconds of this process: every thread, others' load aside)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def resnet(args) -> None:
     splits = load_splits("mnist3x32")
     spec = ModelSpec("resnet20", input_shape=(3, 32, 32))
@@ -206,63 +230,77 @@ def resnet(args) -> None:
     calib = calibration_subset(splits.train, args.resnet_calibration, 0)
     evaluation = Split(splits.val.images[:args.resnet_eval].contiguous(), splits.val.labels[:args.resnet_eval])
     calib = Split(calib.images.contiguous(), calib.labels)
-    graph = fmprune.trace(copy.deepcopy(base), example)
-    scope = [g.name for g in graph.groups]
+    scope = [g.name for g in fmprune.trace(copy.deepcopy(base), example).groups]
     weights = f"trained {args.resnet_train} iterations" if args.resnet_train else "random weights"
-    print(f"\nResNet-20 ({weights}) on MNIST as 3x32x32: {len(scope)} groups, {args.criterion}+{args.normalize}, "
-          f"calibration {len(calib)}, accuracy on {len(evaluation)} validation images")
+    print(f"\nResNet-20 ({weights}) on MNIST as 3x32x32: {len(scope)} groups, +{args.normalize}, calibration "
+          f"{len(calib)}, accuracy on {len(evaluation)} validation images, {args.resnet_steps} steps of one map; "
+          "naive and fmprune steps alternate (same load)")
+    print(f"{'criterion':<16}{'rescores':<12}{'naive s/step':>13}{'fmprune':>9}{'ratio':>7}{'steps 2+':>10}"
+          f"{'CPU s ratio':>13}  same maps  max |acc diff|")
+    for criterion in args.resnet_criteria.split(","):
+        compare_resnet(base, example, evaluation, calib, scope, criterion, args)
+    print("ratio: mean wall time per step, naive over fmprune, all steps (the first evaluates and scores "
+          "everything in both); steps 2+: without the first; CPU s: process CPU time, all steps")
 
+
+def compare_resnet(base, example, evaluation: Split, calib: Split, scope: list[str], criterion: str, args) -> None:
+    """Naive rebuild loop against one persistent GraphEngine, step by step in turn."""
     phases = {"rebuild": 0.0, "score": 0.0, "remove + evaluate": 0.0}
 
     def naive_step(removed: list[tuple[str, int]]):
-        t0 = time.perf_counter()
-        model = copy.deepcopy(base)
-        g = fmprune.trace(model, example)
-        for group, original in removed:
-            g.remove(group, [g.group(group).original.index(original)])
-        engine = GraphEngine(g, create_criterion(args.criterion), evaluation, calib, scope, args.normalize)
-        t1 = time.perf_counter()
-        chosen = engine.select(1)
-        t2 = time.perf_counter()
-        engine.remove_selected(chosen)
-        accuracy = engine.accuracy()
-        t3 = time.perf_counter()
-        for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
+        """Deep copy of the base, trace, re-apply every removal so far, score, remove, evaluate."""
+        (g, engine), t_rebuild, _ = timed(lambda: rebuilt(removed))
+        chosen, t_score, _ = timed(lambda: engine.select(1))
+        accuracy, t_eval, _ = timed(lambda: remove_and_evaluate(g, chosen))
+        for name, dt in zip(phases, (t_rebuild, t_score, t_eval)):
             phases[name] += dt
         return chosen, accuracy
 
-    removed: list[tuple[str, int]] = []
-    ref, t_naive = [], []
-    for _ in range(args.resnet_steps):
-        t0 = time.perf_counter()
-        chosen, acc = naive_step(removed)
-        t_naive.append(time.perf_counter() - t0)
-        ref.append((chosen, acc))
-        removed += [(c.layer, c.original) for c in chosen]
+    def rebuilt(removed):
+        g = fmprune.trace(copy.deepcopy(base), example)
+        for group, original in removed:
+            g.remove(group, [g.group(group).original.index(original)])
+        return g, GraphEngine(g, create_criterion(criterion), evaluation, calib, scope, args.normalize)
 
-    t0 = time.perf_counter()
-    engine = create_engine(graph, create_criterion(args.criterion), evaluation, calib, scope, args.normalize)
-    t_build = time.perf_counter() - t0
-    got, t_engine = [], []
-    for _ in range(args.resnet_steps):
-        t0 = time.perf_counter()
+    def remove_and_evaluate(g, chosen):
+        for c in chosen:
+            g.remove(c.layer, [c.index])
+        return evaluate_model(g.model, evaluation)
+
+    graph = fmprune.trace(copy.deepcopy(base), example)
+    engine = None
+
+    def engine_step():
+        nonlocal engine
+        if engine is None:          # its setup counts in its first step
+            engine = create_engine(graph, create_criterion(criterion), evaluation, calib, scope, args.normalize)
         chosen = engine.select(1)
         engine.remove_selected(chosen)
-        acc = engine.accuracy()
-        t_engine.append(time.perf_counter() - t0)
-        got.append((chosen, acc))
+        return chosen, engine.accuracy()
+
+    removed: list[tuple[str, int]] = []
+    ref, got, naive_t, engine_t = [], [], [], []
+    for _ in range(args.resnet_steps):
+        result, wall, cpu = timed(lambda: naive_step(removed))
+        ref.append(result)
+        naive_t.append((wall, cpu))
+        removed += [(c.layer, c.original) for c in result[0]]
+        result, wall, cpu = timed(engine_step)
+        got.append(result)
+        engine_t.append((wall, cpu))
     same = all([(c.layer, c.original) for c in a] == [(c.layer, c.original) for c in b]
                for (a, _), (b, _) in zip(ref, got))
     acc_diff = max(abs(ra - ga) for (_, ra), (_, ga) in zip(ref, got))
-    naive_s, engine_s = sum(t_naive) / len(t_naive), (t_build + sum(t_engine)) / len(t_engine)
-    print(f"{'model':<10}{'engine':<13}{'steps':>6}{'naive s/step':>14}{'fmprune s/step':>16}{'ratio':>8}"
-          f"  same maps  max |acc diff|")
-    print(f"{'resnet20':<10}{type(engine).__name__:<13}{len(got):>6}{naive_s:>14.2f}{engine_s:>16.2f}"
-          f"{naive_s / engine_s:>7.1f}x  {'yes' if same else 'NO':<9}  {acc_diff:.1e}")
-    print(f"(fmprune per step includes its one-time setup of {t_build:.2f} s spread over the steps)")
+    n = len(got)
+    naive_s, engine_s = sum(w for w, _ in naive_t) / n, sum(w for w, _ in engine_t) / n
+    later = sum(w for w, _ in naive_t[1:]) / max(1e-9, sum(w for w, _ in engine_t[1:]))
+    cpu = sum(c for _, c in naive_t) / max(1e-9, sum(c for _, c in engine_t))
+    print(f"{criterion:<16}{family(criterion):<12}{naive_s:>13.2f}{engine_s:>9.2f}{naive_s / engine_s:>6.1f}x"
+          f"{later:>9.1f}x{cpu:>12.1f}x  {'yes' if same else 'NO':<9}  {acc_diff:.1e}")
     total = sum(phases.values())
-    print("naive step: " + ", ".join(f"{name} {100 * t / total:.0f} %" for name, t in phases.items())
-          + " (a persistent engine saves the rebuild; gradient criteria need a full backward every step)")
+    groups = Counter(c.layer for chosen, _ in got for c in chosen)
+    print(f"{'':<16}naive step: " + ", ".join(f"{name} {100 * t / total:.0f} %" for name, t in phases.items())
+          + "; removed from " + ", ".join(f"{g} x{k}" for g, k in groups.most_common()))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ turns the curves into per-layer ratios for one-shot pruning.
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from .thinet_rescale import remove_and_rescale
 
 DEFAULT_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 RESULT_FILE = "sensitivity.json"
+CSV_FILE = "sensitivity.csv"
 
 
 @dataclass
@@ -66,6 +68,18 @@ class SensitivityResult:
 def save_result(result: SensitivityResult, path: Path) -> Path:
     text = json.dumps(result.to_dict(), indent=2) + "\n"
     return write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def save_csv(result: SensitivityResult, path: Path) -> Path:
+    """One row per layer and ratio (layer, maps, ratio, removed, accuracy), for spreadsheets."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["layer", "maps", "ratio", "removed", "accuracy"])
+            for layer, accs in result.accuracy.items():
+                for ratio, removed, acc in zip(result.ratios, result.removed[layer], accs):
+                    writer.writerow([layer, result.maps[layer], ratio, removed, f"{acc:.6f}"])
+    return write_atomically(path, write)
 
 
 def load_result(path: Path | str) -> SensitivityResult:
