@@ -12,6 +12,7 @@ the marker is removed rather than forgotten.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -320,3 +321,16 @@ def test_a_sweep_never_overwrites_a_finished_run_of_other_settings(ws, monkeypat
     assert "holds a finished run with other settings; move it away or rename the experiment" in out
     after = snapshot(ws.tmp)
     assert {p: after.get(p) for p in before} == before
+
+
+def test_a_finished_run_directory_given_as_checkpoint_is_its_model(ws, monkeypatch, capsys):
+    """Every command taking a checkpoint takes a run directory for its model.pt (prune went on
+    to say "missing checkpoint file" and suggest an option compare and score do not have)."""
+    run = copy_of_finished(ws, "as-base")
+    code, out, err = run_cli(prune(ws, "--steps", "1", "--criterion", "min_weight", "--quiet",
+                                   checkpoint=run, run_dir=ws.tmp / "further"), monkeypatch, capsys)
+    assert code == 0, err
+    config = json.loads((ws.tmp / "further" / "config.json").read_text())
+    assert config["base_checkpoint"] == str(run / "model.pt") and config["base_checkpoint_sha256"]
+    code, _, err = run_cli(["compare", ws.tmp / "missing.pt", "--data-dir", ws.data], monkeypatch, capsys)
+    assert code == 2 and "--checkpoint" not in err and "fmprune train" in err, err

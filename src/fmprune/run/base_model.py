@@ -19,7 +19,7 @@ from ..models.request import ModelRequest
 from ..models.spec import ModelSpec
 from ..progress import progress, write_line
 from ..training import Recipe, default_recipe, steps_per_epoch, train_model
-from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, make_checkpoint, resolve_model_path, save_checkpoint
 from .tensorboard import TensorBoardLogger, chain
 
 QUICK_TRAIN_ITERS = 20   # --quick sweeps train their base model this many minibatches at most
@@ -95,7 +95,7 @@ def resolve_checkpoint(checkpoint: Path | None, splits: Splits, model: ModelRequ
     if checkpoint is not None:
         if model is not None and model.explicit:
             raise FmpruneError("give either --checkpoint (it records its model) or --model, not both")
-        return checkpoint
+        return resolve_model_path(checkpoint)   # a run directory: its model.pt, recorded as such
     spec = model.spec(splits.input_shape, splits.n_classes) if model is not None and model.explicit else None
     path = default_checkpoint_path(splits, 0, spec)
     if path.is_file():

@@ -153,10 +153,11 @@ def resolve_model_path(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:
-    path = Path(path)
+    """A checkpoint file, or the ``model.pt`` of the run directory ``path``."""
+    path = resolve_model_path(Path(path))
     if not path.is_file():
         raise CheckpointError(f"{path}: missing checkpoint file; train one with `fmprune train --out {path}`, "
-                              "or leave --checkpoint out for the cached default")
+                              "or give a finished run's directory (its model.pt)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
