@@ -65,7 +65,7 @@ atomic.replace_together({d / name: (lambda tmp, name=name: tmp.write_text("new "
 """
 
 
-def test_a_kill_among_the_renames_of_a_replacement_is_completed_when_the_directory_is_next_opened(tmp_path):
+def test_a_kill_among_the_renames_of_a_replacement_is_completed_when_the_directory_is_next_opened(tmp_path, capsys):
     """kill -9 after the first of three renames: the next lock holder finishes the other two from
     the journal, so the directory never keeps a new program beside an old manifest."""
     for name in ("a.bin", "b.bin", "m.json"):
@@ -76,6 +76,7 @@ def test_a_kill_among_the_renames_of_a_replacement_is_completed_when_the_directo
     assert [(tmp_path / n).read_text() for n in ("a.bin", "b.bin", "m.json")] == ["new a.bin", "old b.bin", "old m.json"]
     with locked(tmp_path):
         pass
+    assert "completed the file replacement a killed process had begun" in capsys.readouterr().err
     assert [(tmp_path / n).read_text() for n in ("a.bin", "b.bin", "m.json")] == ["new a.bin", "new b.bin", "new m.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".fmprune.lock", "a.bin", "b.bin", "m.json"]
 

@@ -59,7 +59,7 @@ def test_the_lock_dies_with_its_holder(holder):
     assert not is_held(run_dir)
 
 
-def test_the_lock_is_reentrant_in_one_process_and_removes_dead_temporaries(tmp_path):
+def test_the_lock_is_reentrant_in_one_process_and_removes_dead_temporaries(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     stale = run_dir / ".model.pt.abc123.tmp"
@@ -70,6 +70,10 @@ def test_the_lock_is_reentrant_in_one_process_and_removes_dead_temporaries(tmp_p
             pass
         assert is_held(run_dir)
     assert not is_held(run_dir)
+    assert capsys.readouterr().err == f"note: {run_dir}: removed 1 temporary file(s) a killed process left\n"
+    with locked(run_dir):   # nothing left: nothing said
+        pass
+    assert capsys.readouterr().err == ""
 
 
 def test_a_refused_command_leaves_no_directory_it_created(tmp_path):

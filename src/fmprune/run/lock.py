@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -79,8 +80,12 @@ def acquire(path: Path | str) -> None:
             _remove_if_empty(path)
         raise
     _HELD[_key(path)] = _Held(fd, 1, created)
-    finish_replacements(path)
-    remove_stale_temporaries(path)
+    # what a killed writer left: said once, on stderr, so that a rerun after kill -9 is not silent
+    if finish_replacements(path):
+        print(f"note: {path}: completed the file replacement a killed process had begun", file=sys.stderr)
+    removed = remove_stale_temporaries(path)
+    if removed:
+        print(f"note: {path}: removed {len(removed)} temporary file(s) a killed process left", file=sys.stderr)
 
 
 def release(path: Path | str, refused: bool = False) -> None:
