@@ -10,6 +10,10 @@ import torch
 from torch import nn
 
 from .graph import LayerCost
+from .graph.trace import attention_tokens
+from .layers import LayerAdapter, MultiheadAttentionAdapter, adapter_for   # adapters know their own cost
+from .modes import eval_mode
+from .runtimes import prepare
 from .timing import time_runners
 
 
@@ -20,37 +24,56 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, example_inputs) -> int:
     """Multiply-accumulates per example of one forward, counted by the layer adapters (conv,
-    linear, ... as in ``fmprune count``) with hooks: works on any model, traceable or not."""
-    from .layers import adapter_for   # adapters know their own cost; costs need no layer list
-
+    linear, attention, ... as in ``fmprune count``) with hooks: works on any model, traceable or
+    not. A layer with an adapter counts everything it computes (``nn.MultiheadAttention``: its
+    projections, scores and weighted values), so modules inside it (its out_proj) are not
+    counted again, as the traced graph keeps such a layer whole."""
     total = 0
-    hooks = []
-
-    def count(module, inputs, output):
-        nonlocal total
-        adapter = adapter_for(module)
-        if adapter is not None and torch.is_tensor(output) and inputs and torch.is_tensor(inputs[0]):
-            n_in = inputs[0].shape[1] if inputs[0].dim() > 1 else inputs[0].shape[0]
-            n_out = output.shape[1] if output.dim() > 1 else output.shape[0]
-            if adapter.acts_on_channels(module, inputs[0].dim()):
-                total += adapter.cost(module, tuple(output.shape), n_in, n_out)[1]
-            else:   # e.g. a Linear over the last axis: cost per row, times the rows
-                rows = inputs[0].numel() // inputs[0].shape[0] // inputs[0].shape[-1]
-                total += rows * adapter.cost(module, (1, output.shape[-1]), inputs[0].shape[-1], output.shape[-1])[1]
-    for m in model.modules():
-        if adapter_for(m) is not None:
-            hooks.append(m.register_forward_hook(count))
     examples = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    was_training = model.training
-    model.eval()
+
+    def count(module, args, kwargs, output):
+        nonlocal total
+        total += _call_macs(module, adapter_for(module), args, kwargs, output)
+    hooks = [m.register_forward_hook(count, with_kwargs=True) for m in _outermost_layers(model)]
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*examples)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return total   # the adapters count per example
+
+
+def _outermost_layers(model: nn.Module) -> list[nn.Module]:
+    """Modules with an adapter that are not inside another one."""
+    out: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        if adapter_for(module) is not None:
+            out.append(module)
+            return
+        for child in module.children():
+            visit(child)
+    visit(model)
+    return out
+
+
+def _call_macs(module: nn.Module, adapter: LayerAdapter, args: tuple, kwargs: dict, output) -> int:
+    """MACs per example of one call of a layer, from its adapter's cost at the call's shapes
+    (the batch first, as the traced graph's costs count; attention knows its own layout)."""
+    if isinstance(adapter, MultiheadAttentionAdapter):
+        query, key = (args[i] if len(args) > i else kwargs[k] for i, k in enumerate(("query", "key")))
+        tokens = (attention_tokens(tuple(query.shape), module), attention_tokens(tuple(key.shape), module))
+        return adapter.cost(module, tokens, query.shape[-1], module.out_proj.out_features)[1]
+    if not (torch.is_tensor(output) and args and torch.is_tensor(args[0])):
+        return 0
+    x = args[0]
+    if adapter.acts_on_channels(module, x.dim()):
+        n_in = x.shape[1] if x.dim() > 1 else x.shape[0]
+        n_out = output.shape[1] if output.dim() > 1 else output.shape[0]
+        return adapter.cost(module, tuple(output.shape), n_in, n_out)[1]
+    rows = x.numel() // x.shape[0] // x.shape[-1]   # e.g. a Linear over the last axis: per row, times the rows
+    return rows * adapter.cost(module, (1, output.shape[-1]), x.shape[-1], output.shape[-1])[1]
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -69,8 +92,6 @@ def measure_latencies(models: list[nn.Module], input_shape: tuple[int, ...], bat
 
     The models take turns within every repeat, so drifts of a noisy machine (other processes,
     frequency changes) hit all of them alike and their ratios stay fair."""
-    from .runtimes import prepare
-
     runners = runners if runners is not None else prepare(models, runtime, input_shape)
     x = torch.rand(batch, *input_shape)
     return [statistics.median(t) for t in time_runners(runners, [x] * len(runners), repeats, warmup)]

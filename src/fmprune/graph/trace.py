@@ -437,7 +437,7 @@ class LabelFlow:
                 self.union.union(inputs, labels)   # in_proj's column i reads position i of all three
             else:
                 self.pin(labels, f"attention {name!r} projects key/value with weights of their own: those maps are kept")
-        shape = (_tokens(_shape(query), module), _tokens(_shape(key), module))
+        shape = (attention_tokens(_shape(query), module), attention_tokens(_shape(key), module))
         outputs = self._attention_record(node, name, module, adapter, inputs, shape, layouts)
         self._attention_heads(node, name, module, shape)
         return [self._store(outputs, rank - 1)] + [None] * (len(pieces) - 1)
@@ -996,7 +996,7 @@ def _weights_used(node: fx.Node) -> bool:
                (len(u.users) > 0 or u.target is not ops.GETITEM) for u in node.users)
 
 
-def _tokens(shape: tuple[int, ...] | None, module: nn.Module) -> int:
+def attention_tokens(shape: tuple[int, ...] | None, module: nn.Module) -> int:
     """The sequence length of an attention input: (N, L, E) batch first, else (L, N, E); (L, E) unbatched."""
     if not shape:
         return 1
