@@ -221,3 +221,35 @@ round_to = [1, 8]
     toml.write_text(toml.read_text().replace("[0.5, 0.7]", "[0.5, 1.5]"))
     with pytest.raises(FmpruneError, match="target latency must be"):
         load_experiment(toml)
+
+
+def test_cli_latency_table_prints_the_table_and_its_noise_then_reads_the_cache(small_ckpt, monkeypatch, capsys):
+    from test_errors import run_cli
+
+    args = ["latency-table", small_ckpt, "--batch", "2", "--grid", "0.5", "--repeats", "2", "--quiet"]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert out.startswith("latency table: lenet, runtime eager, batch 2") and "(cached)" not in out.splitlines()[0]
+    assert "conv2 (Conv2d, base 6x8;" in out and "noise: spread" in out and "rest by feature volume" in out
+    code, again, _ = run_cli(args, monkeypatch, capsys)
+    assert code == 0 and "(cached)" in again.splitlines()[0]
+    for bad, message in ((["--grid", "1.5"], "grid fractions must lie in (0, 1]"),
+                         (["--runtime", "tpu"], "Invalid value for '--runtime'"),
+                         (["--clock", "cpu", "--threads", "2"], "clock 'cpu' measures one thread")):
+        code, out, err = run_cli([*args[:2], *bad], monkeypatch, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not out
+
+
+def test_cli_prune_round_to_and_latency_target(small_ckpt, idx_dir, tmp_path, monkeypatch, capsys):
+    """fmprune prune --round-to 2 --target-latency: exact sizes, and the closing latency line."""
+    from fmprune.run import loop
+    from test_errors import run_cli
+
+    monkeypatch.setattr(loop, "latency_table", lambda model, graph, *a, **k: hand_table(graph))
+    code, out, err = run_cli(["prune", "--checkpoint", small_ckpt, "--data-dir", idx_dir, "--run-dir", tmp_path / "run",
+                              "--criterion", "l1_filter", "--round-to", "2", "--target-latency", "0.7",
+                              "--maps-per-step", "3", "--eval-size", "50", "--quiet"], monkeypatch, capsys)
+    assert code == 0, err
+    left = json.loads((tmp_path / "run" / "summary.json").read_text())["maps_left"]
+    assert all(n % 2 == 0 for n in left.values()) and left != {"conv1": 6, "conv2": 8, "fc1": 24}
+    assert "latency (eager, batch 1, cpu, wall clock): predicted" in out and "measured" in out

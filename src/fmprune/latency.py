@@ -421,3 +421,15 @@ def latency_target(table: LatencyTable | None, base_ms: float | None, fraction: 
     if table is None or base_ms is None:
         raise FmpruneError("a latency target needs a latency table (fmprune latency-table, fmprune.latency_table)")
     return LatencyTarget(table, float(fraction), base_ms)
+
+
+def format_latencies(latency: dict) -> str:
+    """The lines ``fmprune prune`` ends with: predicted and measured latency of the base and the
+    pruned model (a run summary's ``extra["latency"]``)."""
+    def speedup(kind: str) -> float:
+        return latency[f"base_{kind}_ms"] / max(latency[f"final_{kind}_ms"], 1e-12)
+    return (f"latency ({latency['runtime']}, batch {latency['batch']}, {latency['device']}, {latency['clock']} clock): "
+            f"predicted {latency['base_predicted_ms']:.3f} -> {latency['final_predicted_ms']:.3f} ms "
+            f"(x{speedup('predicted'):.2f}), measured {latency['base_measured_ms']:.3f} -> "
+            f"{latency['final_measured_ms']:.3f} ms (x{speedup('measured'):.2f}); table noise "
+            f"{100 * latency['table_noise']:.0f} % (median spread of its cells)")

@@ -51,7 +51,7 @@ RULES: dict[str, Rule] = {
     **dict.fromkeys(["lr", "retrain_lr", "final_tune_lr", "num_classes", "repeats", "workers", "qw", "qa",
                      "bits", "weight_bits", "activation_bits", "calibration", "eval_size", "retrain_batch",
                      "save_every", "maps_per_step", "batch_size", "epochs", "max_iters", "trials", "rounds",
-                     "samples_per_image", "batches", "batch", "round_to", "latency_batch"], POSITIVE),
+                     "samples_per_image", "batches", "batch", "round_to", "latency_batch", "threads"], POSITIVE),
     **dict.fromkeys(["min_accuracy", "target_params", "target_macs", "target_latency"], FRACTION),
     **dict.fromkeys(["amount", "ratio"], SHARE),
     "max_drop": UNIT,

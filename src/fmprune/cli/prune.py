@@ -11,7 +11,10 @@ from ..criteria import COSTS, NORMALIZATIONS, REDUCTIONS
 from ..devices import resolve_device
 from ..models.request import ModelRequest
 from ..run.base_model import resolve_checkpoint
+from ..latency import format_latencies
 from ..run.checkpoint import load_checkpoint
+from ..runtimes import RUNTIMES
+from ..timing import CLOCKS
 from ..run.distributed import rank_dir, start as start_distributed
 from ..run.loop import PruneConfig, run_pruning
 from ..run.tensorboard import TensorBoardLogger, chain, resumed_step
@@ -62,8 +65,21 @@ from .bars import PruneProgress
 @click.option("--group-reduction", type=click.Choice(REDUCTIONS), default="sum", show_default=True,
               help="How a group's producers (e.g. the convs tied by a residual add) combine their scores.")
 @click.option("--per-cost", type=click.Choice(COSTS), default="none", show_default=True,
-              help="Rank maps by score per MACs (or params) their removal saves: the greedy answer to a "
-                   "size target (see docs/quality.md).")
+              help="Rank maps by score per MACs (or params, or milliseconds from the latency table) their "
+                   "removal saves: the greedy answer to a size target (see docs/quality.md, docs/latency.md).")
+@click.option("--target-latency", type=float, default=None,
+              help="Stop once the latency predicted by the latency table is at most this fraction of the base "
+                   "model's (with other targets: once all are met; default: no target; docs/latency.md).")
+@click.option("--latency-lambda", default=0.0, show_default=True,
+              help="Latency term λ: scores minus λ times the milliseconds one removal saves (like --flops-lambda; "
+                   "0 disables it).")
+@click.option("--latency-runtime", type=click.Choice(list(RUNTIMES)), default="eager", show_default=True,
+              help="Runtime of the latency table (fmprune latency-table; measured once, then cached).")
+@click.option("--latency-batch", type=int, default=1, show_default=True, help="Batch size of the latency table.")
+@click.option("--latency-clock", type=click.Choice(list(CLOCKS)), default="wall", show_default=True,
+              help="Clock of the latency table: wall, or cpu (CPU time of one thread; steadier on a shared machine).")
+@click.option("--round-to", type=int, default=1, show_default=True,
+              help="Keep every group's size a multiple of N (or its original size): steps remove whole chunks.")
 @options.ignore("Comma-separated modules or graph nodes to keep as they are: their maps are never "
                    "removed (the way past an op fmprune cannot prune through; default: none).")
 @options.run_dir("Output directory (default: runs/<criterion>-<normalize>-<scope>).")
@@ -81,7 +97,9 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               eval_size: int | None, retrain: int, retrain_only_pruned_layer: bool, retrain_lr: float,
               retrain_batch: int, rank_once: bool, min_accuracy: float | None,
               target_params: float | None, target_macs: float | None, final_tune: int,
-              final_tune_lr: float, save_every: int, seed: int, group_reduction: str, per_cost: str, ignore: str,
+              final_tune_lr: float, save_every: int, seed: int, group_reduction: str, per_cost: str,
+              target_latency: float | None, latency_lambda: float, latency_runtime: str, latency_batch: int,
+              latency_clock: str, round_to: int, ignore: str,
               run_dir: Path | None, tensorboard_dir: Path | None, quiet: bool, distributed: bool,
               model: ModelRequest, device: str, data_dir: Path | None) -> None:
     """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt.
@@ -94,7 +112,9 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         retrain_lr=retrain_lr, retrain_batch=retrain_batch, rank_once=rank_once,
         min_accuracy=min_accuracy, target_params=target_params, target_macs=target_macs,
         save_every=save_every, final_tune=final_tune, final_tune_lr=final_tune_lr,
-        group_reduction=group_reduction, per_cost=per_cost,
+        group_reduction=group_reduction, per_cost=per_cost, target_latency=target_latency,
+        latency_lambda=latency_lambda, latency_runtime=latency_runtime, latency_batch=latency_batch,
+        latency_clock=latency_clock, round_to=round_to,
         ignore=options.names(ignore),
     )
     resolve_device(device)   # an unusable device fails before any data is read
@@ -129,4 +149,6 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
     click.echo(f"maps left {summary.maps_left}")
     click.echo(f"params {summary.base_params:,} -> {summary.final_params:,} (x{summary.compression:.1f} fewer), "
                f"MACs {summary.base_macs:,} -> {summary.final_macs:,} (x{summary.mac_reduction:.1f} fewer)")
+    if "latency" in summary.extra:
+        click.echo(format_latencies(summary.extra["latency"]))
     click.echo(f"run directory: {run_dir}")
