@@ -32,7 +32,7 @@ PACKAGE = ROOT / "src" / "fmprune"
 # Lowest first. The key is the first part of the module path below fmprune.
 LAYERS: list[tuple[str, ...]] = [
     ("version", "errors", "atomic", "seeding", "devices", "progress", "validate", "userfiles", "modes",
-     "tables", "onnx_export", "surgery", "layers", "runtimes"),
+     "tables", "quiet", "onnx_export", "timing", "surgery", "layers", "runtimes"),
     ("graph", "costs", "latency", "data", "models"),
     ("criteria", "engine", "training"),
     ("run",),
@@ -63,19 +63,19 @@ class Import:
     local: bool                     # inside a function body
 
 
-def dotted(path: Path) -> tuple[str, bool]:
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+def dotted(path: Path, package: Path = PACKAGE) -> tuple[str, bool]:
+    rel = path.relative_to(package.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         return ".".join(parts[:-1]), True
     return ".".join(parts), False
 
 
-def load_modules() -> dict[str, Module]:
+def load_modules(package: Path = PACKAGE) -> dict[str, Module]:
     modules = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted(package.rglob("*.py")):
         text = path.read_text()
-        name, is_package = dotted(path)
+        name, is_package = dotted(path, package)
         modules[name] = Module(name, path, is_package, len(text.splitlines()), ast.parse(text))
     return modules
 
@@ -139,7 +139,9 @@ def imports_of(modules: dict[str, Module]) -> list[Import]:
                 targets = [a.name for a in node.names]
             else:
                 base = base_of(module, node)
-                targets = [resolve(modules, base, a.name) for a in node.names]
+                # a name from the root package is an import of its __init__, wherever it is defined
+                targets = [base if base == "fmprune" and f"{base}.{a.name}" not in modules
+                           else resolve(modules, base, a.name) for a in node.names]
             for target in targets:
                 if target.split(".")[0] == "fmprune" and target in modules and target != module.name:
                     found.append(Import(module.name, target, node.lineno, local))
@@ -152,18 +154,18 @@ def layer_key(name: str) -> str:
 
 
 def back_arrows(imports: list[Import]) -> list[Import]:
-    arrows = {}
+    arrows, unknown = {}, set()
     for imp in imports:
         src, dst = layer_key(imp.source), layer_key(imp.target)
         if src not in LAYER_OF or dst not in LAYER_OF:
-            unknown = imp.source if src not in LAYER_OF else imp.target
-            print(f"shape_metrics: {unknown} is in no layer (add it to LAYERS); its imports are not judged",
-                  file=sys.stderr)
+            unknown.add(imp.source if src not in LAYER_OF else imp.target)
             continue
         upward = LAYER_OF[dst] > LAYER_OF[src]
         to_root = imp.target == "fmprune" and imp.source != "fmprune"
         if upward or to_root:
             arrows.setdefault((imp.source, imp.target), imp)
+    for name in sorted(unknown):
+        print(f"shape_metrics: {name} is in no layer (add it to LAYERS); its imports are not judged", file=sys.stderr)
     return list(arrows.values())
 
 

@@ -229,7 +229,7 @@ def test_pruning_with_the_oracle_removes_the_map_whose_loss_change_is_smallest(s
     first = rows[0].split(",")
     ckpt = fmprune.load_checkpoint(small_ckpt)
     model, graph = ckpt.build_traced()
-    from fmprune.run.loop import calibration_subset
+    from fmprune.data import calibration_subset
     scores = GraphEngine(graph, create_criterion("oracle"), splits.val, calibration_subset(splits.train, 100, 0),
                          graph.names).raw_scores()
     best = min(((float(s.min()), name, int(s.argmin())) for name, s in scores.items()))

@@ -15,7 +15,7 @@ from fmprune.criteria import create_criterion
 from fmprune.data import Split
 from fmprune.engine import create_engine
 from fmprune.run.config import PruneConfig
-from fmprune.run.loop import calibration_subset
+from fmprune.data import calibration_subset
 from graph_models import ResidualBN, randomize_norms
 
 CHUNK = 50

@@ -82,6 +82,10 @@ class LayerAdapter:
         """One row of weights per output map (for min_weight / l1_filter), or None."""
         return None
 
+    def output_axis(self, module: nn.Module, param: str) -> int:
+        """The axis of parameter ``param`` (e.g. ``"weight"``) that indexes the output maps."""
+        return 0
+
 
 def _kept_whole(module: nn.Module, inputs: Labels, ctx: LabelContext, what: str) -> Labels:
     """A layer whose channels cannot be cut evenly: its input and output maps are all kept."""
@@ -168,6 +172,9 @@ class ConvTransposeAdapter(ConvAdapter):
 
     def filters(self, module):
         return module.weight.detach().transpose(0, 1).flatten(1)
+
+    def output_axis(self, module, param):
+        return 1 if param == "weight" and module.groups == 1 else 0
 
 
 class LinearAdapter(LayerAdapter):

@@ -9,19 +9,16 @@ fixed cost per op that small layers do not amortise, a compiled graph or onnxrun
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import importlib.util
-import io
-import logging
-import tempfile
-import warnings
-from pathlib import Path
+from shutil import which
 from typing import Callable
 
 import torch
 from torch import nn
 
 from .errors import FmpruneError
+from .onnx_export import onnx_bytes
 
 RUNTIMES = {
     "eager": "eager PyTorch",
@@ -36,7 +33,6 @@ def available_runtimes() -> list[str]:
     """Runtimes usable here: eager always; compile with a C++ compiler; onnxruntime when the
     ``export`` extra (onnx, onnxscript, onnxruntime) is installed."""
     out = ["eager", "eager-cl"]
-    from shutil import which
     if which("c++") or which("g++") or which("clang++"):
         out.append("compile")
     if all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime")):
@@ -79,8 +75,6 @@ def _eager(model: nn.Module) -> Runner:
 def _channels_last(model: nn.Module) -> Runner:
     """Conv and pooling kernels over channels-last tensors vectorise across channels, which pays
     most for thin (pruned) layers; the caller's model keeps its layout (a copy is converted)."""
-    import copy
-
     converted = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
     def run(x: torch.Tensor):
@@ -101,31 +95,14 @@ def _compiled(model: nn.Module) -> Runner:
 def _onnxruntime(model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
     import onnxruntime
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        _export(model, torch.zeros(2, *input_shape), path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()   # the same threads as PyTorch
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    data = onnx_bytes(model, (torch.zeros(2, *input_shape),), max_batch=1 << 16)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()   # the same threads as PyTorch
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor):
         return session.run(None, {name: x.numpy()})
     return run
-
-
-def _export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """ONNX with a dynamic batch axis; the exporter's progress output and warnings are muted."""
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx_logger.setLevel(logging.ERROR)
-        try:
-            torch.onnx.export(model, (example,), path, input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
-        finally:
-            onnx_logger.setLevel(level)

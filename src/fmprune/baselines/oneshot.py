@@ -23,14 +23,13 @@ import torch
 from ..version import __version__
 from ..criteria import create_criterion
 from ..criteria.thinet import SAMPLES_PER_IMAGE, check_thinet_scope
-from ..data import Split, Splits, sha256_file
+from ..data import Split, Splits, calibration_subset, sha256_file
 from ..devices import device_description, resolve_device
 from ..efficiency import save_checkpoint_score, score_checkpoint
 from ..errors import FmpruneError, PruningError
 from ..validate import check_numbers
 from ..run.config import config_from_dict
 from ..run.checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
-from ..run.loop import calibration_subset
 from ..run.rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
 from ..training import BatchStream, evaluate, fine_tune
 from .plan import (Plan, check_ratio, count_for, format_ratios, global_plan, parse_ratios, per_layer_plan,

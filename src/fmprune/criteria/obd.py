@@ -10,16 +10,17 @@ import torch
 from torch import nn
 
 from ..errors import FmpruneError
+from ..layers import adapter_for
 from .base import READS_ALL, Criterion, LayerContext
 
-TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 PAPER = "LeCun, Denker & Solla 1990, Optimal Brain Damage (NIPS)"
 
 
 def per_map_sum(module: nn.Module, name: str, values: torch.Tensor, n_maps: int, layer: str) -> torch.Tensor:
     """Sum a parameter-shaped tensor over everything but the output-map axis of ``module``."""
-    transposed = name == "weight" and isinstance(module, TRANSPOSED) and module.groups == 1
-    rows = values.transpose(0, 1) if transposed else values
+    adapter = adapter_for(module)
+    axis = adapter.output_axis(module, name) if adapter is not None else 0
+    rows = values.transpose(0, axis) if axis else values
     if rows.dim() == 0 or rows.shape[0] != n_maps:
         raise FmpruneError(f"obd cannot tell which parameters of layer {layer!r} ({type(module).__name__}) "
                            "make which of its maps")

@@ -9,9 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, FmpruneError
 
 DEFAULT_VAL_SIZE = 5000
+
+# Each purpose draws training images from its own seeded stream, so one --seed gives the pruning
+# calibration, the quantisation ranges and the rank-quality batches different images.
+CALIBRATION_STREAM = 7919
+QUANTIZATION_STREAM = 0
+RANK_QUALITY_STREAM = 104729
 
 
 def default_val_size(n_train: int) -> int:
@@ -40,6 +46,16 @@ class Split:
         if self.images.device == device:
             return self
         return Split(self.images.to(device), self.labels.to(device))
+
+
+def calibration_subset(train: Split, n: int, seed: int, stream: int = CALIBRATION_STREAM) -> Split:
+    """``n`` training images drawn with a seeded permutation (never the split reporting accuracy):
+    the first ``n`` of the permutation of ``seed + stream``."""
+    if n > len(train):
+        raise FmpruneError(f"calibration size {n} exceeds the {len(train)} training images; "
+                           f"give --calibration {len(train)} or fewer")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + stream))[:n]
+    return Split(train.images[idx], train.labels[idx])
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ..graph.chain import Topology, trace
 from ..training import accuracy, predict
 
 
-class AutogradProvider:
+class ReferenceProvider:
     """Feature maps and dC/da · a of a (masked) dense model by plain autograd."""
 
     def __init__(self, topology: Topology, split: Split) -> None:
@@ -68,7 +68,7 @@ class NaiveLoop:
         return counts
 
     def step(self, k: int = 1) -> tuple[list[Selected], float]:
-        provider = AutogradProvider(self.topology, self.calibration)
+        provider = ReferenceProvider(self.topology, self.calibration)
         raw = {}
         for name in self.scope:
             ctx = layer_context(self.topology.stage(name), provider, self.generator)

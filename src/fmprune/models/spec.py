@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import FmpruneError
+from ..modes import eval_mode
 from ..userfiles import factory_in, load_user_file
 from .normalize import Normalized
 from .torchvision_models import build_torchvision
@@ -218,18 +219,15 @@ def build_model(spec: ModelSpec) -> nn.Module:
 def check_output(model: nn.Module, spec: ModelSpec) -> None:
     """One forward on zeros: the model accepts ``spec.input_shape`` and predicts
     ``spec.num_classes`` logits, or a one-line error says which of the two fails."""
-    was_training = model.training
-    model.eval()
     try:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
-        out = model(torch.zeros(2, *spec.input_shape, device=device))
+        with eval_mode(model):
+            out = model(torch.zeros(2, *spec.input_shape, device=device))
     except Exception as e:  # noqa: BLE001 - a shape mismatch deep inside the model
         first = (str(e).strip().splitlines() or [""])[0]
         raise FmpruneError(f"{spec.name} does not accept input {'x'.join(map(str, spec.input_shape))}: "
                            f"{type(e).__name__}: {first}") from None
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise FmpruneError(f"{spec.name} outputs {shape} for a batch of 2, expected (2, {spec.num_classes}) "

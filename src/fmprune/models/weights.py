@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data import sha256_file
 from ..errors import FmpruneError
+from .torchvision_models import import_torchvision
 
 HEAD_TYPES = (nn.Linear, nn.Conv2d)
 CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads")   # torchvision's names for the classifier block
@@ -34,7 +35,6 @@ def where_to_get(model_name: str) -> str:
     """Advice for a missing weights file: torchvision's own URL for its models (not fetched here)."""
     if model_name.startswith("torchvision:"):
         try:
-            from .torchvision_models import import_torchvision
             weights = import_torchvision().models.get_model_weights(model_name.split(":", 1)[1])
             return f"download {weights.DEFAULT.url} ({weights.DEFAULT}) yourself and pass its path"
         except Exception:  # noqa: BLE001 - advice only: any failure falls back to the general words

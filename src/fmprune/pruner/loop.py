@@ -31,6 +31,7 @@ from ..errors import FmpruneError
 from ..engine.targets import targets_met
 from ..run.loop import RunSummary
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
+from ..run.tensorboard import TensorBoardLogger
 from .pruner import Pruner
 from .saving import FORMAT, read_record, remember, remembered, save, shrink_to, structure_record
 
@@ -135,7 +136,6 @@ class _Run:
         self.on_step, self.verbose = on_step, verbose
         self.tensorboard = None
         if tensorboard is not None:
-            from ..run.tensorboard import TensorBoardLogger
             self.tensorboard = TensorBoardLogger(tensorboard)
         self.pruner = self._pruner()
         self.base_params, self.base_macs = self.pruner.base_params, self.pruner.base_macs

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .common import QuantizationError, quiet
+from ..quiet import quiet
+from .common import QuantizationError
 
 MIN_BITS, MAX_BITS = 2, 16
 AVERAGING = 0.01   # moving-average weight of a training batch's range (torch.ao's default)

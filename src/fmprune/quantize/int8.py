@@ -4,7 +4,7 @@ conversion to integer kernels. The result is saved as TorchScript, the format th
 serialise to (``torch.export`` cannot carry their packed weights), and as QDQ ONNX.
 
 torch.ao warns that it is deprecated in favour of torchao; it is what torch 2.13 ships with
-working x86 integer kernels, so its warnings are silenced (``common.quiet``).
+working x86 integer kernels, so its warnings are silenced (``fmprune.quiet``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
-from .common import QuantizationError, quiet
+from ..quiet import quiet
+from .common import QuantizationError
 
 BACKEND = "x86"
 ONNX_OPSET = 17

@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import costs
 from ..atomic import write_atomically, write_bytes_atomically
-from ..data import Split, Splits, sha256_file
+from ..data import QUANTIZATION_STREAM, Split, Splits, calibration_subset, sha256_file
 from ..efficiency import SCORE_FILE, ScoreRecord, method_of, score_checkpoint, write_score_record
 from ..errors import FmpruneError
 from ..validate import check_numbers
@@ -137,13 +137,6 @@ class QuantizeResult:
         return "\n".join(lines)
 
 
-def calibration_images(train: Split, n: int, seed: int) -> torch.Tensor:
-    """``n`` training images drawn without replacement with ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train), generator=g)[:n]
-    return train.images[order]
-
-
 def _quantize(model: nn.Module, example: torch.Tensor, calib: torch.Tensor, train: Split,
               config: QuantizeConfig, on_step: Callable[[int, int, float], None] | None) -> nn.Module:
     """The quantised model: converted int8 (torch.ao) or fake-quantised (this package)."""
@@ -227,8 +220,10 @@ def _quantize_into(ckpt_path: Path, splits: Splits, config: QuantizeConfig, run_
     model = ckpt.build()
     example = torch.zeros(1, *ckpt.input_shape)
     split = getattr(splits, config.eval_split)
-    quantized = _quantize(model, example, calibration_images(splits.train, config.calibration, config.seed),
-                          splits.train, config, on_step)
+    # ranges are calibrated on at most every training image (a larger --calibration takes them all)
+    calibration = calibration_subset(splits.train, min(config.calibration, len(splits.train)), config.seed,
+                                     QUANTIZATION_STREAM)
+    quantized = _quantize(model, example, calibration.images, splits.train, config, on_step)
     run_dir.mkdir(parents=True, exist_ok=True)
     float_m = Measured("float32", evaluate(model, split))
     quant_m = Measured(f"{config.kind} {config.mode}", evaluate(quantized, split))

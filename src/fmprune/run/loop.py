@@ -23,7 +23,7 @@ from .distributed import ShardedStream, data_parallel
 from .checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
 from .config import PruneConfig
 from ..criteria import create_criterion
-from ..data import Split, Splits, sha256_file
+from ..data import Splits, calibration_subset, sha256_file
 from ..devices import device_description, resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
 from ..engine.base import data_free_scope
@@ -76,15 +76,6 @@ class RunSummary:
         d = asdict(self)
         d.update(compression=self.compression, mac_reduction=self.mac_reduction)
         return d
-
-
-def calibration_subset(train: Split, n: int, seed: int) -> Split:
-    """``n`` training images drawn with a seeded permutation: never the split reporting accuracy."""
-    if n > len(train):
-        raise FmpruneError(f"calibration size {n} exceeds the {len(train)} training images; "
-                           f"give --calibration {len(train)} or fewer")
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))[:n]
-    return Split(train.images[idx], train.labels[idx])
 
 
 def retraining_augmentation(recipe: dict, splits: Splits) -> Augmentation | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from ..errors import FmpruneError
 
 INSTALL_HINT = "pip install 'fmprune[tensorboard]'"
@@ -93,8 +95,6 @@ def resumed_step(run_dir: Path | str) -> int | None:
     TensorBoard drops the events an interrupted run wrote from there on); 0 for an interrupted
     run without a resume state (runs that never retrain restart from the base model); None for a
     fresh run."""
-    import torch
-
     state = Path(run_dir) / "state.pt"
     if not state.is_file():
         return 0 if (Path(run_dir) / "steps.csv").is_file() else None

@@ -19,6 +19,7 @@ from ..run.checkpoint import resolve_model_path  # noqa: F401 - the CLI still im
 from ..data import Splits
 from ..errors import FmpruneError
 from ..costs import measure_latencies, model_bytes
+from ..tables import markdown_table
 from ..runtimes import RUNTIMES, available_runtimes, check_runtimes, prepare
 from ..graph import Graph
 from ..training import Recipe, evaluate, recipe_from_dict, train_recipe
@@ -91,9 +92,9 @@ class Comparison:
                 f"({where}), {self.threads} threads, models measured in turns in one process.")
 
     def to_markdown(self) -> str:
-        parts = [_markdown(self.table())]
+        parts = [markdown_table(self.table())]
         if len(self.runtimes) > 1:
-            parts.append(_markdown(self.runtime_table()))
+            parts.append(markdown_table(self.runtime_table()))
         return "\n\n".join(parts) + "\n\n" + self._note() + "\n"
 
     def to_text(self) -> str:
@@ -117,12 +118,6 @@ class Comparison:
                                 + [f"{r.latency[b]:.6g}" for b in LATENCY_BATCHES]
                                 + [f"{self._latency(r, rt)[b]:.6g}" for rt in extra for b in LATENCY_BATCHES])
         return md, cs
-
-
-def _markdown(rows: list[dict[str, str]]) -> str:
-    head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i else "---" for i, _ in enumerate(head)) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows])
 
 
 def _text(rows: list[dict[str, str]]) -> str:

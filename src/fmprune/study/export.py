@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import json
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from ..atomic import replace_together
 from ..run.checkpoint import Checkpoint
 from ..run.lock import locked
 from ..errors import FmpruneError
+from ..onnx_export import onnx_bytes
 from ..unstructured.storage import SparseFile, load_sparse, save_sparse
 
 MAX_BATCH = 65536
@@ -55,7 +54,7 @@ def export_model(ckpt: Checkpoint, out_dir: Path, onnx: bool = True) -> ExportRe
         files = {out_dir / "model.pt2": program}
         diff_onnx = None
         if onnx:
-            files[out_dir / "model.onnx"], diff_onnx = _export_onnx(model, example, batch, check, expected)
+            files[out_dir / "model.onnx"], diff_onnx = _export_onnx(model, example, check, expected)
         manifest = out_dir / "model.json"
         files[manifest] = _manifest(ckpt, graph).encode()
         replace_together({path: functools.partial(Path.write_bytes, data=data) for path, data in files.items()})
@@ -87,26 +86,15 @@ def _export_program(model: torch.nn.Module, example: tuple[torch.Tensor], batch,
     return data, float((got - expected).abs().max())
 
 
-def _export_onnx(model: torch.nn.Module, example: tuple[torch.Tensor], batch,
-                 check: torch.Tensor, expected: torch.Tensor) -> tuple[bytes, float]:
+def _export_onnx(model: torch.nn.Module, example: tuple[torch.Tensor], check: torch.Tensor,
+                 expected: torch.Tensor) -> tuple[bytes, float]:
     """The ONNX model as bytes, and its largest output difference in onnxruntime."""
     try:
         import onnxruntime
     except ImportError:
         raise FmpruneError("ONNX export needs onnx, onnxscript and onnxruntime: "
                            "pip install 'fmprune[export]' (or pass --no-onnx)") from None
-    # the exporter prints its progress and warns about torch internals: neither is the user's business
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx_logger.setLevel(logging.ERROR)
-        try:
-            program = torch.onnx.export(model, example, None, input_names=["images"], output_names=["logits"],
-                                        dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
-        finally:
-            onnx_logger.setLevel(level)
-    data = program.model_proto.SerializeToString()
+    data = onnx_bytes(model, example, MAX_BATCH)
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": check.numpy()})[0]
     return data, float((torch.from_numpy(got) - expected).abs().max())

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from ..criteria import NORMALIZATIONS, create_criterion, normalize
-from ..data import Split
+from ..data import RANK_QUALITY_STREAM, Split, calibration_subset
 from ..engine import create_engine
 from ..errors import FmpruneError
 from ..graph import Graph
+from ..tables import markdown_table
+from .figures import plt, save_figure
 from .legend import criterion_name
 
 DEFAULT_CRITERIA = ("taylor", "taylor+l2", "weight_grad", "obd", "mean_activation", "activation_std", "apoz",
@@ -75,8 +77,8 @@ def calibration_batches(train: Split, batches: int, size: int, seed: int) -> lis
     if batches * size > len(train):
         raise FmpruneError(f"{batches} batches of {size} images need {batches * size:,} training images; "
                            f"there are {len(train):,}: use fewer or smaller batches")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 104729))
-    return [Split(train.images[idx], train.labels[idx]) for idx in order[:batches * size].view(batches, size)]
+    drawn = calibration_subset(train, batches * size, seed, RANK_QUALITY_STREAM)
+    return [Split(drawn.images[i * size:(i + 1) * size], drawn.labels[i * size:(i + 1) * size]) for i in range(batches)]
 
 
 @dataclass
@@ -213,22 +215,15 @@ def markdown(result: RankQuality) -> str:
     for reference in REFERENCES:
         title = "|Δloss| (oracle-abs)" if reference == "oracle_abs" else "Δloss (signed oracle)"
         rows = table_rows(result, reference)
-        lines += ["", f"**Against {title}**", "", _markdown_table(rows)]
+        lines += ["", f"**Against {title}**", "", markdown_table(rows)]
     for entry, reason in result.skipped.items():
         lines += ["", f"Skipped {entry}: {reason}."]
     return "\n".join(lines) + "\n"
 
 
-def _markdown_table(rows: list[dict[str, str]]) -> str:
-    head = list(rows[0])
-    out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    return "\n".join(out + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows])
-
-
 def plot(result: RankQuality, stem: Path) -> list[Path]:
     """Grouped bars: a group per criterion, a bar per layer (and the whole network), error bars
     one S.d. over batches; one panel per reference."""
-    from .report import plt, save_figure   # matplotlib set up for files (Agg) once, there
     entries = [e for e in result.criteria if e not in result.skipped]
     columns = result.columns
     fig, axes = plt.subplots(1, len(REFERENCES), figsize=(max(7.0, 1.1 * len(entries)) * 1.6, 4.6), sharey=True)

@@ -7,18 +7,16 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+from .figures import plt, save_figure  # first: sets matplotlib up for files
+from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-matplotlib.use("Agg")
-matplotlib.rcParams["svg.hashsalt"] = "fmprune"   # fixed SVG element ids: same runs, same files
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
-
-from ..errors import FmpruneError  # noqa: E402
-from ..study.experiments import LABEL_SEPARATOR, quick_mode_warning  # noqa: E402
-from ..study.legend import run_names, style_keys  # noqa: E402
-from ..run.rundir import read_json  # noqa: E402
-from ..efficiency import ScoreRecord, read_score_record  # noqa: E402
+from ..efficiency import ScoreRecord, read_score_record
+from ..errors import FmpruneError
+from ..run.rundir import read_json
+from ..tables import markdown_table
+from . import rank_quality as rq
+from .experiments import LABEL_SEPARATOR, quick_mode_warning
+from .legend import run_names, style_keys
 
 THRESHOLDS = (0.99, 0.98, 0.90)
 FLOOR = THRESHOLDS[0]   # the thesis' 99 %: marked in every figure, the zoom's focus, the reduction column
@@ -130,7 +128,7 @@ class NoRunsError(FmpruneError):
 
 
 @dataclass
-class Group:
+class RunGroup:
     """The runs of one experiment (a sweep's directory), or loose runs sharing a parent."""
 
     name: str
@@ -145,12 +143,12 @@ class Group:
         return quick_warning([self]) if self.quick else ""
 
 
-def quick_warning(groups: list[Group]) -> str:
+def quick_warning(groups: list[RunGroup]) -> str:
     """The warning quick runs carry, with the steps they were cut to (recorded, or as run)."""
     return quick_mode_warning([c.config.get("steps") or len(c.maps) - 1 for g in groups for c in g.curves])
 
 
-def discover(paths: list[Path]) -> list[Group]:
+def discover(paths: list[Path]) -> list[RunGroup]:
     """Every run directory under ``paths``, grouped by experiment, in the order ``paths`` name them."""
     by_parent: dict[Path, list[Path]] = {}
     for root in paths:
@@ -167,7 +165,7 @@ def discover(paths: list[Path]) -> list[Group]:
         manifest = read_json(parent / "experiment.json") if (parent / "experiment.json").is_file() else {}
         order = {label: i for i, label in enumerate(manifest.get("runs", []))}
         runs = sorted(dict.fromkeys(runs), key=lambda r: (order.get(r.name, len(order)), r.name))
-        groups.append(Group(manifest.get("name", parent.name), manifest.get("title", parent.name),
+        groups.append(RunGroup(manifest.get("name", parent.name), manifest.get("title", parent.name),
                             manifest.get("description", ""),
                             [read_curve(r, r.name) for r in runs], bool(manifest.get("quick"))))
     return groups
@@ -203,7 +201,7 @@ def line_styles(labels: list[str]) -> list[dict]:
             for i in range(len(labels))]
 
 
-def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
+def plot_group(group: RunGroup, axis: str, out_dir: Path) -> list[Path]:
     """One figure, a panel per scope, a line per run; base accuracy and the 99 % line marked."""
     scopes = list(dict.fromkeys(c.scope for c in group.curves))
     fig, axes = plt.subplots(1, len(scopes), figsize=(6.4 * len(scopes), 4.8), squeeze=False)
@@ -240,7 +238,7 @@ def plot_group(group: Group, axis: str, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir / f"{group.name}-accuracy-vs-{axis}")
 
 
-def summary_rows(group: Group) -> list[dict[str, str]]:
+def summary_rows(group: RunGroup) -> list[dict[str, str]]:
     rows = []
     for c, name in zip(group.curves, legend_labels(group.curves)):
         row = {"run": name, "scope": c.scope, "steps": str(len(c.maps) - 1), "maps pruned": str(c.maps[-1])}
@@ -259,12 +257,6 @@ def summary_rows(group: Group) -> list[dict[str, str]]:
         row["status"] = "finished" if c.finished else "unfinished"
         rows.append(row)
     return rows
-
-
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows])
 
 
 def write_report(paths: list[Path], out_dir: Path) -> Path:
@@ -298,7 +290,7 @@ def write_report(paths: list[Path], out_dir: Path) -> Path:
         for axis in X_AXES:
             png = plot_group(g, axis, fig_dir)[0]
             lines += [f"![{g.title}: accuracy against {X_AXES[axis][0]}]({png.relative_to(out_dir)})", ""]
-        lines += [markdown_table(summary_rows(g)), ""]
+        lines += [markdown_table(summary_rows(g), text_columns=2), ""]
     lines += score_section(paths, out_dir)
     lines += sparsity_section(paths, out_dir)
     lines += rank_quality_section(paths, out_dir)
@@ -340,8 +332,6 @@ def pareto_front(records: list[ScoreRecord]) -> list[ScoreRecord]:
 def plot_accuracy_vs_score(records: list[ScoreRecord], out_dir: Path, stem: str = "accuracy-vs-score") -> list[Path]:
     """Accuracy against score (log x), a colour and marker per method, the 90 % line, the Pareto
     front drawn as steps with its points named."""
-    from matplotlib.ticker import FuncFormatter
-
     points = [r for r in records if r.accuracy is not None]
     if not points:
         raise FmpruneError("no score record has an accuracy to plot")
@@ -404,7 +394,7 @@ def score_section(paths: list[Path], out_dir: Path) -> list[str]:
     if any(r.accuracy is not None for r in records):
         png = plot_accuracy_vs_score(records, out_dir / "figures")[0]
         lines += [f"![accuracy against efficiency score]({png.relative_to(out_dir)})", ""]
-    return lines + [markdown_table(score_rows(records)), ""]
+    return lines + [markdown_table(score_rows(records), text_columns=2), ""]
 
 
 # --- weight and unit pruning: accuracy against the fraction pruned, k (fmprune sparsify) ---------
@@ -616,7 +606,7 @@ def sparsity_section(paths: list[Path], out_dir: Path) -> list[str]:
         lines += [f"![{title}: accuracy against k]({png.relative_to(out_dir)})", "",
                   f"{points[0].eval_split} accuracy after pruning k (in brackets: non-zero weights left, "
                   "as a fraction of the base model's).", "",
-                  markdown_table(accuracy_by_k_rows(points)), ""]
+                  markdown_table(accuracy_by_k_rows(points), text_columns=2), ""]
         lines += sparsity_discussion(points)
     return lines
 
@@ -635,16 +625,6 @@ class TunedTrial:
     params_x: float | None = None
     macs_x: float | None = None
     run_dir: str = ""
-
-
-def save_figure(fig, stem: Path) -> list[Path]:
-    """PNG and SVG (with fixed metadata, so the same study gives the same files)."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for p in paths:
-        fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
-    plt.close(fig)
-    return paths
 
 
 def plot_tune_history(trials: list[TunedTrial], value_label: str, title: str, stem: Path) -> list[Path]:
@@ -722,7 +702,7 @@ def write_tune_report(title: str, objective: str, value_label: str, trials: list
         png = plot_param_importances(importances, f"{title}: parameter importances", fig_dir / "tune-importances")[0]
         lines += [f"![parameter importances]({png.relative_to(out_dir)})", ""]
     if trials:
-        lines += [markdown_table(tune_rows(trials, value_label)), ""]
+        lines += [markdown_table(tune_rows(trials, value_label), text_columns=2), ""]
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
@@ -733,20 +713,18 @@ def write_tune_report(title: str, objective: str, value_label: str, trials: list
 
 def find_rank_quality(paths: list[Path]) -> list[Path]:
     """Every ``rank_quality.json`` under ``paths``."""
-    from .rank_quality import RESULT_FILE
     found: dict[Path, None] = {}
     for root in paths:
-        if root.is_file() and root.name == RESULT_FILE:
+        if root.is_file() and root.name == rq.RESULT_FILE:
             found[root] = None
         elif root.is_dir():
-            found.update(dict.fromkeys(sorted(root.rglob(RESULT_FILE))))
+            found.update(dict.fromkeys(sorted(root.rglob(rq.RESULT_FILE))))
     return list(found)
 
 
 def rank_quality_section(paths: list[Path], out_dir: Path) -> list[str]:
     """The criterion-quality section: per result, the Spearman tables against the oracle, the
     figure, and the conclusions of Molchanov et al. 2017 (Table 2) checked on these numbers."""
-    from . import rank_quality as rq
     files = find_rank_quality(paths)
     if not files:
         return []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..baselines.sensitivity import SensitivityResult
-from .report import plt, save_figure
+from .figures import plt, save_figure
 
 
 def plot_sensitivity(result: SensitivityResult, stem: Path, title: str = "") -> list[Path]:
