@@ -235,7 +235,7 @@ def test_cli_latency_table_prints_the_table_and_its_noise_then_reads_the_cache(s
     assert code == 0 and "(cached)" in again.splitlines()[0]
     for bad, message in ((["--grid", "1.5"], "grid fractions must lie in (0, 1]"),
                          (["--runtime", "tpu"], "Invalid value for '--runtime'"),
-                         (["--clock", "cpu", "--threads", "2"], "clock 'cpu' measures one thread")):
+                         (["--runtime", "onnxruntime", "--device", "cuda"], "runs on the CPU only")):
         code, out, err = run_cli([*args[:2], *bad], monkeypatch, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not out
 

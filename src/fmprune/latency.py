@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .atomic import write_bytes_atomically
-from .timing import CLOCKS, time_runners
+from .timing import CLOCKS, clock_threads, time_runners
 from .data.files import fmprune_home
 from .errors import FmpruneError
 from .graph import Graph, trace
@@ -192,13 +192,12 @@ class LatencyTable:
 
 
 def check_clock(clock: str, device: torch.device) -> str:
-    """``clock`` if usable: ``cpu`` counts every thread's CPU time, a latency only with one thread
-    on the CPU."""
+    """``clock`` if usable: ``cpu`` (the CPU time of one thread, :func:`~fmprune.timing.clock_threads`)
+    only on the CPU."""
     if clock not in CLOCKS:
         raise FmpruneError(f"unknown clock {clock!r} (available: {', '.join(CLOCKS)})")
-    if clock == "cpu" and (torch.get_num_threads() != 1 or device.type != "cpu"):
-        raise FmpruneError("clock 'cpu' measures one thread on the CPU: set torch.set_num_threads(1) "
-                           "(fmprune: --threads 1) or use the wall clock")
+    if clock == "cpu" and device.type != "cpu":
+        raise FmpruneError(f"clock 'cpu' measures one thread on the CPU, not {device}: use the wall clock there")
     return clock
 
 
@@ -247,25 +246,26 @@ def latency_table(model: nn.Module, graph: Graph, name: str, runtime: str = "eag
         path = Path(cache_dir) / f"{slug}-{runtime}-b{batch}-{dev.type}-{digest}.json"
         if path.exists() and not refresh:
             return LatencyTable.from_json(path.read_text(), str(path))
-    sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    timed: dict[tuple, tuple[float, float]] = {}
-    tables = {}
-    for k, layer in enumerate(layers):
+    with clock_threads(clock):   # the cpu clock: one thread
+        sync = torch.cuda.synchronize if dev.type == "cuda" else None
+        timed: dict[tuple, tuple[float, float]] = {}
+        tables = {}
+        for k, layer in enumerate(layers):
+            if progress is not None:
+                progress(k, len(layers), layer)
+            tables[layer] = _measure_layer(model, layer, widths[layer], moving[layer], shapes[layer], fractions,
+                                           runtime, batch, dev, repeats, warmup, sync, clock, timed)
         if progress is not None:
-            progress(k, len(layers), layer)
-        tables[layer] = _measure_layer(model, layer, widths[layer], moving[layer], shapes[layer], fractions,
-                                       runtime, batch, dev, repeats, warmup, sync, clock, timed)
-    if progress is not None:
-        progress(len(layers), len(layers), "whole model, uniform cuts")
-    cuts = [_cut_uniformly(model, graph, f) for f in fractions]
-    runners = [prepare([m.to(dev)], runtime, tuple(graph.example_inputs[0].shape[1:]))[0] for m, _ in cuts]
-    x = torch.rand(batch, *graph.example_inputs[0].shape[1:], device=dev)
-    whole = [_median_spread(t) for t in time_runners(runners, [x] * len(runners), repeats, warmup, sync, clock)]
-    table = LatencyTable(name, runtime, batch, str(dev), torch.__version__, fractions, repeats, clock,
-                         {n: widths[n] for n in layers}, tables, *whole[-1],
-                         {n: found[n][1] for n in layers}, [])
-    table.rest = [(table.volume(g.layer_widths()), ms - table.layers_ms(g.layer_widths()))
-                  for (_, g), (ms, _) in zip(cuts, whole)]
+            progress(len(layers), len(layers), "whole model, uniform cuts")
+        cuts = [_cut_uniformly(model, graph, f) for f in fractions]
+        runners = [prepare([m.to(dev)], runtime, tuple(graph.example_inputs[0].shape[1:]))[0] for m, _ in cuts]
+        x = torch.rand(batch, *graph.example_inputs[0].shape[1:], device=dev)
+        whole = [_median_spread(t) for t in time_runners(runners, [x] * len(runners), repeats, warmup, sync, clock)]
+        table = LatencyTable(name, runtime, batch, str(dev), torch.__version__, fractions, repeats, clock,
+                             {n: widths[n] for n in layers}, tables, *whole[-1],
+                             {n: found[n][1] for n in layers}, [])
+        table.rest = [(table.volume(g.layer_widths()), ms - table.layers_ms(g.layer_widths()))
+                      for (_, g), (ms, _) in zip(cuts, whole)]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomically(path, table.to_json().encode())
@@ -390,9 +390,10 @@ def measure_model(model: nn.Module, graph: Graph, runtime: str, batch: int, devi
     dev = torch.device(device)
     shape = tuple(graph.example_inputs[0].shape[1:])
     original = next(iter(model.parameters())).device
-    runner = prepare([model.to(dev)], runtime, shape)[0]
     try:
-        return time_runners([runner], [torch.rand(batch, *shape, device=dev)], repeats, warmup, sync, clock)[0]
+        with clock_threads(clock):
+            runner = prepare([model.to(dev)], runtime, shape)[0]
+            return time_runners([runner], [torch.rand(batch, *shape, device=dev)], repeats, warmup, sync, clock)[0]
     finally:
         model.to(original)
 

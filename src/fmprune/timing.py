@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -29,3 +31,18 @@ def time_runners(runners: list, inputs: list[torch.Tensor], repeats: int = 30, w
             if i >= warmup:
                 times[j].append(now() - start)
     return times
+
+
+@contextmanager
+def clock_threads(clock: str) -> Iterator[None]:
+    """For the ``cpu`` clock, torch (and a runtime prepared inside) computes on one thread for
+    the duration: the CPU time of one thread is its latency, of several their sum."""
+    if clock != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
