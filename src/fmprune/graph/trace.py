@@ -278,12 +278,7 @@ class LabelFlow:
     # -- layouts: where the channel labels of a tensor lie
     def _layout(self, node: Any) -> tuple[np.ndarray, int] | None:
         """(labels, first axis they cover) of a tensor: axis 1 unless a permute or view moved them."""
-        value = self.labels.get(node) if isinstance(node, fx.Node) else None
-        if isinstance(value, np.ndarray):
-            return value, 1
-        if isinstance(value, Moved):
-            return value.labels, value.axis
-        return None
+        return _layout_of(self.labels.get(node) if isinstance(node, fx.Node) else None)
 
     @staticmethod
     def _store(labels: Labels | None, axis: int) -> Labels | Moved | None:
@@ -303,9 +298,10 @@ class LabelFlow:
             return adapter_for(module) is not None or ops.is_elementwise_module(module)
         if node.op == "call_method":
             return target in (ops.ELEMENTWISE_METHODS | ops.BINARY_METHODS | ops.PERMUTE_METHODS | ops.RESHAPE_METHODS
-                              | ops.EXPAND_METHODS)
+                              | ops.EXPAND_METHODS | ops.SPLIT_METHODS)
         return (ops.is_elementwise_function(target) or target in ops.BINARY_FUNCTIONS | ops.PERMUTE_FUNCTIONS
-                | ops.RESHAPE_FUNCTIONS | ops.FLATTEN_FUNCTIONS | ops.CAT_FUNCTIONS or target is ops.GETITEM)
+                | ops.RESHAPE_FUNCTIONS | ops.FLATTEN_FUNCTIONS | ops.CAT_FUNCTIONS | ops.SPLIT_FUNCTIONS
+                or target is ops.GETITEM)
 
     def _constant(self, node: fx.Node, reason: str) -> Labels | None:
         shape = _shape(node)
@@ -335,7 +331,7 @@ class LabelFlow:
         value = self.labels.get(node) if isinstance(node, fx.Node) else None
         return value if isinstance(value, np.ndarray) else None
 
-    def _sequence_labels(self, node: Any) -> list[Labels | None] | None:
+    def _sequence_labels(self, node: Any) -> list[Labels | Moved | None] | None:
         """The labels of each tensor of a node holding a sequence (a split, a slice of one), else None."""
         value = self.labels.get(node) if isinstance(node, fx.Node) else None
         return list(value) if isinstance(value, list) else None
@@ -343,9 +339,9 @@ class LabelFlow:
     def _pin_all(self, node: Any, reason: str) -> None:
         """Pin what ``node`` carries, one tensor (on any axis) or a sequence of them (a split
         returned as is)."""
-        layout = self._layout(node)
-        for labels in self._sequence_labels(node) or [None if layout is None else layout[0].ravel()]:
-            self.pin(labels, reason)
+        for value in self._sequence_labels(node) or [self.labels.get(node) if isinstance(node, fx.Node) else None]:
+            layout = _layout_of(value)
+            self.pin(None if layout is None else layout[0].ravel(), reason)
 
     # -- modules
     def _call_module(self, node: fx.Node) -> Any:
@@ -715,7 +711,7 @@ class LabelFlow:
         tensors = node.args[0] if node.args else node.kwargs.get("tensors", [])
         if isinstance(tensors, fx.Node):
             nodes: list[Any] = [None] * len(self._cat_parts(node))
-            layouts = [None if p is None else (p, 1) for p in self._cat_parts(node)]
+            layouts = [_layout_of(p) for p in self._cat_parts(node)]
         else:
             nodes, layouts = list(tensors), [self._layout(t) for t in tensors]
         carriers = [lay for n, lay in zip(nodes, layouts) if lay is not None and _model_tensor(n) is None]
@@ -756,20 +752,26 @@ class LabelFlow:
                 raise self._unsupported(node, "it joins tensors whose channels lie on different axes")
         return self._store(np.concatenate(parts), axis)
 
-    def _split(self, node: fx.Node) -> list[Labels | None]:
-        labels = self._tensor_labels(node.args[0])
+    def _split(self, node: fx.Node) -> list[Labels | Moved | None]:
+        """split / chunk: along another axis every piece has all the channels; along the channel
+        axis (1, or the last of a channels-last tensor: MaxViT's q, k, v) each piece its slice of
+        the labels, at sizes that are constants of the code, so those maps are kept."""
+        layout = self._layout(node.args[0])
         shapes = _piece_shapes(node) or []
         dim = self._dim(node, 2, 0)
-        if labels is None:
+        if layout is None:
             return [None] * len(shapes)
-        if dim != 1:
-            return [labels] * len(shapes)
-        # the sizes are constants of the model's code: removing a map would move the boundary
+        labels, axis = layout
+        if not axis <= dim < axis + labels.ndim:
+            return [self._store(labels, axis)] * len(shapes)
+        if labels.ndim != 1:
+            raise self._unsupported(node, "it splits one of several axes holding the channels")
+        # removing a map would move a boundary
         self.pin(labels, f"{node.name} splits channels at fixed sizes: the maps it splits are kept")
         out, start = [], 0
         for s in shapes:
-            out.append(labels[start:start + s[1]])
-            start += s[1]
+            out.append(self._store(labels[start:start + s[dim]], axis))
+            start += s[dim]
         return out
 
     def _getitem(self, node: fx.Node) -> Any:
@@ -943,6 +945,15 @@ class LabelFlow:
         else:
             advice = f"exclude it with ignore=[{node.name!r}] (its maps are then kept)"
         return UnsupportedModelError(f"cannot prune through {what}{reason}: {advice}")
+
+
+def _layout_of(value: Any) -> tuple[np.ndarray, int] | None:
+    """(labels, first axis they cover) of a value of the label flow: a plain array lies on axis 1."""
+    if isinstance(value, np.ndarray):
+        return value, 1
+    if isinstance(value, Moved):
+        return value.labels, value.axis
+    return None
 
 
 def _combined_residue(target: Any, states: list[np.ndarray], channels: int) -> np.ndarray:
