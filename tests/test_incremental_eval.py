@@ -9,7 +9,7 @@ import torch
 import fmprune
 from fmprune.data import Split
 from fmprune.engine.evaluation import IncrementalEvaluator
-from fmprune.engine.general import evaluate_model
+from fmprune.engine.evaluation import evaluate_model
 from graph_models import Concat, Depthwise, ResidualBN, SqueezeExcite, randomize_norms
 
 

@@ -10,7 +10,8 @@ from ..graph import Graph
 from ..graph.chain import trace as trace_chain
 from .base import EngineBase
 from .chain import ChainEngine
-from .general import GraphEngine, evaluate_model
+from .evaluation import evaluate_model
+from .general import GraphEngine
 from .select import Selected, select_minimum
 
 Engine = EngineBase   # ChainEngine or GraphEngine

@@ -23,7 +23,7 @@ from torch import fx, nn
 
 from ..data import Split
 from ..graph import Graph
-from .general import Recorder, logits_of, out_of_place
+from .replay import Recorder, downstream, logits_of, replaying
 
 CHUNK = 250                 # calibration examples per prefix pass
 REPLAY_BUDGET = 1 << 24     # floats of one downstream tensor of a replay (replicas × examples × its size)
@@ -114,18 +114,6 @@ class MaskedReplay(Recorder):
         return getattr(self, node.op)(node.target, (x * keep, *args[1:]), kwargs)
 
 
-def downstream(nodes: Iterable[fx.Node]) -> set[fx.Node]:
-    """Every node that (transitively) uses one of ``nodes``, not counting them."""
-    seen: set[fx.Node] = set()
-    stack = [u for n in nodes for u in n.users]
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            stack.extend(n.users)
-    return seen
-
-
 def consumers(graph: Graph, group: str) -> dict[fx.Node, MapPositions]:
     """The call nodes of the layers that read group ``group``'s maps (convs, linears; not its
     per-channel layers such as BatchNorm), with where each map enters them."""
@@ -171,31 +159,25 @@ def group_loss_change(graph: Graph, split: Split, group: str) -> torch.Tensor:
     batchy |= downstream(batchy)
     per_example = _per_example_floats(down | needed)
     total = torch.zeros(n_maps, dtype=torch.float64)
-    model = graph.model
-    was_training = model.training
-    model.eval()
-    try:
-        with out_of_place(model):
-            for start in range(0, len(split), CHUNK):
-                x, y = split.images[start:start + CHUNK], split.labels[start:start + CHUNK]
-                recorder = Recorder(gm, needed | direct | {c.all_input_nodes[0] for c in direct})
-                base = F.cross_entropy(logits_of(recorder.run(x)), y, reduction="sum").double().cpu()
-                known = {d: (recorder.values[d.all_input_nodes[0]], recorder.values[d]) for d in direct}
-                width = max(1, min(n_maps, REPLAY_BUDGET // max(1, len(y) * per_example)))
-                done = 0
-                while done < n_maps:
-                    chosen = torch.arange(done, min(n_maps, done + width))
-                    try:
-                        losses = _replay(gm, calls, down, needed, batchy, recorder.values, known, y, chosen)
-                    except RuntimeError:
-                        if width == 1:
-                            raise
-                        width = 1   # a model that reads the batch size off a prefix value: one map at a time
-                        continue
-                    total[chosen] += losses - base
-                    done += len(chosen)
-    finally:
-        model.train(was_training)
+    with replaying(graph.model):
+        for start in range(0, len(split), CHUNK):
+            x, y = split.images[start:start + CHUNK], split.labels[start:start + CHUNK]
+            recorder = Recorder(gm, needed | direct | {c.all_input_nodes[0] for c in direct})
+            base = F.cross_entropy(logits_of(recorder.run(x)), y, reduction="sum").double().cpu()
+            known = {d: (recorder.values[d.all_input_nodes[0]], recorder.values[d]) for d in direct}
+            width = max(1, min(n_maps, REPLAY_BUDGET // max(1, len(y) * per_example)))
+            done = 0
+            while done < n_maps:
+                chosen = torch.arange(done, min(n_maps, done + width))
+                try:
+                    losses = _replay(gm, calls, down, needed, batchy, recorder.values, known, y, chosen)
+                except RuntimeError:
+                    if width == 1:
+                        raise
+                    width = 1   # a model that reads the batch size off a prefix value: one map at a time
+                    continue
+                total[chosen] += losses - base
+                done += len(chosen)
     return total / max(1, len(split))
 
 

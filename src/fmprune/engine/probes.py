@@ -27,15 +27,15 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.func import functional_call, grad, vmap
 
 from ..criteria.structural import group_probe, share_among_producers
 from ..data import Split
 from ..errors import FmpruneError
 from ..graph import Graph, Member
 from .base import grad_dot
-from .general import Recorder, logits_of, out_of_place
-from torch.func import functional_call, grad, vmap
 from .masked import group_loss_change
+from .replay import Recorder, logits_of, replaying
 
 CHUNK = 250                 # calibration examples per forward/backward
 FISHER_BUDGET = 1 << 26     # floats of per-example gradients held at once
@@ -125,24 +125,19 @@ class CalibrationProbes:
         if not nodes:
             return {}
         model = self.graph.model
-        was_training = model.training
-        model.eval()
-        try:
-            with out_of_place(model), torch.enable_grad():
-                for start in range(0, len(self.split), CHUNK):
-                    x = self.split.images[start:start + CHUNK]
-                    y = self.split.labels[start:start + CHUNK]
-                    recorder = Recorder(self.gm, set(nodes.values()))
-                    loss = F.cross_entropy(logits_of(recorder.run(x)), y, reduction="sum")
-                    wanted = list(dict.fromkeys(nodes.values()))
-                    grads = dict(zip(wanted, torch.autograd.grad(loss, [recorder.values[n] for n in wanted],
-                                                                 allow_unused=True)))
-                    for name, node in nodes.items():
-                        v, g = recorder.values[node].detach(), grads[node]
-                        g = torch.zeros_like(v) if g is None else g.detach()
-                        parts[name].append(grad_dot(g, v, self.members[name].axis))
-        finally:
-            model.train(was_training)
+        with replaying(model), torch.enable_grad():
+            for start in range(0, len(self.split), CHUNK):
+                x = self.split.images[start:start + CHUNK]
+                y = self.split.labels[start:start + CHUNK]
+                recorder = Recorder(self.gm, set(nodes.values()))
+                loss = F.cross_entropy(logits_of(recorder.run(x)), y, reduction="sum")
+                wanted = list(dict.fromkeys(nodes.values()))
+                grads = dict(zip(wanted, torch.autograd.grad(loss, [recorder.values[n] for n in wanted],
+                                                             allow_unused=True)))
+                for name, node in nodes.items():
+                    v, g = recorder.values[node].detach(), grads[node]
+                    g = torch.zeros_like(v) if g is None else g.detach()
+                    parts[name].append(grad_dot(g, v, self.members[name].axis))
         return {name: torch.cat(p) for name, p in parts.items()}
 
     # -- second order
@@ -166,17 +161,12 @@ class CalibrationProbes:
         per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
         step = max(1, min(CHUNK, FISHER_BUDGET // max(1, sum(v.numel() for v in wanted.values()))))
         diag = {k: torch.zeros_like(v) for k, v in wanted.items()}
-        was_training = model.training
-        model.eval()
-        try:
-            with out_of_place(model):
-                for start in range(0, len(self.split), step):
-                    grads = per_example(wanted, self.split.images[start:start + step],
-                                        self.split.labels[start:start + step])
-                    for k, g in grads.items():
-                        diag[k] += g.square().sum(0)
-        finally:
-            model.train(was_training)
+        with replaying(model):
+            for start in range(0, len(self.split), step):
+                grads = per_example(wanted, self.split.images[start:start + step],
+                                    self.split.labels[start:start + step])
+                for k, g in grads.items():
+                    diag[k] += g.square().sum(0)
         out: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
         for (name, pname) in chosen:
             out[name][pname] = diag[f"{name}.{pname}"] / max(1, len(self.split))
@@ -198,28 +188,23 @@ class CalibrationProbes:
         keys, tensors = list(params), list(params.values())
         diag = [torch.zeros_like(p) for p in tensors]
         model = self.graph.model
-        was_training = model.training
-        model.eval()
         n_total = max(1, len(self.split))
-        try:
-            with out_of_place(model), torch.enable_grad():
-                for start in range(0, len(self.split), CHUNK):
-                    x = self.split.images[start:start + CHUNK]
-                    y = self.split.labels[start:start + CHUNK]
-                    logits = logits_of(Recorder(self.gm, set()).run(x))
-                    loss = F.cross_entropy(logits, y, reduction="sum") / n_total
-                    grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
-                    live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-                    for _ in range(samples):
-                        vs = [(torch.randint(0, 2, tensors[i].shape, generator=generator) * 2 - 1)
-                              .to(tensors[i].dtype).to(tensors[i].device) for i in live]
-                        hvs = torch.autograd.grad([grads[i] for i in live], [tensors[i] for i in live], vs,
-                                                  retain_graph=True, allow_unused=True)
-                        for i, v, hv in zip(live, vs, hvs):
-                            if hv is not None:
-                                diag[i] += (v * hv).detach() / samples
-        finally:
-            model.train(was_training)
+        with replaying(model), torch.enable_grad():
+            for start in range(0, len(self.split), CHUNK):
+                x = self.split.images[start:start + CHUNK]
+                y = self.split.labels[start:start + CHUNK]
+                logits = logits_of(Recorder(self.gm, set()).run(x))
+                loss = F.cross_entropy(logits, y, reduction="sum") / n_total
+                grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
+                live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+                for _ in range(samples):
+                    vs = [(torch.randint(0, 2, tensors[i].shape, generator=generator) * 2 - 1)
+                          .to(tensors[i].dtype).to(tensors[i].device) for i in live]
+                    hvs = torch.autograd.grad([grads[i] for i in live], [tensors[i] for i in live], vs,
+                                              retain_graph=True, allow_unused=True)
+                    for i, v, hv in zip(live, vs, hvs):
+                        if hv is not None:
+                            diag[i] += (v * hv).detach() / samples
         out: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
         for (name, pname), d in zip(keys, diag):
             out[name][pname] = d
