@@ -3,7 +3,7 @@ head only, and the transfer recipe's commands on a tiny generated folder and a t
 
 from __future__ import annotations
 
-import os
+import pickle
 import warnings
 from pathlib import Path
 
@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 
 from fmprune.cli import cli
-from fmprune.data import IMAGENET_MEAN, IMAGENET_STD, load_splits
-from fmprune.data.imagefolder import CORRUPT_ENV, SHAPE_ENV, CorruptImageWarning
+from fmprune.data import IMAGENET_MEAN, IMAGENET_STD, DataRequest, load_splits, sources
+from fmprune.data.imagefolder import CorruptImageWarning
 from fmprune.errors import DataError, FmpruneError
 from fmprune.models.weights import freeze_features, load_pretrained, output_layer
 from fmprune.run.checkpoint import load_checkpoint
@@ -40,13 +40,6 @@ class TinyVGG(nn.Module):
 def tiny_vgg(num_classes=10):
     return TinyVGG(num_classes)
 '''
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    """The CLI hands image settings to workers through the environment: restore it after each test."""
-    monkeypatch.delenv(CORRUPT_ENV, raising=False)
-    monkeypatch.delenv(SHAPE_ENV, raising=False)
 
 
 def _image(path: Path, colour: tuple[int, int, int], size=(40, 30)) -> None:
@@ -96,7 +89,7 @@ def test_missing_val_and_test_are_cut_off_train_with_a_seed(tmp_path):
         load_splits(make_folder(tmp_path / "tiny", per_class=1), image_shape=(3, 8, 8))
 
 
-def test_corrupt_images_are_named_and_skipped_or_fail(tmp_path, monkeypatch):
+def test_corrupt_images_are_named_and_skipped_or_fail(tmp_path):
     root = make_folder(tmp_path / "pets", per_class=12)
     bad = root / "train" / "dog" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -108,9 +101,9 @@ def test_corrupt_images_are_named_and_skipped_or_fail(tmp_path, monkeypatch):
     assert len(splits.train) + len(splits.val) + len(splits.test) == 24
     with pytest.raises(DataError, match=f"{bad}: cannot be read as an image.*--corrupt-images skip"):
         load_splits(root, image_shape=(3, 8, 8), corrupt="fail")
-    monkeypatch.setenv(CORRUPT_ENV, "fail")
+    request = DataRequest.of(root).with_corrupt("fail").at((3, 8, 8))   # what the CLI hands sweep workers
     with pytest.raises(DataError, match="broken.jpg"):
-        load_splits(root, image_shape=(3, 8, 8))
+        pickle.loads(pickle.dumps(request)).load()
 
 
 def test_folder_mistakes_are_one_line(tmp_path):
@@ -181,7 +174,10 @@ def test_transfer_recipe_commands_on_a_tiny_folder(tmp_path, monkeypatch):
     assert "maps left {'features.0': " in pruned.output
     # every command reading the folder for this checkpoint reads it at the checkpoint's input shape
     data = ["--data-dir", str(root)]
-    monkeypatch.setenv(SHAPE_ENV, "")   # restored after the test, whatever the commands set
+    shapes: list = []   # the shape every read of the folder asks for
+    read = sources.load_image_folder
+    monkeypatch.setattr(sources, "load_image_folder", lambda path, shape, *rest: shapes.append(shape) or
+                        read(path, shape, *rest))
     for args in (["oneshot", str(ckpt), "--criterion", "l1_filter", "--ratio", "0.25", "--scope", "features.0",
                   "--calibration", "16", "--run-dir", str(tmp_path / "oneshot")],
                  ["sensitivity", str(ckpt), "--criterion", "l1_filter", "--ratios", "0.5", "--scope", "features.0",
@@ -191,9 +187,9 @@ def test_transfer_recipe_commands_on_a_tiny_folder(tmp_path, monkeypatch):
                  ["sparsify", "--checkpoint", str(ckpt), "--amount", "0.5", "--run-dir", str(tmp_path / "sp")],
                  ["compare", str(tmp_path / "run"), "--base", str(ckpt), "--no-scratch", "--repeats", "1",
                   "--out-dir", str(tmp_path / "cmp")]):
-        os.environ.pop(SHAPE_ENV, None)
+        shapes.clear()
         result = run(cli, args + data)
         assert result.exit_code == 0, f"{args[0]}: {result.output}"
-        assert os.environ.get(SHAPE_ENV) == "3,24,24", args[0]
+        assert shapes and set(shapes) == {(3, 24, 24)}, args[0]
     missing = run(cli, ["train", "--model", factory, "--data-dir", str(root), "--weights", str(tmp_path / "nope.pt")])
     assert missing.exit_code != 0 and "no such file; fmprune downloads nothing" in str(missing.exception)

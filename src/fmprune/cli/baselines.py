@@ -12,6 +12,7 @@ from ..baselines.plan import format_ratios
 from ..baselines.sensitivity import (CSV_FILE, RESULT_FILE, check_ratios, format_table, layer_sensitivity, load_result,
                                      save_csv, save_result)
 from ..criteria import create_criterion
+from ..data import DataRequest
 from ..devices import resolve_device
 from ..errors import FmpruneError
 from ..progress import progress
@@ -42,7 +43,7 @@ from . import options
 @options.DATA_DIR
 def sensitivity_cmd(checkpoint: Path, criterion: str, ratios: str, scope: str, eval_split: str,
                     eval_size: int | None, calibration: int, max_drop: float | None, seed: int,
-                    out_dir: Path | None, quiet: bool, data_dir: Path | None) -> None:
+                    out_dir: Path | None, quiet: bool, data: DataRequest) -> None:
     """Prune each layer of CHECKPOINT alone at every ratio, without retraining, and plot accuracy
     against the fraction pruned (Li et al. 2017's sensitivity analysis)."""
     try:
@@ -52,7 +53,7 @@ def sensitivity_cmd(checkpoint: Path, criterion: str, ratios: str, scope: str, e
     crit = create_criterion(criterion)
     ckpt_path = resolve_model_path(checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    splits = options.load_splits_at(data_dir, ckpt.input_shape)
+    splits = data.at(ckpt.input_shape).load()
     if tuple(splits.input_shape) != tuple(ckpt.input_shape):
         raise FmpruneError(f"data images have shape {tuple(splits.input_shape)}, the checkpoint's model expects "
                            f"{tuple(ckpt.input_shape)}: pass the --data-dir it was trained on")
@@ -127,7 +128,7 @@ def oneshot_cmd(checkpoint: Path, criterion: str, ratio: float | None, ratios: s
                 target_params: float | None, global_ranking: bool, scope: str, calibration: int,
                 samples_per_image: int, rescale: bool, retrain: int, retrain_lr: float, retrain_batch: int,
                 eval_split: str, eval_size: int | None, seed: int, ignore: str, run_dir: Path | None, quiet: bool,
-                device: str, data_dir: Path | None) -> None:
+                device: str, data: DataRequest) -> None:
     """Prune CHECKPOINT once — every layer at its ratio, or a global ranking — then retrain
     (Li et al. 2017's protocol; ThiNet and network slimming too). Writes model.pt, summary.json
     and score.json."""
@@ -147,7 +148,7 @@ def oneshot_cmd(checkpoint: Path, criterion: str, ratio: float | None, ratios: s
     resolve_device(device)
     ckpt_path = resolve_model_path(checkpoint)
     # a bad checkpoint fails before the data is read
-    splits = options.load_splits_at(data_dir, load_checkpoint(ckpt_path).input_shape)
+    splits = data.at(load_checkpoint(ckpt_path).input_shape).load()
     run_dir = run_dir or Path("runs") / f"oneshot-{criterion}"
     bar = progress(total=retrain, desc="retrain", unit="it", disable=quiet or not retrain)
     with bar:

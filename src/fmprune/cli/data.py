@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from ..data import fetch_mnist, get_fashion_mnist
+from ..data import DataRequest, fetch_mnist, get_fashion_mnist
 from ..models import check_output
 from ..models.request import ModelRequest
 from ..models.spec import build_model
-from .options import DATA_DIR, MODEL_OPTIONS, load_splits_at
+from .options import DATA_DIR, MODEL_OPTIONS
 
 
 @click.group("data")
@@ -49,10 +47,10 @@ def data_get(name: str) -> None:
 @data_group.command("info")
 @DATA_DIR
 @MODEL_OPTIONS
-def data_info(data_dir: Path | None, model: ModelRequest) -> None:
+def data_info(data: DataRequest, model: ModelRequest) -> None:
     """Print split sizes, image shape, classes and the data fingerprint; with --model, whether
     that model takes these images."""
-    splits = load_splits_at(data_dir, model.input_shape)
+    splits = data.at(model.input_shape).load()
     click.echo(f"dataset     {splits.name or 'unnamed'}")
     click.echo(f"source      {splits.source}")
     for name in ("train", "val", "test"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import torch
 
+from ..data import DataRequest
 from ..efficiency import format_score, save_checkpoint_score, score_checkpoint, score_model
 from ..errors import FmpruneError
 from ..models import create_model, default_input_shape, parse_input_shape
@@ -36,7 +37,7 @@ from .bars import train_bar
                    "installed (e.g. all,compile); with several, a table per runtime and batch size follows.")
 @options.DATA_DIR
 def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | None, repeats: int,
-                runtimes: str, data_dir: Path | None) -> None:
+                runtimes: str, data: DataRequest) -> None:
     """Final table on the test split: base vs PRUNED (a checkpoint or run directory) vs from scratch."""
     chosen = list(dict.fromkeys(name for r in runtimes.split(",") if r.strip()
                                 for name in (suggested_runtimes() if r.strip() == "all" else [r.strip()])))
@@ -45,7 +46,7 @@ def compare_cmd(pruned: Path, base: Path | None, scratch: bool, out_dir: Path | 
     check_runtimes(chosen)   # before any data or training
     pruned_path = resolve_model_path(pruned)
     pruned_ckpt = load_checkpoint(pruned_path)
-    splits = options.load_splits_at(data_dir, pruned_ckpt.input_shape)
+    splits = data.at(pruned_ckpt.input_shape).load()
     base_path = base or Path(pruned_ckpt.origin.get("base_checkpoint") or default_checkpoint_path(splits, 0))
     base_ckpt, pruned_ckpt = load_for_comparison(base_path, pruned_path, splits)
     out_dir = out_dir or pruned_path.parent
@@ -167,7 +168,7 @@ def score_cmd(path: Path | None, arch: str | None, input_shape: str | None, num_
 def quantize_cmd(checkpoint: Path, mode: str, bits: int, weight_bits: int | None, activation_bits: int | None,
                  fake: bool, calibration: int, retrain: int, retrain_lr: float, retrain_batch: int,
                  eval_split: str, onnx: bool, repeats: int, seed: int, run_dir: Path | None,
-                 data_dir: Path | None) -> None:
+                 data: DataRequest) -> None:
     """Quantise CHECKPOINT (or a run directory's model.pt); report accuracy, size on disk and
     latency against float, and the efficiency score. The int8 model is TorchScript
     (torch.jit.load, no fmprune needed) and QDQ ONNX."""
@@ -178,7 +179,7 @@ def quantize_cmd(checkpoint: Path, mode: str, bits: int, weight_bits: int | None
     config.check()
     ckpt_path = resolve_model_path(checkpoint)
     # a bad checkpoint fails before the data is read
-    splits = options.load_splits_at(data_dir, load_checkpoint(ckpt_path).input_shape)
+    splits = data.at(load_checkpoint(ckpt_path).input_shape).load()
     run_dir = run_dir or Path("runs") / f"quantize-{config.kind.replace(' ', '-')}-{mode}"
     if mode == "qat":
         bar, on_step = train_bar("qat")

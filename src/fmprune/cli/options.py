@@ -5,15 +5,13 @@ factories for the ones whose meaning is shared but whose help says what they do 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 from click.core import ParameterSource
 
-from ..data import Splits, load_splits
-from ..data.imagefolder import CORRUPT_ENV, CORRUPT_POLICIES, SHAPE_ENV as IMAGE_SHAPE_ENV
+from ..data import CORRUPT_POLICIES, DataRequest
 from ..models.request import ModelRequest
 
 Decorator = Callable[[Callable], Callable]
@@ -49,27 +47,13 @@ _CORRUPT_OPTION = click.option(
 
 
 def DATA_DIR(command: Callable) -> Callable:  # noqa: N802 - used like the option constants
-    """``--data-dir`` and ``--corrupt-images``; the latter is handed to the image-folder reader
-    through the environment, so sweep workers read the folder the same way."""
+    """``--data-dir`` and ``--corrupt-images``, handed to the command as one ``data: DataRequest``
+    (``data.at(model_input_shape).load()`` reads it; sweeps hand the same request to their workers)."""
     @functools.wraps(command)
-    def wrapper(*args, corrupt_images: str | None, **kwargs):
-        if corrupt_images is not None:
-            os.environ[CORRUPT_ENV] = corrupt_images
-        return command(*args, **kwargs)
+    def wrapper(*args, data_dir: Path | None, corrupt_images: str | None, **kwargs):
+        return command(*args, data=DataRequest.of(data_dir).with_corrupt(corrupt_images), **kwargs)
 
     return _DATA_DIR_OPTION(_CORRUPT_OPTION(wrapper))
-
-
-def read_images_at(shape: tuple[int, ...] | None) -> None:
-    """Image folders are read at the model's input shape (C,H,W), here and in workers."""
-    if shape:
-        os.environ[IMAGE_SHAPE_ENV] = ",".join(str(int(d)) for d in shape)
-
-
-def load_splits_at(data_dir: Path | None, shape: tuple[int, ...] | None) -> Splits:
-    """The data of ``--data-dir``, an image folder read at the model's input shape ``shape``."""
-    read_images_at(shape)
-    return load_splits(data_dir)
 
 
 DEVICE = click.option("--device", default="cpu", show_default=True,

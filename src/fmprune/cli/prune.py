@@ -8,6 +8,7 @@ import click
 import torch
 
 from ..criteria import COSTS, NORMALIZATIONS, REDUCTIONS
+from ..data import DataRequest
 from ..devices import resolve_device
 from ..models.request import ModelRequest
 from ..run.base_model import resolve_checkpoint
@@ -101,7 +102,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               target_latency: float | None, latency_lambda: float, latency_runtime: str, latency_batch: int,
               latency_clock: str, round_to: int, ignore: str,
               run_dir: Path | None, tensorboard_dir: Path | None, quiet: bool, distributed: bool,
-              model: ModelRequest, device: str, data_dir: Path | None) -> None:
+              model: ModelRequest, device: str, data: DataRequest) -> None:
     """Prune a trained model map by map; writes run.log, steps.csv, config.json, model.pt.
 
     Run again with the same options and run directory to resume an interrupted run."""
@@ -123,8 +124,8 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         rank, _, device = start_distributed(device)
         quiet = quiet or rank > 0
         tensorboard_dir = tensorboard_dir if rank == 0 else None
-    splits = options.load_splits_at(data_dir, load_checkpoint(checkpoint).input_shape if checkpoint is not None
-                            else model.input_shape)
+    shape = load_checkpoint(checkpoint).input_shape if checkpoint is not None else model.input_shape
+    splits = data.at(shape).load()
     ckpt_path = resolve_checkpoint(checkpoint, splits, model) if rank == 0 else None
     if distributed:   # rank 0 trains a missing base model; the others then find it cached
         torch.distributed.barrier()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..data import DataRequest
 from ..devices import resolve_device
 from ..errors import FmpruneError
 from ..models.request import ModelRequest
@@ -46,7 +47,7 @@ from . import options
 def sparsify_cmd(checkpoint: Path | None, method: str, scope: str, amount: float, layers: str | None,
                  retrain: int, rounds: int, optimizer: str, retrain_lr: float, retrain_batch: int,
                  eval_split: str, eval_size: int | None, seed: int, run_dir: Path | None,
-                 model: ModelRequest, device: str, data_dir: Path | None) -> None:
+                 model: ModelRequest, device: str, data: DataRequest) -> None:
     """Weight or unit pruning (Han et al. 2015): zero the smallest weights, or remove the weakest
     units; writes model.pt (a plain model), config.json, summary.json and run.log."""
     config = SparsifyConfig(method=method, scope=scope, amount=amount, layers=layers, retrain=retrain,
@@ -56,7 +57,7 @@ def sparsify_cmd(checkpoint: Path | None, method: str, scope: str, amount: float
     given = load_checkpoint(checkpoint) if checkpoint is not None else None
     if given is not None and model.explicit and given.arch != model.name:
         raise FmpruneError(f"{checkpoint} holds a {given.arch} model, not --model {model.name}")
-    splits = options.load_splits_at(data_dir, given.input_shape if given is not None else model.input_shape)
+    splits = data.at(given.input_shape if given is not None else model.input_shape).load()
     if checkpoint is None and model.name != "lenet":
         checkpoint = cached_checkpoint(model.name, splits, model)
     ckpt_path = resolve_checkpoint(checkpoint, splits)

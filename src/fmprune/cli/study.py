@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..data import DataRequest
 from ..devices import resolve_device
 from ..errors import FmpruneError
 from ..progress import progress, write_line
@@ -40,7 +41,7 @@ from . import options
 @options.DATA_DIR
 def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: bool,
               checkpoint: Path | None, ray_address: str | None, tensorboard_dir: Path | None,
-              device: str, data_dir: Path | None) -> None:
+              device: str, data: DataRequest) -> None:
     """Run every combination of an experiment file; rerun to resume (finished runs are skipped)."""
     resolve_device(device)
     experiment = load_experiment(experiment_file, quick)
@@ -52,7 +53,8 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
     if ray_address is not None:   # before the data load: a missing Ray or a bad device fails at once
         require_ray()
         check_device(device, experiment.resources)
-    splits = options.load_splits_at(data_dir, file_checkpoint_shape(experiment_file, experiment.checkpoint, checkpoint))
+    request = data.at(file_checkpoint_shape(experiment_file, experiment.checkpoint, checkpoint))
+    splits = request.load()
     ckpt_path = file_checkpoint(experiment_file, experiment.checkpoint, checkpoint, splits, experiment.train, quick)
     runs = len(experiment.runs) + bool(experiment.then and experiment.then_base)   # steps on the base model
     click.echo(f"{experiment.title}: {runs} runs -> {out_dir / experiment.name}")
@@ -63,10 +65,10 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
             bar.update(1)
             write_line(f"{o.status:<8}{o.label}: {o.message}" + (f" ({o.seconds:.0f} s)" if o.seconds else ""))
         if ray_address is not None:
-            outcomes = run_sweep_ray(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
+            outcomes = run_sweep_ray(experiment, str(ckpt_path), out_dir, request,
                                      ray_address, workers, quick, on_outcome, device, tensorboard_dir)
         else:
-            outcomes = run_sweep(experiment, str(ckpt_path), out_dir, str(data_dir) if data_dir else None,
+            outcomes = run_sweep(experiment, str(ckpt_path), out_dir, request,
                                  workers, quick, on_outcome, device, tensorboard_dir)
     failed = [o for o in outcomes if o.status == "failed"]
     click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished; report: "
@@ -101,7 +103,7 @@ def report_cmd(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
 @options.DEVICE
 @options.DATA_DIR
 def tune_cmd(tune_file: Path, out_dir: Path, storage: str | None, trials: int | None, workers: int,
-             ray_address: str | None, checkpoint: Path | None, device: str, data_dir: Path | None) -> None:
+             ray_address: str | None, checkpoint: Path | None, device: str, data: DataRequest) -> None:
     """Search a pruning recipe with Optuna: the file names the parameters, ranges and objective."""
     require_optuna()
     resolve_device(device)
@@ -109,13 +111,14 @@ def tune_cmd(tune_file: Path, out_dir: Path, storage: str | None, trials: int | 
     if ray_address is not None:
         require_ray()
         check_device(device, spec.resources)
-    splits = options.load_splits_at(data_dir, file_checkpoint_shape(tune_file, spec.checkpoint, checkpoint))
+    request = data.at(file_checkpoint_shape(tune_file, spec.checkpoint, checkpoint))
+    splits = request.load()
     ckpt_path = file_checkpoint(tune_file, spec.checkpoint, checkpoint, splits)
     directory = out_dir / spec.name
     storage = storage or default_storage(out_dir, spec)
     click.echo(f"{spec.title}: {trials or spec.trials} trials, {objective_text(spec)} -> {directory} "
                f"(study: {storage})")
-    ctx = TrialContext(spec, str(ckpt_path), str(directory), str(data_dir) if data_dir else None, device)
+    ctx = TrialContext(spec, str(ckpt_path), str(directory), request, device)
     study = run_tune(ctx, storage, trials, workers, ray_address, lambda t: click.echo(trial_text(t, spec)))
     report = write_study_report(study, spec, directory)
     click.echo(best_trial_text(study, spec))
@@ -138,14 +141,14 @@ def tune_cmd(tune_file: Path, out_dir: Path, storage: str | None, trials: int | 
 @options.out_dir("Where the CSV, markdown and figure go (default: rank-quality/<checkpoint name>).")
 @options.DATA_DIR
 def rank_quality_cmd(checkpoint: Path, layers: str, criteria: str | None, batches: int, batch_size: int,
-                     seed: int, out_dir: Path | None, data_dir: Path | None) -> None:
+                     seed: int, out_dir: Path | None, data: DataRequest) -> None:
     """Spearman rank correlation of each criterion's ranking with the oracle's (the true loss
     change of removing each map alone), per layer and over the whole network (Molchanov et al.
     2017, Table 2); writes spearman.csv, spearman-summary.csv, spearman.md and a figure."""
     entries = [c.strip() for c in criteria.split(",") if c.strip()] if criteria is not None else None
     for entry in entries or ():
         rank_quality.parse_entry(entry)   # a wrong name fails before any work
-    splits = options.load_splits_at(data_dir, load_checkpoint(checkpoint).input_shape)
+    splits = data.at(load_checkpoint(checkpoint).input_shape).load()
     ckpt = load_checkpoint_for(checkpoint, splits)
     _, graph = ckpt.build_traced()
     scope = graph.scope(layers)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..data import DataRequest
 from ..devices import resolve_device
 from ..errors import FmpruneError
 from ..models.request import ModelRequest
@@ -68,7 +69,7 @@ def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | No
               batch_size: int | None, lr: float | None, weight_decay: float | None, augment: str | None,
               input_norm: bool | None, amp: bool | None, channels_last: bool | None, bn_l1: float | None,
               weights: Path | None, freeze_features: bool, quiet: bool,
-              tensorboard_dir: Path | None, device: str, data_dir: Path | None) -> None:
+              tensorboard_dir: Path | None, device: str, data: DataRequest) -> None:
     """Train a model on the training split; report validation and test accuracy.
 
     lenet trains with the thesis' recipe (Adam, one-cycle learning rate, 4 epochs). Every other
@@ -80,7 +81,7 @@ def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | No
         require_tensorboard()   # before the data and the training, not after
     if weights is not None:
         require_file(weights, model.name)   # before the data and the training
-    splits = options.load_splits_at(data_dir, model.input_shape)
+    splits = data.at(model.input_shape).load()
     spec = model.spec(splits.input_shape, splits.n_classes)
     recipe = default_recipe(spec.name, seed=seed, epochs=epochs, max_iters=max_iters, batch_size=batch_size,
                             lr=lr, weight_decay=weight_decay, augment=parse_augment(augment),

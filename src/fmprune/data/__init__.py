@@ -13,13 +13,13 @@ from .files import fmprune_home, sha256_file
 from .imagefolder import CORRUPT_POLICIES, IMAGENET_MEAN, IMAGENET_STD, is_image_folder, load_image_folder
 from .mnist import (IDX_FILES, MNIST_PKL_NAME, MNIST_PKL_SHA256, MNIST_WHEEL, MNIST_WHEEL_MEMBER, fetch_mnist,
                     load_cached_mnist, load_idx_dir, load_mnist_pkl, read_idx)
-from .sources import DATA_NAMES, FASHION_MNIST3X32, MNIST3X32, load_path, load_splits, parse_data_dir
+from .sources import DATA_NAMES, FASHION_MNIST3X32, MNIST3X32, DataRequest, load_path, load_splits, parse_data_dir
 from .splits import (CALIBRATION_STREAM, DEFAULT_VAL_SIZE, QUANTIZATION_STREAM, RANK_QUALITY_STREAM, Split, Splits,
                      calibration_subset, default_val_size, make_splits)
 
 __all__ = [
     "ADAPTERS", "AUGMENTATIONS", "CALIBRATION_STREAM", "QUANTIZATION_STREAM", "RANK_QUALITY_STREAM", "calibration_subset", "CORRUPT_POLICIES", "IMAGENET_MEAN", "IMAGENET_STD", "is_image_folder",
-    "load_image_folder", "Augmentation", "CifarLayout", "CifarSource", "DATA_NAMES", "DEFAULT_VAL_SIZE",
+    "load_image_folder", "Augmentation", "CifarLayout", "CifarSource", "DATA_NAMES", "DataRequest", "DEFAULT_VAL_SIZE",
     "FASHION_DEB", "FASHION_MNIST", "FASHION_MNIST3X32", "FASHION_SHA256", "fashion_mnist_dir", "get_fashion_mnist",
     "IDX_FILES", "LAYOUTS", "MNIST3X32", "MNIST_PKL_NAME", "MNIST_PKL_SHA256", "MNIST_WHEEL", "MNIST_WHEEL_MEMBER",
     "Split", "Splits", "adapt", "cifar_val_size", "default_val_size", "fetch_mnist", "find_cifar", "fmprune_home",

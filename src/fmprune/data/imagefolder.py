@@ -9,14 +9,12 @@ pretrained torchvision weights expect: these images are therefore not in [0, 1] 
 datasets'. Classes are numbered in sorted order of their folder names.
 
 An image that cannot be decoded is reported by file name and skipped (the default), or stops the
-load, as ``corrupt`` says. Both settings can come from the environment instead
-(``FMPRUNE_CORRUPT_IMAGES``, ``FMPRUNE_IMAGE_SHAPE`` = ``C,H,W``): that is how the command line
-hands ``--corrupt-images`` and the model's input shape to sweep workers.
+load, as ``corrupt`` says. The command line hands both settings, and the model's input shape, to
+sweep workers as arguments (:class:`fmprune.data.DataRequest`).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -32,8 +30,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SHAPE = (3, 224, 224)
 RESIZE_RATIO = 256 / 224
 CORRUPT_POLICIES = ("skip", "fail")
-CORRUPT_ENV = "FMPRUNE_CORRUPT_IMAGES"
-SHAPE_ENV = "FMPRUNE_IMAGE_SHAPE"
 SPLIT_SEED = 4242
 
 
@@ -82,22 +78,14 @@ def decode(file: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _policy(corrupt: str | None) -> str:
-    policy = corrupt or os.environ.get(CORRUPT_ENV) or "skip"
+    policy = corrupt or "skip"
     if policy not in CORRUPT_POLICIES:
         raise DataError(f"corrupt-image policy {policy!r}: expected one of {', '.join(CORRUPT_POLICIES)}")
     return policy
 
 
 def _shape(image_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
-    if image_shape:
-        return tuple(int(d) for d in image_shape)
-    text = os.environ.get(SHAPE_ENV)
-    if not text:
-        return DEFAULT_SHAPE
-    try:
-        return tuple(int(d) for d in text.split(","))
-    except ValueError:
-        raise DataError(f"{SHAPE_ENV}={text!r}: expected C,H,W") from None
+    return tuple(int(d) for d in image_shape) if image_shape else DEFAULT_SHAPE
 
 
 def _read_split(directory: Path, classes: list[str], shape: tuple[int, int, int], policy: str) -> Split:

@@ -14,8 +14,9 @@ An existing path always wins over a name, so a folder called ``mnist`` is read a
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..errors import DataError
 from .adapters import adapt
@@ -92,3 +93,30 @@ def load_splits(data_dir: Path | str | None = None, val_size: int | None = None,
     splits = (_CACHED[source](val_size) if isinstance(source, str)
               else load_path(source, val_size, image_shape, corrupt))
     return adapt(splits, adapter) if adapter else splits
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """The data a command asks for, whole and picklable: ``--data-dir`` (``path``), the model's
+    input shape an image folder is read at, and ``--corrupt-images``. Sweep workers, Ray tasks
+    and tuning trials receive it as an argument and load exactly what the command loaded."""
+
+    path: str | None = None
+    image_shape: tuple[int, ...] | None = None
+    corrupt: str | None = None
+
+    @classmethod
+    def of(cls, data: "DataRequest | Path | str | None") -> "DataRequest":
+        """``data`` as a request: a bare ``--data-dir`` value is read with the defaults."""
+        return data if isinstance(data, DataRequest) else cls(None if data is None else str(data))
+
+    def with_corrupt(self, corrupt: str | None) -> "DataRequest":
+        """The same data with this corrupt-image policy (None keeps the request's)."""
+        return replace(self, corrupt=corrupt) if corrupt else self
+
+    def at(self, shape: Sequence[int] | None) -> "DataRequest":
+        """The same data, an image folder read at ``shape`` (C,H,W; None keeps the request's)."""
+        return replace(self, image_shape=tuple(int(d) for d in shape)) if shape else self
+
+    def load(self, val_size: int | None = None) -> Splits:
+        return load_splits(self.path, val_size, self.image_shape, self.corrupt)

@@ -17,9 +17,11 @@ import math
 import os
 import socket
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..data import DataRequest
 from ..errors import FmpruneError
 from ..run.lock import locked
 from .experiments import Experiment
@@ -81,11 +83,12 @@ def shared_path(value: str | Path) -> str:
     return str(Path(value).expanduser().resolve())
 
 
-def shared_data_dir(data_dir: str | None) -> str | None:
-    """Data directories that are paths become absolute; names such as ``mnist3x32`` stay."""
-    if data_dir is None or not Path(data_dir).expanduser().exists():
-        return data_dir
-    return shared_path(data_dir)
+def shared_data(data: DataRequest | str | None) -> DataRequest:
+    """``data`` with a data directory that is a path made absolute; names such as ``mnist3x32`` stay."""
+    data = DataRequest.of(data)
+    if data.path is None or not Path(data.path).expanduser().exists():
+        return data
+    return replace(data, path=shared_path(data.path))
 
 
 def check_fits(ray: Any, resources: Resources) -> None:
@@ -97,27 +100,27 @@ def check_fits(ray: Any, resources: Resources) -> None:
                                f"{total.get(key, 0):g}: lower it or add nodes")
 
 
-def run_on_node(task: RunTask, data_dir: str | None, threads: int) -> RunOutcome:
+def run_on_node(task: RunTask, data: DataRequest, threads: int) -> RunOutcome:
     """The Ray task: refuse a node that cannot see the shared files, else run as locally."""
     if not Path(task.checkpoint).is_file():
         return RunOutcome(task.label, Path(task.run_dir), "failed",
                           f"checkpoint {task.checkpoint} not found on Ray node {socket.gethostname()}: the "
                           "checkpoint, data and output directory must be on storage every node shares")
-    return run_task(task, data_dir, threads)
+    return run_task(task, data, threads)
 
 
-def run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None = None,
+def run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data: DataRequest | str | None = None,
                   address: str | None = None, workers: int | None = None, quick: bool = False,
                   on_outcome: Callable[[RunOutcome], None] | None = None,
                   device: str = "cpu", tensorboard: Path | None = None) -> list[RunOutcome]:
     """:func:`~fmprune.study.sweep.run_sweep` with every run a Ray task. ``workers`` caps the runs
     in flight (default: as many as the cluster's resources allow; a local Ray gets that many CPUs)."""
     with locked(Path(shared_path(out_dir)) / experiment.name):
-        return _run_sweep_ray(experiment, checkpoint, out_dir, data_dir, address, workers, quick, on_outcome,
+        return _run_sweep_ray(experiment, checkpoint, out_dir, data, address, workers, quick, on_outcome,
                               device, tensorboard)
 
 
-def _run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None,
+def _run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data: DataRequest | str | None,
                    address: str | None, workers: int | None, quick: bool,
                    on_outcome: Callable[[RunOutcome], None] | None, device: str,
                    tensorboard: Path | None) -> list[RunOutcome]:
@@ -129,7 +132,7 @@ def _run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data_
                                    Path(shared_path(tensorboard)) if tensorboard is not None else None)
     if not pending:
         return outcomes
-    data_dir = shared_data_dir(data_dir)
+    data = shared_data(data)
     local_cpus = max(workers or os.cpu_count() or 1, math.ceil(resources.cpus))
     with ray_session(address, local_cpus) as ray:
         check_fits(ray, resources)
@@ -140,7 +143,7 @@ def _run_sweep_ray(experiment: Experiment, checkpoint: str, out_dir: Path, data_
         while waiting or in_flight:
             while waiting and len(in_flight) < limit:
                 task = waiting.pop(0)
-                in_flight[remote.remote(task, data_dir, resources.threads)] = task
+                in_flight[remote.remote(task, data, resources.threads)] = task
             [ready], _ = ray.wait(list(in_flight), num_returns=1)
             task = in_flight.pop(ready)
             try:

@@ -19,6 +19,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from ..data import DataRequest
 from ..errors import FmpruneError
 from ..study.experiments import Experiment
 from ..run.loop import PruneConfig, run_pruning
@@ -54,22 +55,22 @@ class RunTask(NamedTuple):
 
 
 _worker_splits = None
-_worker_data_dir: str | None = None
+_worker_data: DataRequest | None = None
 
 
-def _init_worker(data_dir: str | None, threads: int) -> None:
-    """Each worker loads the data once and uses ``threads`` torch threads."""
-    global _worker_splits, _worker_data_dir
+def _init_worker(data: DataRequest | str | None, threads: int) -> None:
+    """Each worker loads the data once (as the command did: same folder, image shape, corrupt-image
+    policy) and uses ``threads`` torch threads."""
+    global _worker_splits, _worker_data
     torch.set_num_threads(threads)
-    from ..data import load_splits
-    _worker_splits = load_splits(data_dir)
-    _worker_data_dir = data_dir
+    _worker_data = DataRequest.of(data)
+    _worker_splits = _worker_data.load()
 
 
-def _init_pool_worker(parent: int, data_dir: str | None, threads: int) -> None:
+def _init_pool_worker(parent: int, data: DataRequest | str | None, threads: int) -> None:
     """A local pool worker: dies with the sweep (:mod:`.orphans`), then loads the data."""
     die_with_parent(parent)
-    _init_worker(data_dir, threads)
+    _init_worker(data, threads)
 
 
 def _prune_run(checkpoint: str, splits, config: dict, run_dir: str, device: str,
@@ -111,11 +112,11 @@ def _run_one(label: str, checkpoint: str, config: dict, run_dir: str, device: st
     return RunOutcome(label, Path(run_dir), "done", message, time.perf_counter() - start)
 
 
-def run_task(task: RunTask, data_dir: str | None, threads: int = 1) -> RunOutcome:
-    """Run one task in this process; the data are loaded once per process and data directory
+def run_task(task: RunTask, data: DataRequest | str | None, threads: int = 1) -> RunOutcome:
+    """Run one task in this process; the data are loaded once per process and data request
     (a Ray worker process runs many tasks)."""
-    if _worker_splits is None or _worker_data_dir != data_dir:
-        _init_worker(data_dir, threads)
+    if _worker_splits is None or _worker_data != DataRequest.of(data):
+        _init_worker(data, threads)
     torch.set_num_threads(threads)
     return _run_one(*task)
 
@@ -165,18 +166,19 @@ def plan_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, quick: bo
     return outcomes, pending
 
 
-def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None = None,
+def run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data: DataRequest | str | None = None,
               workers: int | None = None, quick: bool = False,
               on_outcome: Callable[[RunOutcome], None] | None = None,
               device: str = "cpu", tensorboard: Path | None = None) -> list[RunOutcome]:
-    """Run (or resume) every run of ``experiment`` on ``device``; returns one outcome per run.
+    """Run (or resume) every run of ``experiment`` on ``device`` with ``data`` (a request, or a
+    ``--data-dir`` value read with the defaults); returns one outcome per run.
     On a GPU the workers share it: its runs are small, so several keep it busier than one. The
     experiment's directory is held (:mod:`fmprune.run.lock`) until the last worker is done."""
     with locked(out_dir / experiment.name):
-        return _run_sweep(experiment, checkpoint, out_dir, data_dir, workers, quick, on_outcome, device, tensorboard)
+        return _run_sweep(experiment, checkpoint, out_dir, data, workers, quick, on_outcome, device, tensorboard)
 
 
-def _run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir: str | None,
+def _run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data: DataRequest | str | None,
                workers: int | None, quick: bool, on_outcome: Callable[[RunOutcome], None] | None,
                device: str, tensorboard: Path | None) -> list[RunOutcome]:
     outcomes, pending = plan_sweep(experiment, checkpoint, out_dir, quick, on_outcome, device, tensorboard)
@@ -185,7 +187,7 @@ def _run_sweep(experiment: Experiment, checkpoint: str, out_dir: Path, data_dir:
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending)))
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
-                                initargs=(os.getpid(), data_dir, 1)) as pool:
+                                initargs=(os.getpid(), DataRequest.of(data), 1)) as pool:
         futures = [pool.submit(_run_one, *args) for args in pending]
         for future in cf.as_completed(futures):
             try:

@@ -26,11 +26,13 @@ from typing import Any, Callable
 
 import torch
 
+from ..data import DataRequest
 from ..errors import FmpruneError
 from ..run.loop import StepRecord, run_pruning
 from ..run.lock import locked
 from ..run.rundir import read_json, write_json_atomic
 from .orphans import die_with_parent
+from .ray_runner import ray_session, shared_data, shared_path
 from .report import TunedTrial, read_curve, write_tune_report
 from .tune_spec import Param, TuneSpec
 
@@ -153,18 +155,18 @@ class TrialContext:
     spec: TuneSpec
     checkpoint: str
     out_dir: str          # <out>/<study name>
-    data_dir: str | None
+    data: DataRequest | str | None   # a --data-dir value is read with the defaults
     device: str = "cpu"
 
 
-_splits_cache: dict[str | None, Any] = {}
+_splits_cache: dict[DataRequest, Any] = {}
 
 
-def _splits(data_dir: str | None) -> Any:
-    if data_dir not in _splits_cache:
-        from ..data import load_splits
-        _splits_cache[data_dir] = load_splits(data_dir)
-    return _splits_cache[data_dir]
+def _splits(data: DataRequest | str | None) -> Any:
+    request = DataRequest.of(data)
+    if request not in _splits_cache:
+        _splits_cache[request] = request.load()
+    return _splits_cache[request]
 
 
 def run_trial(trial: Any, ctx: TrialContext) -> float:
@@ -187,7 +189,7 @@ def run_trial(trial: Any, ctx: TrialContext) -> float:
         if (run_dir / "summary.json").is_file():   # finished before the search was killed
             final_accuracy = read_json(run_dir / "summary.json")["final_accuracy"]
         else:
-            summary = run_pruning(ctx.checkpoint, _splits(ctx.data_dir), config, run_dir, on_step=reporter,
+            summary = run_pruning(ctx.checkpoint, _splits(ctx.data), config, run_dir, on_step=reporter,
                                   device=ctx.device)
             final_accuracy = summary.final_accuracy
     except optuna.TrialPruned:
@@ -296,11 +298,10 @@ def run_tune(ctx: TrialContext, storage: str, trials: int | None = None, workers
     """Create or resume the study and run its trials: in this process (one worker), in
     ``workers`` local processes, or as ``workers`` Ray tasks (``ray_address``; each takes the
     file's ``[resources]``). Returns the study."""
-    from .ray_runner import shared_data_dir, shared_path
     spec = ctx.spec
     storage = absolute_storage(storage)
     ctx = replace(ctx, checkpoint=shared_path(ctx.checkpoint), out_dir=shared_path(ctx.out_dir),
-                  data_dir=shared_data_dir(ctx.data_dir))
+                  data=shared_data(ctx.data))
     trials = trials or spec.trials
     with locked(Path(ctx.out_dir)):   # one search per output directory at a time
         return _run_tune(ctx, storage, trials, workers, ray_address, on_trial)
@@ -320,7 +321,6 @@ def _run_tune(ctx: TrialContext, storage: str, trials: int, workers: int, ray_ad
                                                     "accuracy": spec.objective.accuracy}})
     offset = len(study.trials)
     if ray_address is not None:
-        from .ray_runner import ray_session
         with ray_session(ray_address, workers) as ray:
             remote = ray.remote(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus)(_optimize_in_worker)
             ray.get([remote.remote(ctx, storage, trials, offset + i, spec.resources.threads) for i in range(workers)])
