@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from ..errors import FmpruneError
 from ..validate import check_numbers
 from ..run.config import config_from_dict
-from .layers import parse_layer_list
+from .weight_layers import parse_layer_list
 from .select import SCOPES, WEIGHT_METHODS, check_amount
 
 UNIT_METHOD = "unit"

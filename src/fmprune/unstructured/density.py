@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import weight_layers
+from .weight_layers import weight_layers
 from .masks import effective
 
 

@@ -25,7 +25,7 @@ from ..seeding import independent_generator
 from ..training import BatchStream, evaluate, fine_tune
 from .config import UNIT_METHOD, SparsifyConfig
 from .density import LayerDensity, total_density, weight_density
-from .layers import choose_layers, parse_layer_list, weight_layers
+from .weight_layers import choose_layers, parse_layer_list, weight_layers
 from .masks import MaskHold, finalize
 from .modelio import build_traced, save_model
 from .schedule import prune_weights, round_amounts
