@@ -11,14 +11,16 @@ A layer is timed alone: a copy of the module cut to the grid's widths by its own
 a random input of the shape it sees in the model. Between grid points, the time is interpolated
 bilinearly (linearly along an axis the graph cannot change, and along the one axis of a layer
 whose input and output move together: BatchNorm, a depthwise conv). A model's predicted latency
-is the sum of its layers at their current widths plus the *rest*: the measured base model minus
-the sum of its layers at full width (activations, pooling, residual adds, the runtime's per-op
-dispatch, the cost of the layers the graph cannot change). The rest is held at its base value,
-which ignores that memory-bound ops shrink with the maps, and fusion (onnxruntime, compile) that
-joins a layer to its neighbours; the sum also ignores caches shared between consecutive layers.
+is the sum of its layers at their current widths plus the *rest*: what the layers do not account
+for (activations, pooling, residual adds, the runtime's per-op dispatch, layers the graph cannot
+change), measured on the whole model cut uniformly to every grid fraction and read by the feature
+volume (memory-bound ops cost in proportion to the maps they touch). A prediction ignores fusion
+(onnxruntime, compile) that joins a layer to its neighbours, caches shared between consecutive
+layers, and how unevenly a model is cut (the rest sees only the total volume).
 
-Tables are cached under ``~/.cache/fmprune/latency`` (``$FMPRUNE_HOME/latency``), keyed by model, its architecture, runtime,
-batch, device, torch version, grid and repeats; the spread of the repeats is kept with every cell.
+Tables are cached under ``$FMPRUNE_HOME/latency`` (``~/.cache/fmprune/latency``), keyed by model,
+its architecture, runtime, batch, device, torch version, grid, repeats and clock; the spread of
+the repeats is kept with every cell.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ import torch
 from torch import nn
 
 from .atomic import write_bytes_atomically
-from .timing import CLOCKS, clock_threads, time_runners
 from .data.files import fmprune_home
 from .errors import FmpruneError
 from .graph import Graph, trace
 from .layers import adapter_for
+from .modes import eval_mode
 from .runtimes import check_runtimes, prepare
+from .timing import CLOCKS, clock_threads, time_runners
 
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
 GPU_RUNTIMES = ("eager", "eager-cl")
@@ -123,6 +126,7 @@ class LatencyTable:
         return (1 - t) * self.rest[i0][1] + t * self.rest[i1][1]
 
     def predict_widths(self, widths: dict[str, tuple[int, int]]) -> float:
+        """Predicted milliseconds at ``widths`` (layer -> (in, out))."""
         return self.rest_ms(self.volume(widths)) + self.layers_ms(widths)
 
     def predict(self, graph: Graph) -> float:
@@ -292,13 +296,10 @@ def _layer_shapes(model: nn.Module, graph: Graph) -> dict[str, tuple[tuple[int, 
             if args and torch.is_tensor(args[0]) and torch.is_tensor(output) and widths[name][1]:
                 shapes[name] = (tuple(args[0].shape[1:]), output.numel() // len(output) // widths[name][1])
         hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*graph.example_inputs)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return {n: s for n, s in shapes.items() if calls[n] == 1}
