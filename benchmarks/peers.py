@@ -43,11 +43,11 @@ from torch import nn
 import fmprune
 from fmprune.run.base_model import default_checkpoint_path
 from fmprune.costs import count_macs, count_params, measure_latencies
-from fmprune.data import Splits, fmprune_home, load_splits
+from fmprune.data import Splits, calibration_subset, fmprune_home, load_splits
 from fmprune.models import build_model
 from fmprune.models.spec import ModelSpec
 from fmprune.run.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from fmprune.run.loop import calibration_subset
+from fmprune.tables import markdown_table
 from fmprune.training import BatchStream, Recipe, default_recipe, evaluate, fine_tune, train_model
 
 MODELS = {   # name -> (fmprune model name, data)
@@ -308,16 +308,13 @@ def fmt(value: float | None, spec: str) -> str:
 def markdown(rows: list[Row], args) -> str:
     head = ["model", "target", "method", "steps", "MACs x", "params x", "val acc", f"acc after {args.retrain} it",
             "ms b=1", "ms b=32", "s/step", "graph s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-    for r in rows:
-        cells = [r.model, r.target, r.method + (f" ({r.error})" if r.error else ""), str(r.steps) if r.steps else "-",
-                 fmt(r.macs_x, ".2f"), fmt(r.params_x, ".2f"), fmt(r.accuracy, ".4f"),
-                 fmt(r.accuracy_retrained, ".4f"), fmt(r.latency_ms, ".2f"), fmt(r.latency_b32_ms, ".1f"),
-                 fmt(r.seconds_per_step, ".3f"),
-                 fmt(r.graph_seconds, ".3f")]
-        lines.append("| " + " | ".join(cells) + " |")
+    cells = [[r.model, r.target, r.method + (f" ({r.error})" if r.error else ""), str(r.steps) if r.steps else "-",
+              fmt(r.macs_x, ".2f"), fmt(r.params_x, ".2f"), fmt(r.accuracy, ".4f"),
+              fmt(r.accuracy_retrained, ".4f"), fmt(r.latency_ms, ".2f"), fmt(r.latency_b32_ms, ".1f"),
+              fmt(r.seconds_per_step, ".3f"), fmt(r.graph_seconds, ".3f")] for r in rows]
     weights = dict.fromkeys(f"- {r.model}: {r.weights}" for r in rows)
-    return "\n".join(lines + ["", "Base models:", *weights])
+    table = markdown_table([dict(zip(head, row)) for row in cells], text_columns=3)
+    return "\n".join([table, "", "Base models:", *weights])
 
 
 def main() -> None:

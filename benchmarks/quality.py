@@ -49,10 +49,10 @@ from torch import nn
 
 import fmprune
 from fmprune.costs import count_macs, count_params
-from fmprune.data import Splits, fmprune_home
+from fmprune.data import Splits, calibration_subset, fmprune_home
 from fmprune.models.spec import ModelSpec
 from fmprune.run.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from fmprune.run.loop import calibration_subset
+from fmprune.tables import markdown_table
 from fmprune.training import BatchStream, default_recipe, evaluate
 
 from peers import cached_base, cached_splits, classifier, fmt, one_cycle, retrained, step_durations, tp_steps
@@ -343,17 +343,17 @@ def pm(mean: float | None, std: float | None, spec: str, scale: float = 1.0) -> 
 def markdown(rows: list[dict], bases: list[dict], retrain: int) -> str:
     head = ["model", "target", "method", "seeds", "MACs x", "params x", "test acc % pruned",
             f"test acc % after {retrain} it", "steps", "s/step", "wall s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    cells = []
     for b in bases:
-        lines.append(f"| {b['model']} | base | trained {b['base_iters']} it | - | 1.00 | 1.00 | "
-                     f"{100 * b['test_accuracy']:.2f} | - | - | - | - |")
+        cells.append([b["model"], "base", f"trained {b['base_iters']} it", "-", "1.00", "1.00",
+                      f"{100 * b['test_accuracy']:.2f}", "-", "-", "-", "-"])
         for r in (r for r in rows if r["model"] == b["model"]):
             method = r["method"] + (f" ({'; '.join(r['errors'])})" if r["errors"] else "")
-            lines.append("| " + " | ".join([
+            cells.append([
                 r["model"], r["target"], method, str(r["seeds"]), fmt(r["macs_x"], ".2f"), fmt(r["params_x"], ".2f"),
                 pm(r["acc_pruned"], r["acc_pruned_std"], ".2f", 100), pm(r["acc_tuned"], r["acc_tuned_std"], ".2f", 100),
-                fmt(r["steps"], ".0f"), fmt(r["seconds_per_step"], ".3f"), fmt(r["wall_seconds"], ".0f")]) + " |")
-    return "\n".join(lines)
+                fmt(r["steps"], ".0f"), fmt(r["seconds_per_step"], ".3f"), fmt(r["wall_seconds"], ".0f")])
+    return markdown_table([dict(zip(head, row)) for row in cells], text_columns=3)
 
 
 def machine() -> dict:
