@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from fmprune.runtimes import RUNTIMES, available_runtimes, prepare
-from fmprune.run.checkpoint import load_checkpoint
-from fmprune.study.compare import resolve_model_path
+from fmprune.run.checkpoint import load_checkpoint, resolve_model_path
 
 
 def main() -> None:

@@ -38,12 +38,12 @@ import torch
 import fmprune
 from fmprune.run.base_model import default_checkpoint_path
 from fmprune.criteria import create_criterion
-from fmprune.data import Split, load_splits
+from fmprune.data import Split, calibration_subset, load_splits
 from fmprune.engine import GraphEngine, create_engine, evaluate_model
 from fmprune.engine.reference import NaiveLoop
 from fmprune.models.spec import ModelSpec, build_model
 from fmprune.run.checkpoint import load_checkpoint
-from fmprune.run.loop import PruneConfig, calibration_subset, run_pruning
+from fmprune.run.loop import PruneConfig, run_pruning
 from fmprune.training import TrainConfig, train
 
 
