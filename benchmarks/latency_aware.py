@@ -55,9 +55,11 @@ MODELS = {   # name -> (cached base checkpoint of the quality benchmark, its dat
 METHODS = {"latency": "latency", "macs": "macs", "plain": "none"}   # method -> per_cost
 
 
-def measure(models: list, shape: tuple[int, ...], runtime: str, batch: int, repeats: int, clock: str):
-    """(median ms, interquartile spread / median) of each model, timed in turns."""
-    runners = [prepare([m], runtime, shape)[0] for m in models]
+def measure(models: list, shape: tuple[int, ...], runtime: str, batch: int, repeats: int, clock: str,
+            runners: list | None = None):
+    """(median ms, interquartile spread / median) of each model, timed in turns (``runners``:
+    the models already prepared for ``runtime``)."""
+    runners = runners or [prepare([m], runtime, shape)[0] for m in models]
     x = torch.rand(batch, *shape)
     out = []
     for t in time_runners(runners, [x] * len(runners), repeats, 3, clock=clock):
@@ -81,6 +83,7 @@ def prune(base, graph_example, splits, table, per_cost: str, target: float, args
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     shape = tuple(graph_example.shape[1:])
     steps, measured = 0, 1.0   # measured: latency now / the base's
+    base_runner = prepare([base], table.runtime, shape)[0] if per_cost != "latency" else None   # exported once
     while True:
         model.eval()
         for start in range(0, len(calibration), 64):
@@ -99,8 +102,9 @@ def prune(base, graph_example, splits, table, per_cost: str, target: float, args
         steps += 1
         fine_tune(model, stream, optimizer, args.retrain)
         if per_cost != "latency":
+            runners = [base_runner, prepare([model], table.runtime, shape)[0]]
             (base_ms, _), (ms, _) = measure([base, model], shape, table.runtime, table.batch, args.check_repeats,
-                                            args.clock)
+                                            args.clock, runners)
             measured = ms / base_ms
             if measured <= target:
                 break
