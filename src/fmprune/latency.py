@@ -145,7 +145,7 @@ class LatencyTable:
 
     def noise(self) -> tuple[float, float, str]:
         """(median, max) relative spread over every cell, and where the max is."""
-        cells = [(s, f"{name} at {t.ins[i]}x{t.outs[0] if t.tied else t.outs[j]}")
+        cells = [(s, f"{name} at {t.ins[i]}" + ("" if t.tied else f"x{t.outs[j]}"))
                  for name, t in self.layers.items() for i, row in enumerate(t.spread) for j, s in enumerate(row)]
         if not cells:
             return 0.0, 0.0, "-"
