@@ -113,6 +113,12 @@ def test_folder_mistakes_are_one_line(tmp_path):
         load_splits(root, image_shape=(3, 8, 8))
     with pytest.raises(DataError, match="1 or 3 channels"):
         load_splits(make_folder(tmp_path / "b", per_class=3), image_shape=(2, 8, 8))
+    # an empty class folder in train (images of that class in val): named as empty, not as "not in train"
+    empty = make_folder(tmp_path / "e", per_class=3, splits=("train", "val"), classes=("dog", "cat", "bird"))
+    for image in (empty / "train" / "bird").iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match=r"class folder\(s\) bird hold no images"):
+        load_splits(empty, image_shape=(3, 8, 8))
 
 
 def _tiny_vgg(tmp_path: Path, classes: int = 10) -> tuple[nn.Module, str]:

@@ -127,7 +127,12 @@ def load_image_folder(path: Path, image_shape: tuple[int, int, int] | None = Non
         raise DataError(f"image folders are read as 1 or 3 channels, not input shape {'x'.join(map(str, shape))}")
     policy = _policy(corrupt)
     train_dir = path / "train"
-    classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir() and _images(d))
+    folders = sorted(d for d in train_dir.iterdir() if d.is_dir())
+    empty = [d.name for d in folders if not _images(d)]
+    if empty and len(folders) - len(empty) >= 2:   # one class without images: name it, not "not in train"
+        raise DataError(f"{train_dir}: class folder(s) {', '.join(empty)} hold no images "
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))}); add some or remove the folder")
+    classes = [d.name for d in folders if d.name not in empty]
     if len(classes) < 2:
         raise DataError(f"{train_dir}: found {len(classes)} class folder with images; an image folder needs at least "
                         "two (train/<class>/*.jpg)")
