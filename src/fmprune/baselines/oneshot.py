@@ -20,17 +20,18 @@ from typing import Callable
 
 import torch
 
-from ..version import __version__
 from ..criteria import create_criterion
 from ..criteria.thinet import SAMPLES_PER_IMAGE, check_thinet_scope
-from ..data import Split, Splits, calibration_subset, sha256_file
-from ..devices import device_description, resolve_device
+from ..data import Split, Splits, calibration_subset
+from ..devices import resolve_device
 from ..efficiency import save_checkpoint_score, score_checkpoint
 from ..errors import FmpruneError, PruningError
 from ..validate import check_numbers
 from ..run.config import config_from_dict
-from ..run.checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
-from ..run.rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
+from ..run.checkpoint import Checkpoint, check_input_shape, load_checkpoint_for, make_checkpoint, save_checkpoint
+from ..run.method import RunMethod
+from ..run.rundir import (RunDirectory, base_sha256, claimed, held_config, read_summary, run_stamp,
+                           write_json_atomic)
 from ..training import BatchStream, evaluate, fine_tune
 from .plan import (Plan, check_ratio, count_for, format_ratios, global_plan, parse_ratios, per_layer_plan,
                    ratio_for_target)
@@ -133,9 +134,7 @@ class OneShotRun:
         self.base, self.base_path, self.splits, self.config = base, base_path, splits, config
         self.device = resolve_device(device)
         self.on_tune = on_tune
-        if tuple(splits.input_shape) != tuple(base.input_shape):
-            raise FmpruneError(f"data images have shape {tuple(splits.input_shape)}, the checkpoint's "
-                               f"model expects {tuple(base.input_shape)}")
+        check_input_shape(base, splits)
         self.criterion = create_criterion(config.criterion)
         model, self.graph = base.build_traced(config.ignore)
         self.model = model.to(self.device)   # in place: the graph's modules are the model's
@@ -150,14 +149,9 @@ class OneShotRun:
         self._check_run_dir()
 
     def _check_run_dir(self) -> None:
-        config_path = self.dir_path / "config.json"
-        self.finished = False
-        if not config_path.is_file():
-            return
-        previous = read_json(config_path)
-        if previous.get("kind") != KIND or {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict():
-            raise FmpruneError(f"{self.dir_path}: holds a run with a different configuration; use another --run-dir")
-        self.finished = (self.dir_path / "summary.json").is_file()   # run again: its result again
+        self.base_sha = base_sha256(self.base_path)
+        held = held_config(self.dir_path, KIND, self.config.to_dict(), self.base_sha)
+        self.finished = held is not None and (self.dir_path / "summary.json").is_file()   # run again: its result again
 
     # -- deciding
     def _scores(self) -> dict[str, torch.Tensor]:
@@ -234,12 +228,8 @@ class OneShotRun:
         fine_tune(self.model, stream, optimizer, cfg.retrain, schedule, self.on_tune)
 
     def _write_config(self, rundir: RunDirectory) -> None:
-        sha = sha256_file(Path(self.base_path)) if Path(self.base_path).is_file() else ""
         write_json_atomic(rundir.config_path, {
-            **self.config.to_dict(), "kind": KIND, "model": self.base.spec.describe(),
-            "base_checkpoint": self.base_path, "base_checkpoint_sha256": sha,
-            "data_fingerprint": self.base.data_fingerprint, "fmprune_version": __version__,
-            "torch_version": torch.__version__, "device": device_description(self.device)})
+            **self.config.to_dict(), **run_stamp(KIND, self.base, self.base_path, self.base_sha, self.device)})
 
     def run(self) -> OneShotSummary:
         if self.finished:
@@ -307,6 +297,4 @@ def describe(summary: OneShotSummary) -> str:
             f"x{summary.base_params / summary.final_params:.1f} params, x{summary.base_macs / summary.final_macs:.1f} MACs")
 
 
-def sweep_run(checkpoint: str, splits: Splits, config: dict, run_dir: str, device: str) -> str:
-    """The sweep runner's hook: run one one-shot configuration, return its one-line outcome."""
-    return describe(run_oneshot(checkpoint, splits, OneShotConfig.from_dict(config), run_dir, device))
+ONESHOT = RunMethod(KIND, OneShotConfig, run_oneshot, describe, example={"ratio": 0.5, "eval_size": 100})

@@ -15,6 +15,7 @@ from ..run.checkpoint import load_checkpoint, load_checkpoint_for
 from ..run.tensorboard import require_tensorboard
 from ..study import rank_quality
 from ..study.experiments import load_experiment
+from ..study.methods import METHODS
 from ..study.ray_runner import check_device, require_ray, run_sweep_ray
 from ..study.report import write_report
 from ..study.sweep import RunOutcome, run_sweep
@@ -47,7 +48,7 @@ def sweep_cmd(experiment_file: Path, out_dir: Path, workers: int | None, quick: 
     experiment = load_experiment(experiment_file, quick)
     if tensorboard_dir is not None:
         require_tensorboard()   # before any run starts
-        if experiment.kind != "prune":
+        if METHODS[experiment.kind].step_hook is None:   # no per-step records to log
             raise FmpruneError(f"--tensorboard logs pruning runs; {experiment_file} is a {experiment.kind!r} "
                                "experiment (its runs write steps.csv and the report's figures instead)")
     if ray_address is not None:   # before the data load: a missing Ray or a bad device fails at once

@@ -143,6 +143,13 @@ def load_checkpoint_for(path: Path | str, splits) -> Checkpoint:
     return ckpt
 
 
+def check_input_shape(ckpt: Checkpoint, splits) -> None:
+    """Refuse data whose images the checkpoint's model does not take (one line, before any work)."""
+    if tuple(splits.input_shape) != tuple(ckpt.input_shape):
+        raise FmpruneError(f"data images have shape {tuple(splits.input_shape)}, the checkpoint's "
+                           f"model expects {tuple(ckpt.input_shape)}")
+
+
 def resolve_model_path(path: Path) -> Path:
     """A checkpoint file, or a run directory holding ``model.pt``."""
     if path.is_dir():

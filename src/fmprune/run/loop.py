@@ -17,21 +17,22 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..version import __version__
 from ..atomic import write_atomically
 from .distributed import ShardedStream, data_parallel
-from .checkpoint import Checkpoint, load_checkpoint_for, make_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, check_input_shape, load_checkpoint_for, make_checkpoint, save_checkpoint
 from .config import PruneConfig
 from ..criteria import create_criterion
-from ..data import Splits, calibration_subset, sha256_file
-from ..devices import device_description, resolve_device, rng_state, set_rng_state
+from ..data import Splits, calibration_subset
+from ..devices import resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
 from ..engine.base import data_free_scope
 from ..engine.targets import smallest_size, targets_met, trim_to_target
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph
 from ..latency import LatencyTable, latency_table, latency_target, measure_model
-from .rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
+from .method import RunMethod
+from .rundir import (PRUNE_KIND, RunDirectory, base_sha256, claimed, held_config, read_summary, run_stamp,
+                     write_json_atomic)
 from ..data.augment import Augmentation
 from ..training import BatchStream, SGDConfig, fine_tune, recipe_from_dict, resolve_recipe
 
@@ -101,7 +102,7 @@ class PruningRun:
         self.on_step, self.on_tune = on_step, on_tune
         self.base_path = base_path
         self.criterion = create_criterion(config.criterion)
-        self._check_data()
+        check_input_shape(base, splits)
         self.eval_split = getattr(splits, config.eval_split).subset(config.eval_size).to(self.device)
         self.calibration = calibration_subset(splits.train, config.calibration, config.seed).to(self.device)
         self.model, self.graph = self._build(base)
@@ -143,11 +144,6 @@ class PruningRun:
         model, graph = self.base.build_traced(cfg.ignore)
         return latency_table(model, graph, self.base.arch, cfg.latency_runtime, cfg.latency_batch,
                              cfg.latency_device, clock=cfg.latency_clock)
-
-    def _check_data(self) -> None:
-        if tuple(self.splits.input_shape) != tuple(self.base.input_shape):
-            raise FmpruneError(f"data images have shape {self.splits.input_shape}, the checkpoint's "
-                               f"model expects {tuple(self.base.input_shape)}")
 
     # -- the loop
     def total_steps(self) -> int | None:
@@ -351,27 +347,13 @@ class PruningRun:
 
     @functools.cached_property
     def _base_sha(self) -> str:
-        return sha256_file(Path(self.base_path)) if Path(self.base_path).is_file() else ""
+        return base_sha256(self.base_path)
 
     def _previous_config(self) -> dict | None:
-        """The directory's config.json when it holds this very run (same configuration, same base
-        checkpoint); None for a new directory; a different run is refused."""
-        if not self.dir.config_path.exists():
-            return None
-        previous = read_json(self.dir.config_path)
-        if {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict():
-            raise FmpruneError(f"{self.dir.path}: holds a run with a different configuration; "
-                               "use another --run-dir")
-        base_sha = self._base_sha
-        if previous.get("base_checkpoint_sha256", base_sha) != base_sha:
-            raise FmpruneError(f"{self.dir.path}: holds a run from another base checkpoint "
-                               f"(sha256 {previous['base_checkpoint_sha256'][:12]}…, now {base_sha[:12]}…); "
-                               "use another --run-dir")
-        return previous
+        """The directory's config.json when it holds this very run; None for a new directory."""
+        return held_config(self.dir.path, PRUNE_KIND, self.config.to_dict(), self._base_sha)
 
     def _resume_or_start(self) -> bool:
-        cfg_dict = {**self.config.to_dict(), "base_checkpoint": self.base_path,
-                    "base_checkpoint_sha256": self._base_sha, "data_fingerprint": self.base.data_fingerprint}
         if self._previous_config() is not None and self.dir.state_path.exists():
             self._load_state()
             return True
@@ -379,9 +361,8 @@ class PruningRun:
         for p in (self.dir.steps_path, self.dir.log_path):
             p.unlink(missing_ok=True)
         torch.manual_seed(self.config.seed)  # dropout while retraining: same seed, same run
-        write_json_atomic(self.dir.config_path, {**cfg_dict, "fmprune_version": __version__,
-                                                 "torch_version": torch.__version__,
-                                                 "device": device_description(self.device)})
+        write_json_atomic(self.dir.config_path, {**self.config.to_dict(), **run_stamp(
+            PRUNE_KIND, self.base, self.base_path, self._base_sha, self.device)})
         self.base_accuracy = self.last_accuracy = self.engine.accuracy()
         self.dir.append_steps([{"step": 0, "layer": "", "map": "", "score": "",
                                 "accuracy": f"{self.base_accuracy:.8f}", "params": self.base_params,
@@ -468,6 +449,16 @@ def run_pruning(checkpoint: Path | str, splits: Splits, config: PruneConfig, run
     configuration: a run may resume on another device. ``distributed``: retraining under DDP in
     a torchrun process group (:mod:`.distributed`); ``run_dir`` is then this rank's."""
     base = load_checkpoint_for(checkpoint, splits)
-    with claimed(run_dir, "prune"):
+    with claimed(run_dir, PRUNE_KIND):
         return PruningRun(base, splits, config, run_dir, str(checkpoint), on_step, device, on_tune,
                           distributed).run()
+
+
+def describe(summary: RunSummary) -> str:
+    """One line for a sweep's progress output."""
+    return (f"{summary.steps} steps, {summary.eval_split} accuracy {summary.base_accuracy:.4f} -> "
+            f"{summary.final_accuracy:.4f}, x{summary.compression:.1f} params, {summary.stop_reason}")
+
+
+PRUNE = RunMethod(PRUNE_KIND, PruneConfig, run_pruning, describe, step_hook="on_step",
+                  example={"criterion": "l1_filter", "steps": 2, "eval_size": 100})

@@ -2,7 +2,11 @@
 
 ``config.json`` (the configuration as run), ``run.log`` (one line per step in the seed project's
 format), ``steps.csv`` (one row per removed map), ``model.pt`` (the compact model),
-``summary.json``, and ``state.pt`` (everything needed to resume)."""
+``summary.json``, and ``state.pt`` (everything needed to resume).
+
+Every run method (:mod:`.method`) keeps its directory by the same rules, held here: a directory
+is claimed for one method (:func:`claimed`), holds one configuration from one base checkpoint
+(:func:`held_config`), and its ``config.json`` carries the same stamps (:func:`run_stamp`)."""
 
 from __future__ import annotations
 
@@ -15,8 +19,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
 from ..atomic import write_atomically
+from ..data import sha256_file
+from ..devices import device_description
 from ..errors import FmpruneError
+from ..version import __version__
+from .checkpoint import Checkpoint
 from .lock import locked
 
 STEP_FIELDS = ["step", "layer", "map", "score", "accuracy", "params", "macs", "seconds"]
@@ -39,6 +49,7 @@ def read_summary(cls: type, path: Path) -> Any:
 
 
 QUANTIZE_RECORD = "quantize.json"   # what `fmprune quantize` leaves instead of config.json
+PRUNE_KIND = "prune"   # a map-by-map pruning run's config.json has no "kind": its files predate the other methods
 
 
 def recorded_method(path: Path) -> str | None:
@@ -48,7 +59,7 @@ def recorded_method(path: Path) -> str | None:
         return "quantize"
     if (path / "config.json").is_file():
         try:
-            return str(read_json(path / "config.json").get("kind", "prune"))
+            return str(read_json(path / "config.json").get("kind", PRUNE_KIND))
         except (OSError, ValueError, AttributeError):
             return "unknown"
     return None
@@ -65,6 +76,39 @@ def claimed(path: Path | str, method: str) -> Iterator[Path]:
         if found is not None and found != method:
             raise FmpruneError(f"{path}: holds a {found} run, not a {method} run; use another --run-dir")
         yield path
+
+
+def base_sha256(base_path: str) -> str:
+    """The base checkpoint's sha256 ("" for a model that is not a file), stamped on every run."""
+    return sha256_file(Path(base_path)) if Path(base_path).is_file() else ""
+
+
+def held_config(path: Path | str, kind: str, config: dict, base_sha: str) -> dict | None:
+    """The ``config.json`` of the run directory ``path`` when it holds this very run (same
+    method, configuration and base checkpoint): run again, it resumes or reports its result.
+    None for a directory without one; any other run is refused in one line, before anything
+    of it changes."""
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        return None
+    previous = read_json(config_path)
+    if previous.get("kind", PRUNE_KIND) != kind or {k: previous.get(k) for k in config} != config:
+        raise FmpruneError(f"{path}: holds a run with a different configuration; use another --run-dir")
+    if previous.get("base_checkpoint_sha256", base_sha) != base_sha:
+        raise FmpruneError(f"{path}: holds a run from another base checkpoint "
+                           f"(sha256 {previous['base_checkpoint_sha256'][:12]}…, now {base_sha[:12]}…); "
+                           "use another --run-dir")
+    return previous
+
+
+def run_stamp(kind: str, base: Checkpoint, base_path: str, base_sha: str, device: torch.device) -> dict:
+    """What ``config.json`` records beside the configuration, for every method: the method and
+    model (left out for map-by-map pruning, whose directories predate them), the base checkpoint
+    and its sha256, the data fingerprint, the fmprune and torch versions and the device."""
+    named = {} if kind == PRUNE_KIND else {"kind": kind, "model": base.spec.describe()}
+    return {**named, "base_checkpoint": base_path, "base_checkpoint_sha256": base_sha,
+            "data_fingerprint": base.data_fingerprint, "fmprune_version": __version__,
+            "torch_version": torch.__version__, "device": device_description(device)}
 
 
 class RunLogHandler(logging.FileHandler):

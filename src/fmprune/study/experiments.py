@@ -38,17 +38,14 @@ from typing import Any
 
 from ..errors import FmpruneError
 from ..run.loop import PruneConfig
+from .methods import METHODS
 from .resources import Resources, parse_resources
-from ..unstructured.config import SparsifyConfig
-from ..baselines.oneshot import OneShotConfig
 from ..training import SGDConfig, TrainConfig
 from ..validate import check_number
 from .pipeline import FollowUp, parse_follow_ups
 
 SECTIONS = {"experiment", "settings", "axes", "runs", "quick", "resources", "then", "train"}
 EXPERIMENT_KEYS = {"name", "title", "description", "checkpoint", "kind", "then_base"}
-KINDS: dict[str, type] = {"prune": PruneConfig, "sparsify": SparsifyConfig,   # kind -> run config class
-                          "oneshot": OneShotConfig}
 CONFIG_FIELDS = {f.name: f for f in fields(PruneConfig)}
 TRAIN_KEYS = {f.name for c in (TrainConfig, SGDConfig) for f in fields(c) if f.init} | {"model_arg"}   # [train]
 QUICK_DEFAULTS = {"steps": 6, "calibration": 100, "eval_size": 300, "save_every": 2}
@@ -72,7 +69,7 @@ class Experiment:
     checkpoint: str
     runs: list[tuple[str, PruneConfig]] = field(default_factory=list)   # (label, config)
     varying: list[str] = field(default_factory=list)
-    kind: str = "prune"                                                  # a key of KINDS
+    kind: str = "prune"                                                  # a run method (study.methods)
     quick: bool = False   # shrunk by --quick: checks that every run works, gives no results
     resources: Resources = field(default_factory=Resources)   # what each run asks of a Ray node
     then: list[FollowUp] = field(default_factory=list)        # follow-up steps on every finished run
@@ -134,9 +131,10 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
     if not all(c.isalnum() or c in "-_." for c in name):
         raise _err(path, f"'experiment.name' = {name!r} may hold only letters, digits, '-', '_' and '.'")
     kind = str(meta.get("kind", "prune"))
-    if kind not in KINDS:
-        raise _err(path, f"'experiment.kind' = {kind!r} is not one of {', '.join(KINDS)}")
-    known = {f.name: f for f in fields(KINDS[kind])}
+    if kind not in METHODS:
+        raise _err(path, f"'experiment.kind' = {kind!r} is not one of {', '.join(METHODS)}")
+    config_class = METHODS[kind].config
+    known = {f.name: f for f in fields(config_class)}
     settings = _check_keys(path, "settings", doc.get("settings", {}), set(known))
     axes = _check_keys(path, "axes", doc.get("axes", {}), set(known))
     quick_table = _check_keys(path, "quick", doc.get("quick", {}), set(known))
@@ -169,10 +167,10 @@ def load_experiment(path: Path | str, quick: bool = False) -> Experiment:
     for combo in itertools.product(*axes.values()):
         for variant in variants:
             values = {**settings, **dict(zip(axes, combo)), **variant}
-            config = _config(path, values, KINDS[kind])
+            config = _config(path, values, config_class)
             label = run_label(config, varying)        # quick runs keep the full runs' names
             quick_values = _quicken(values, quick_table, set(known))
-            runs.append((label, _config(path, quick_values, KINDS[kind]) if quick else config))
+            runs.append((label, _config(path, quick_values, config_class) if quick else config))
     labels = [label for label, _ in runs]
     if len(set(labels)) != len(labels):
         raise _err(path, "two runs have the same settings")

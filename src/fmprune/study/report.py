@@ -17,6 +17,7 @@ from ..tables import markdown_table
 from . import rank_quality as rq
 from .experiments import LABEL_SEPARATOR, quick_mode_warning
 from .legend import run_names, style_keys
+from .methods import METHODS
 
 THRESHOLDS = (0.99, 0.98, 0.90)
 FLOOR = THRESHOLDS[0]   # the thesis' 99 %: marked in every figure, the zoom's focus, the reduction column
@@ -399,7 +400,7 @@ def score_section(paths: list[Path], out_dir: Path) -> list[str]:
 
 # --- weight and unit pruning: accuracy against the fraction pruned, k (fmprune sparsify) ---------
 
-SPARSIFY_KIND = "sparsify"   # config.json "kind" of a sparsify run
+SPARSIFY_KIND = METHODS["sparsify"].name   # config.json "kind" of a sparsify run
 HELD_WITHIN = 0.01           # "holds up": accuracy within 1 percentage point of the base model
 
 

@@ -22,12 +22,10 @@ import torch
 from ..data import DataRequest
 from ..errors import FmpruneError
 from ..study.experiments import Experiment
-from ..run.loop import PruneConfig, run_pruning
 from ..run.lock import locked
 from ..run.rundir import read_json, write_json_atomic
 from ..run.tensorboard import TensorBoardLogger, resumed_step
-from ..unstructured.run import sweep_run as sparsify_run
-from ..baselines.oneshot import sweep_run as oneshot_run
+from .methods import METHODS
 from .orphans import die_with_parent
 from .pipeline import BASE_LABEL, base_run, pending as pending_steps, run_follow_ups
 
@@ -73,30 +71,25 @@ def _init_pool_worker(parent: int, data: DataRequest | str | None, threads: int)
     _init_worker(data, threads)
 
 
-def _prune_run(checkpoint: str, splits, config: dict, run_dir: str, device: str,
-               tensorboard: str | None = None) -> str:
-    if tensorboard is None:
-        summary = run_pruning(checkpoint, splits, PruneConfig.from_dict(config), run_dir, device=device)
-    else:
-        with TensorBoardLogger(tensorboard, prefix="prune/", purge_step=resumed_step(run_dir)) as tb:
-            summary = run_pruning(checkpoint, splits, PruneConfig.from_dict(config), run_dir,
-                                  tb.on_prune_step, device=device)
-    return (f"{summary.steps} steps, {summary.eval_split} accuracy {summary.base_accuracy:.4f} -> "
-            f"{summary.final_accuracy:.4f}, x{summary.compression:.1f} params, {summary.stop_reason}")
-
-
-# experiment kind -> runner(checkpoint, splits, config dict, run dir, device) -> one-line outcome
-RUNNERS: dict[str, Callable[..., str]] = {"prune": _prune_run, "sparsify": sparsify_run, "oneshot": oneshot_run,
-                                          BASE_LABEL: base_run}
+def _method_run(kind: str, checkpoint: str, config: dict, run_dir: str, device: str,
+                tensorboard: str | None) -> str:
+    """One run of the method ``kind``; a method with per-step records logs them to ``tensorboard``."""
+    method = METHODS[kind]
+    if tensorboard is None or method.step_hook is None:
+        return method.sweep_run(checkpoint, _worker_splits, config, run_dir, device)
+    with TensorBoardLogger(tensorboard, prefix=f"{kind}/", purge_step=resumed_step(run_dir)) as tb:
+        return method.sweep_run(checkpoint, _worker_splits, config, run_dir, device,
+                                **{method.step_hook: tb.on_prune_step})
 
 
 def _run_one(label: str, checkpoint: str, config: dict, run_dir: str, device: str,
              kind: str = "prune", then: tuple = (), tensorboard: str | None = None) -> RunOutcome:
     start = time.perf_counter()
     try:
-        if kind == BASE_LABEL or not Path(run_dir, "summary.json").is_file():
-            extra = {"tensorboard": tensorboard} if tensorboard is not None and kind == "prune" else {}
-            message = RUNNERS[kind](checkpoint, _worker_splits, config, run_dir, device, **extra)
+        if kind == BASE_LABEL:   # the follow-up steps on the base checkpoint itself
+            message = base_run(checkpoint, _worker_splits, config, run_dir, device)
+        elif not Path(run_dir, "summary.json").is_file():
+            message = _method_run(kind, checkpoint, config, run_dir, device, tensorboard)
         else:
             message = "finished before"   # only follow-up steps were left
         if then:

@@ -15,12 +15,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..version import __version__
-from ..data import Split, Splits, sha256_file
-from ..devices import device_description, resolve_device
-from ..errors import FmpruneError
-from ..run.checkpoint import Checkpoint, load_checkpoint_for
-from ..run.rundir import RunDirectory, claimed, read_json, read_summary, write_json_atomic
+from ..data import Split, Splits
+from ..devices import resolve_device
+from ..run.checkpoint import Checkpoint, check_input_shape, load_checkpoint_for
+from ..run.method import RunMethod
+from ..run.rundir import (RunDirectory, base_sha256, claimed, held_config, read_summary, run_stamp,
+                           write_json_atomic)
 from ..seeding import independent_generator
 from ..training import BatchStream, evaluate, fine_tune
 from .config import UNIT_METHOD, SparsifyConfig
@@ -90,9 +90,7 @@ class SparsifyRun:
         self.base, self.base_path, self.splits, self.config = base, base_path, splits, config
         self.device = resolve_device(device)
         self.on_round = on_round
-        if tuple(splits.input_shape) != tuple(base.input_shape):
-            raise FmpruneError(f"data images have shape {tuple(splits.input_shape)}, the checkpoint's "
-                               f"model expects {tuple(base.input_shape)}")
+        check_input_shape(base, splits)
         model, graph = build_traced(base)
         self.model = model.to(self.device)    # in place: the graph's modules are the model's
         self.traced = graph                   # records removed units for the saved checkpoint
@@ -119,23 +117,13 @@ class SparsifyRun:
         return {n: int(self.model.get_submodule(n).weight.shape[0]) for n in self.layers}
 
     def _check_run_dir(self) -> None:
-        config_path = self.dir_path / "config.json"
-        self.finished = False
-        if not config_path.is_file():
-            return
-        previous = read_json(config_path)
-        if {k: previous.get(k) for k in self.config.to_dict()} != self.config.to_dict() \
-                or previous.get("kind") != KIND:
-            raise FmpruneError(f"{self.dir_path}: holds a run with a different configuration; use another --run-dir")
-        self.finished = (self.dir_path / "summary.json").is_file()   # run again: its result again
+        self.base_sha = base_sha256(self.base_path)
+        held = held_config(self.dir_path, KIND, self.config.to_dict(), self.base_sha)
+        self.finished = held is not None and (self.dir_path / "summary.json").is_file()   # run again: its result again
 
     def _write_config(self, rundir: RunDirectory) -> None:
-        sha = sha256_file(Path(self.base_path)) if Path(self.base_path).is_file() else ""
         write_json_atomic(rundir.config_path, {
-            **self.config.to_dict(), "kind": KIND, "model": self.base.spec.describe(), "base_checkpoint": self.base_path,
-            "base_checkpoint_sha256": sha, "data_fingerprint": self.base.data_fingerprint,
-            "fmprune_version": __version__, "torch_version": torch.__version__,
-            "device": device_description(self.device)})
+            **self.config.to_dict(), **run_stamp(KIND, self.base, self.base_path, self.base_sha, self.device)})
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params, lr = self.model.parameters(), self.config.retrain_lr
@@ -229,6 +217,4 @@ def describe(summary: SparsifySummary) -> str:
             f"{summary.nonzero_before:,} -> {summary.nonzero_after:,}")
 
 
-def sweep_run(checkpoint: str, splits: Splits, config: dict, run_dir: str, device: str) -> str:
-    """The sweep runner's hook: run one sparsify configuration, return its one-line outcome."""
-    return describe(run_sparsify(checkpoint, splits, SparsifyConfig.from_dict(config), run_dir, device))
+SPARSIFY = RunMethod(KIND, SparsifyConfig, run_sparsify, describe, example={"amount": 0.5, "eval_size": 100})
