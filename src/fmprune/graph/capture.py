@@ -119,6 +119,7 @@ class RecordingTracer(LeafTracer):
         return attr_val if self._running else super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def _run(self, node: fx.Node) -> Any:
+        """The node's real value from its inputs' (a placeholder's: the next example)."""
         if node.op == "placeholder":
             i, self._placeholders = self._placeholders, self._placeholders + 1
             if i < len(self._examples):
