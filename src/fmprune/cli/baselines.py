@@ -12,13 +12,11 @@ from ..baselines.plan import format_ratios
 from ..baselines.sensitivity import (CSV_FILE, RESULT_FILE, check_ratios, format_table, layer_sensitivity, load_result,
                                      save_csv, save_result)
 from ..criteria import create_criterion
-from ..data import DataRequest
+from ..data import DataRequest, calibration_subset
 from ..devices import resolve_device
 from ..errors import FmpruneError
 from ..progress import progress
-from ..run.checkpoint import load_checkpoint
-from ..run.loop import calibration_subset
-from ..study.compare import resolve_model_path
+from ..run.checkpoint import load_checkpoint, resolve_model_path
 from ..study.sensitivity_plot import plot_sensitivity
 from . import options
 
@@ -73,7 +71,7 @@ def sensitivity_cmd(checkpoint: Path, criterion: str, ratios: str, scope: str, e
     figure = plot_sensitivity(result, out_dir / "sensitivity")[0]
     click.echo(format_table(result))
     if max_drop is not None:
-        derived = {k: v for k, v in result.ratios_within(max_drop).items() if v > 0}
+        derived = result.pruned_within(max_drop)
         if derived:
             click.echo(f"ratios losing at most {max_drop:g} accuracy: --ratios {format_ratios(derived)}")
         else:
@@ -135,7 +133,7 @@ def oneshot_cmd(checkpoint: Path, criterion: str, ratio: float | None, ratios: s
     if sensitivity_file is not None:
         if ratios:
             raise FmpruneError("give either --ratios or --sensitivity, not both")
-        derived = {k: v for k, v in load_result(sensitivity_file).ratios_within(max_drop).items() if v > 0}
+        derived = load_result(sensitivity_file).pruned_within(max_drop)
         if not derived:
             raise FmpruneError(f"{sensitivity_file}: no layer keeps its accuracy within --max-drop {max_drop:g}; raise it")
         ratios = format_ratios(derived)

@@ -14,9 +14,9 @@ from ..errors import FmpruneError
 from ..models import create_model, default_input_shape, parse_input_shape
 from ..quantize import QuantizeConfig, quantize_checkpoint, score_target
 from ..run.base_model import default_checkpoint_path
-from ..run.checkpoint import load_checkpoint
+from ..run.checkpoint import load_checkpoint, resolve_model_path
 from ..runtimes import check_runtimes
-from ..study.compare import (compare_models, load_for_comparison, recipe_of, resolve_model_path, scratch_checkpoint,
+from ..study.compare import (compare_models, load_for_comparison, recipe_of, scratch_checkpoint,
                              scratch_path, suggested_runtimes)
 from ..study.export import export_model, export_sparse
 from . import options

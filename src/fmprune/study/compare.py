@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from ..run.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from ..run.checkpoint import resolve_model_path  # noqa: F401 - the CLI still imports it from here
 from ..data import Splits
 from ..errors import FmpruneError
 from ..costs import measure_latencies, model_bytes
