@@ -57,6 +57,11 @@ class SensitivityResult:
             out[layer] = best
         return out
 
+    def pruned_within(self, max_drop: float) -> dict[str, float]:
+        """:meth:`ratios_within` without the layers it leaves whole: the ``--ratios`` of one-shot
+        pruning (empty when no layer takes even the smallest ratio)."""
+        return {k: v for k, v in self.ratios_within(max_drop).items() if v > 0}
+
     def to_dict(self) -> dict:
         return asdict(self)
 

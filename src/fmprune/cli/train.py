@@ -11,7 +11,7 @@ from ..devices import resolve_device
 from ..errors import FmpruneError
 from ..models.request import ModelRequest
 from ..models.weights import require_file
-from ..run.base_model import default_checkpoint_path, train_checkpoint
+from ..run.base_model import train_checkpoint, trained_checkpoint_path
 from ..run.tensorboard import require_tensorboard
 from ..training import default_recipe
 from . import options
@@ -89,11 +89,5 @@ def train_cmd(model: ModelRequest, out: Path | None, seed: int, epochs: int | No
     if recipe.batch_size > len(splits.train):
         raise FmpruneError(f"--batch-size {recipe.batch_size} is larger than the {len(splits.train):,} training "
                            "images; choose a smaller one")
-    if out is None:
-        out = default_checkpoint_path(splits, seed, spec)
-        if bn_l1:   # never in place of the cached base model the other commands default to
-            out = out.with_name(f"{out.stem}-bnl1-{bn_l1:g}{out.suffix}")
-        if weights is not None or freeze_features:
-            out = out.with_name(f"{out.stem}{f'-from-{weights.stem}' if weights else ''}"
-                                f"{'-head-only' if freeze_features else ''}{out.suffix}")
+    out = out or trained_checkpoint_path(splits, seed, spec, bn_l1, weights, freeze_features)
     train_checkpoint(splits, recipe, out, spec, torch_device, quiet, tensorboard_dir, weights, freeze_features)

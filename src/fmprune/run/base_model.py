@@ -31,6 +31,20 @@ def default_checkpoint_path(splits: Splits, seed: int, spec: ModelSpec | None = 
     return fmprune_home() / "checkpoints" / f"{slug}-{splits.fingerprint()}-seed{seed}.pt"
 
 
+def trained_checkpoint_path(splits: Splits, seed: int, spec: ModelSpec, bn_l1: float | None = None,
+                            weights: Path | None = None, freeze_features: bool = False) -> Path:
+    """Where `fmprune train` saves by default: the cached checkpoint of ``spec``, named apart when
+    the training is not the model's plain recipe (a BatchNorm L1 term, starting weights, the head
+    only), so it never stands in for the base model the other commands default to."""
+    out = default_checkpoint_path(splits, seed, spec)
+    if bn_l1:
+        out = out.with_name(f"{out.stem}-bnl1-{bn_l1:g}{out.suffix}")
+    if weights is not None or freeze_features:
+        out = out.with_name(f"{out.stem}{f'-from-{weights.stem}' if weights else ''}"
+                            f"{'-head-only' if freeze_features else ''}{out.suffix}")
+    return out
+
+
 class TrainProgress:
     """Two bars: epochs (with the validation accuracy after each, where the recipe measures it)
     and the iterations of the current epoch."""
