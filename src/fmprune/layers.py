@@ -532,6 +532,8 @@ _BY_NAME: dict[str, LayerAdapter] = {
     "torchvision.models.swin_transformer.ShiftedWindowAttention": KeptLayerAdapter("proj", window=True),
     "torchvision.models.swin_transformer.PatchMerging": KeptLayerAdapter("reduction"),
     "torchvision.models.swin_transformer.PatchMergingV2": KeptLayerAdapter("reduction"),
+    # MaxViT's window/grid attention: heads split off a channels-last qkv by reshape and permute
+    "torchvision.models.maxvit.RelativePositionalMultiHeadAttention": KeptLayerAdapter("merge"),
 }
 
 
