@@ -12,7 +12,8 @@ size, calibration batches and retraining, differing only in what a map costs and
   (``step(target_macs=)``), until the *measured* latency (timed in turns with the base, so a
   drift of the machine's load cancels) is at most what the ``latency`` model measured: both are
   compared at the same measured latency;
-- ``plain``: no cost term, stepped and stopped like ``macs``.
+- ``plain``: no cost term, stepped and stopped like ``macs``;
+- ``target``: no cost term, stepped and stopped like ``latency`` (the table as a stop rule only).
 
 Then every model gets the same short retraining, and base and pruned models are timed in turns
 (median and interquartile spread). The table compares accuracy kept, measured latency, and the
@@ -52,7 +53,7 @@ MODELS = {   # name -> (cached base checkpoint of the quality benchmark, its dat
     "lenet": ("quality-lenet-dd54f5d70a09dd56-it2200-seed0.pt", "fashion-mnist"),
     "resnet20": ("quality-resnet20-f38bea6f34a5c3cf-it300-seed0.pt", "fashion-mnist3x32"),
 }
-METHODS = {"latency": "latency", "macs": "macs", "plain": "none"}   # method -> per_cost
+METHODS = {"latency": "latency", "macs": "macs", "plain": "none", "target": "none"}   # method -> per_cost
 
 
 def measure(models: list, shape: tuple[int, ...], runtime: str, batch: int, repeats: int, clock: str,
@@ -69,21 +70,21 @@ def measure(models: list, shape: tuple[int, ...], runtime: str, batch: int, repe
     return out
 
 
-def prune(base, graph_example, splits, table, per_cost: str, target: float, args):
+def prune(base, graph_example, splits, table, per_cost: str, target: float, args, by_table: bool):
     """One pruning of a copy of ``base`` down to ``target`` of its latency: Taylor statistics on
     the same calibration batches before every step, each step cutting ``args.decrement`` of the
     predicted latency (``latency``: ``target`` predicted) or of the MACs (the others: ``target``
     measured, as a fraction of the base timed in the same turns) left, ``args.retrain`` updates
-    after each step."""
+    after each step; ``by_table``: stepped and stopped by the table's prediction."""
     model = copy.deepcopy(base)
     pruner = fmprune.Pruner(model, graph_example, criterion="taylor", per_cost=per_cost,
-                            latency_table=table if per_cost == "latency" else None)
+                            latency_table=table if by_table else None)
     calibration = splits.train.subset(args.calibration)
     stream = BatchStream(splits.train, 64, 0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     shape = tuple(graph_example.shape[1:])
     steps, measured = 0, 1.0   # measured: latency now / the base's
-    base_runner = prepare([base], table.runtime, shape)[0] if per_cost != "latency" else None   # exported once
+    base_runner = prepare([base], table.runtime, shape)[0] if not by_table else None   # exported once
     while True:
         model.eval()
         for start in range(0, len(calibration), 64):
@@ -91,7 +92,7 @@ def prune(base, graph_example, splits, table, per_cost: str, target: float, args
             F.cross_entropy(model(x), y, reduction="sum").backward()
             pruner.accumulate()
             model.zero_grad()
-        if per_cost == "latency":
+        if by_table:
             now = table.predict(pruner.graph) / pruner.base_ms
             chosen = pruner.step(target_latency=max(target, now * (1 - args.decrement)), optimizer=optimizer)
         else:   # latency falls slower than MACs: a cut by the latency still to go never overshoots much
@@ -101,7 +102,7 @@ def prune(base, graph_example, splits, table, per_cost: str, target: float, args
             break
         steps += 1
         fine_tune(model, stream, optimizer, args.retrain)
-        if per_cost != "latency":
+        if not by_table:
             runners = [base_runner, prepare([model], table.runtime, shape)[0]]
             (base_ms, _), (ms, _) = measure([base, model], shape, table.runtime, table.batch, args.check_repeats,
                                             args.clock, runners)
@@ -134,7 +135,9 @@ def bench(name: str, runtime: str, args, log) -> list[dict]:
         if method not in args.methods.split(","):
             continue
         started = time.perf_counter()
-        model, pruner, steps = prune(base, graph.example_inputs[0], splits, table, per_cost, goal, args)
+        by_table = method in ("latency", "target")
+        model, pruner, steps = prune(base, graph.example_inputs[0], splits, table, per_cost,
+                                     args.target if by_table else goal, args, by_table)
         pruned[method] = (model, pruner, steps)
         if method == "latency":   # the others stop at the latency this one measures
             (base_ms, _), (ms, _) = measure([base, model], shape, runtime, args.batch, args.repeats, args.clock)
