@@ -16,6 +16,10 @@ which optional packages are installed.
   not make every package one knot. Imports under ``if TYPE_CHECKING:`` are left out (they never
   run); function-local imports are in.
 * A cycle is a strongly connected component of more than one module.
+* A duplicate name is a module file name (``__init__.py`` aside) found in more than one folder
+  (two ``chain.py``): an import or a traceback then says less than it seems to. ``cli/`` is left
+  out: its modules are named after the command families they hold (``cli/latency.py`` is
+  ``fmprune latency-table``), so a name there mirrors the library module it calls.
 """
 
 from __future__ import annotations
@@ -229,6 +233,21 @@ def local_imports(modules: dict[str, Module]) -> list[tuple[str, int, str, bool]
     return found
 
 
+MIRRORS = ("cli",)   # folders whose module names mirror the library's on purpose
+
+
+def duplicate_names(modules: dict[str, Module]) -> dict[str, list[str]]:
+    """File name -> the modules (dotted) that have it, for every name held by two or more modules
+    outside :data:`MIRRORS`."""
+    by_name: dict[str, list[str]] = {}
+    for module in modules.values():
+        parts = module.name.split(".")
+        if module.is_package or (len(parts) > 2 and parts[1] in MIRRORS):
+            continue
+        by_name.setdefault(parts[-1], []).append(module.name)
+    return {name: sorted(found) for name, found in sorted(by_name.items()) if len(found) > 1}
+
+
 def short(name: str) -> str:
     return name.removeprefix("fmprune.").replace(".", "/") if name != "fmprune" else "__init__"
 
@@ -245,6 +264,7 @@ def main() -> None:
     knots = cycles(sorted(modules), imports)
     local = local_imports(modules)
     internal_local = [entry for entry in local if entry[3]]
+    duplicates = duplicate_names(modules)
     readme = ROOT / "README.md"
 
     print(f"files (.py) in src/fmprune:   {len(modules)}")
@@ -255,6 +275,7 @@ def main() -> None:
           + (f" ({', '.join(str(len(k)) for k in knots)} modules)" if knots else ""))
     print(f"function-local imports:       {len(local)} ({len(internal_local)} of fmprune modules,"
           f" {len(local) - len(internal_local)} of optional/heavy packages)")
+    print(f"duplicate module names:       {len(duplicates)} (cli/, named after command families, aside)")
     print(f"README.md:                    {readme.stat().st_size} bytes, {len(readme.read_text().splitlines())} lines")
     if not args.detail:
         return
@@ -264,6 +285,9 @@ def main() -> None:
     print("\ncycles:")
     for knot in knots:
         print("  " + " <-> ".join(short(n) for n in knot))
+    print("\nduplicate module names:")
+    for name, found in duplicates.items():
+        print(f"  {name}.py: {', '.join(short(n) for n in found)}")
     print("\nfunction-local imports of fmprune modules:")
     for name, line, what, _ in sorted(internal_local):
         print(f"  {short(name)}:{line}  {', '.join(short(w) for w in what.split(', '))}")

@@ -56,3 +56,20 @@ def test_fmprune_has_no_back_arrows_no_cycles_and_no_local_imports_of_its_own_mo
     assert [f"{a.source} -> {a.target}" for a in shape.back_arrows(imports)] == []
     assert shape.cycles(sorted(modules), imports) == []
     assert [(name, line) for name, line, _, internal in shape.local_imports(modules) if internal] == []
+
+
+def test_a_name_held_by_two_folders_is_a_duplicate_but_not_a_cli_mirror_or_a_package(shape, tmp_path):
+    package = write(tmp_path, {
+        "__init__.py": "",
+        "latency.py": "",
+        "cli/__init__.py": "",
+        "cli/latency.py": "",                  # mirrors a command family: not counted
+        "graph/__init__.py": "",
+        "graph/chain.py": "",
+        "engine/__init__.py": "",
+        "engine/chain.py": "",
+        "engine/fast/__init__.py": "",         # a package named like nothing else; __init__ never counts
+        "engine/fast/chain.py": "",
+    })
+    assert shape.duplicate_names(shape.load_modules(package)) == {
+        "chain": ["fmprune.engine.chain", "fmprune.engine.fast.chain", "fmprune.graph.chain"]}
