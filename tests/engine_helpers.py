@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import fmprune
-from fmprune.engine.chain import ChainEngine
+from fmprune.engine.fast.chain_engine import ChainEngine
 from fmprune.graph.chain import Topology
 
 

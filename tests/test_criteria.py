@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from fmprune.criteria import (Criterion, LayerContext, create_criterion, flops_regularize, mflops,
                               normalize)
 from fmprune.data import Split
-from fmprune.engine.chain import CachedProvider, ActivationCache, layer_context
+from fmprune.engine.fast.chain_engine import CachedProvider, ActivationCache, layer_context
 from engine_helpers import chain_engine
 from fmprune.errors import FmpruneError
 from fmprune.models import LeNet

@@ -14,7 +14,7 @@ import fmprune
 from fmprune.criteria import create_criterion
 from fmprune.data import Split
 from fmprune.engine import GraphEngine, create_engine
-from fmprune.engine import masked
+from fmprune.engine.general import masked
 from fmprune.errors import FmpruneError
 from fmprune.models import LeNet
 from graph_models import Concat, Depthwise, ResidualBN

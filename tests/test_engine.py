@@ -52,7 +52,7 @@ def test_whole_scope_prunes_down_to_one_map_per_layer(small_trained, splits):
 def test_winner_fast_path_equals_the_dense_backward_through_removals(small_trained, splits):
     """Taylor products of conv1 from conv2's pool winners == the transposed-conv backward, also
     after conv1 removals (winners move) and conv2 removals (rows drop)."""
-    from fmprune.engine.chain import ActivationCache
+    from fmprune.engine.fast.chain_engine import ActivationCache
     from engine_helpers import remove_maps
 
     model = copy.deepcopy(small_trained)

@@ -8,7 +8,7 @@ import torch
 
 from engine_helpers import chain_engine, remove_maps
 from fmprune.criteria import create_criterion
-from fmprune.engine.chain import ActivationCache
+from fmprune.engine.fast.chain_engine import ActivationCache
 from fmprune.graph.chain import trace
 
 # removals of every kind: fc1 (terms subtracted from R), conv2 (Y loses terms, R recomputed),

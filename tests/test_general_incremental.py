@@ -13,7 +13,8 @@ import torch
 import fmprune
 from fmprune.criteria import create_criterion
 from fmprune.data import Split
-from fmprune.engine import GraphEngine, general
+from fmprune.engine import GraphEngine
+from fmprune.engine.general import graph_engine
 from graph_models import ResidualBN, randomize_norms
 
 EXAMPLE = torch.zeros(1, 3, 8, 8)
@@ -35,7 +36,7 @@ def _engine(model: torch.nn.Module, criterion: str, removed: list[tuple[str, int
 
 @pytest.mark.parametrize("criterion", ["l1_filter", "mean_activation", "taylor"])
 def test_a_kept_engine_equals_one_rebuilt_every_step(monkeypatch, criterion):
-    monkeypatch.setattr(general, "CHUNK", 25)       # three calibration chunks, the last one short
+    monkeypatch.setattr(graph_engine, "CHUNK", 25)  # three calibration chunks, the last one short
     torch.manual_seed(0)
     base = randomize_norms(ResidualBN())
     kept = _engine(copy.deepcopy(base), criterion, [])

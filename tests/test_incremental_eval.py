@@ -1,5 +1,5 @@
 """The general engine's accuracy after a removal recomputes only the layers from the removed group
-on (``engine.evaluation.IncrementalEvaluator``) and equals a full forward of the pruned model."""
+on (``engine.general.evaluation.IncrementalEvaluator``) and equals a full forward of the pruned model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 
 import fmprune
 from fmprune.data import Split
-from fmprune.engine.evaluation import IncrementalEvaluator
-from fmprune.engine.evaluation import evaluate_model
+from fmprune.engine.general.evaluation import IncrementalEvaluator
+from fmprune.engine.general.evaluation import evaluate_model
 from graph_models import Concat, Depthwise, ResidualBN, SqueezeExcite, randomize_norms
 
 

@@ -57,7 +57,7 @@ class LayerContext:
 
     def probe(self, quantity: str, **options):
         """A further calibration quantity (``loss_change``, ``grad_dot_output``, ``grad_dot_norm``,
-        ``hessian_diagonal``: see ``fmprune.engine.probes``); only the general engine path offers
+        ``hessian_diagonal``: see ``fmprune.engine.general.probes``); only the general engine path offers
         them, and it is chosen for every criterion whose ``reads`` go beyond :data:`READS_ALL`."""
         reader = getattr(self._provider, "probe", None)
         if reader is None:

@@ -2,7 +2,7 @@
 ½ Σ h_kk θ_k² over the map's filter and bias. ``obd`` takes h from the empirical Fisher
 (1/N) Σ_n (∂C_n/∂θ)², deterministic; ``obd_hutchinson`` from Hutchinson's unbiased but noisy
 estimate of the true Hessian diagonal, E[v ⊙ Hv] over Rademacher v (``samples`` Hessian-vector
-products per calibration chunk). ``fmprune.engine.probes`` documents both."""
+products per calibration chunk). ``fmprune.engine.general.probes`` documents both."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ BatchNorms) rather than one producer's filters and feature maps.
 
 They implement :meth:`GroupCriterion.score_group`. One-shot pruning and the sensitivity analysis
 call it directly; in the map-by-map loop (``fmprune prune``) the engine reaches it as a calibration
-probe named like the criterion (``engine/probes.py``), and :func:`producer_scores` shares a group's
+probe named like the criterion (``engine/general/probes.py``), and :func:`producer_scores` shares a group's
 score among its producers so the default sum over producers gives it back.
 """
 

@@ -8,11 +8,11 @@ from ..data import Split
 from ..errors import TopologyError
 from ..graph import Graph
 from ..graph.chain import trace as trace_chain
-from .base import EngineBase
-from .chain import ChainEngine
-from .evaluation import evaluate_model
-from .general import GraphEngine
-from .select import Selected, select_minimum
+from .engine_base import EngineBase
+from .fast.chain_engine import ChainEngine
+from .general.evaluation import evaluate_model
+from .general.graph_engine import GraphEngine
+from .selection import Selected, select_minimum
 
 Engine = EngineBase   # ChainEngine or GraphEngine
 
@@ -23,7 +23,7 @@ def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibra
     """The chain fast path when the model is a plain chain of conv/linear stages (same decisions,
     much faster), else the general path. ``fast=False`` forces the general path, and so does a
     criterion that reads more than weights, activations and Taylor products (the oracle, parameter
-    gradients, Hessians: ``engine/probes.py`` computes them on the general path)."""
+    gradients, Hessians: ``engine/general/probes.py`` computes them on the general path)."""
     topology = None
     if fast and criterion.reads <= READS_ALL and graph.is_chain():
         try:

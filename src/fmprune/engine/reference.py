@@ -17,8 +17,8 @@ from torch import nn
 from ..criteria import Criterion, flops_regularize, mflops, normalize
 from ..data import Split
 from ..seeding import independent_generator
-from .chain import layer_context
-from .select import Selected, select_minimum
+from .fast.chain_engine import layer_context
+from .selection import Selected, select_minimum
 from ..graph.chain import Topology, trace
 from ..training import accuracy, predict
 

@@ -6,7 +6,7 @@ import copy
 
 from ..graph import Graph, trace
 from ..latency import LatencyTarget
-from .select import allowed_size
+from .selection import allowed_size
 
 
 def smallest_size(graph: Graph, scope: list[str]) -> tuple[int, int]:
@@ -45,7 +45,7 @@ def trim_to_target(graph: Graph, chosen: list, base: tuple[int, int], target_par
     not ask for. Empty when the targets are met already; all of ``chosen`` without targets. Costs
     are each map's saving at the current sizes (an estimate when several groups shrink). With
     ``round_to``, the prefix ends where every group's size is allowed (after a whole chunk of
-    :func:`~fmprune.engine.select.round_selection`)."""
+    :func:`~fmprune.engine.selection.round_selection`)."""
     if target_params is None and target_macs is None and latency is None:
         return chosen
     if targets_met(graph, base, target_params, target_macs, latency):

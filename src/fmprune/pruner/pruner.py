@@ -24,8 +24,8 @@ from torch import nn
 
 from ..criteria import NORMALIZATIONS, REDUCTIONS, Criterion, check_cost, create_criterion
 from ..criteria.structural import GroupCriterion, group_probe
-from ..engine.base import EngineBase, data_free_scope
-from ..engine.select import Selected, select_minimum
+from ..engine.engine_base import EngineBase, data_free_scope
+from ..engine.selection import Selected, select_minimum
 from ..engine.targets import smallest_size, trim_to_target
 from ..errors import FmpruneError
 from ..graph import Graph, trace

@@ -25,7 +25,7 @@ from ..criteria import create_criterion
 from ..data import Splits, calibration_subset
 from ..devices import resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
-from ..engine.base import data_free_scope
+from ..engine.engine_base import data_free_scope
 from ..engine.targets import smallest_size, targets_met, trim_to_target
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.func import functional_call, grad, vmap
 
-from ..criteria.structural import group_probe, share_among_producers
-from ..data import Split
-from ..errors import FmpruneError
-from ..graph import Graph, Member
-from .base import grad_dot
+from ...criteria.structural import group_probe, share_among_producers
+from ...data import Split
+from ...errors import FmpruneError
+from ...graph import Graph, Member
+from ..engine_base import grad_dot
 from .masked import group_loss_change
 from .replay import Recorder, logits_of, replaying
 

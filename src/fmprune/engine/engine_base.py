@@ -17,7 +17,7 @@ from ..errors import FmpruneError
 from ..graph import Graph, Member
 from ..latency import LatencyTable
 from ..seeding import independent_generator
-from .select import Selected, round_selection, select_minimum
+from .selection import Selected, round_selection, select_minimum
 
 
 class EngineBase:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data import Split
-from ..graph import Graph
-from ..modes import eval_mode
+from ...data import Split
+from ...graph import Graph
+from ...modes import eval_mode
 from .cuts import CutCache
 from .replay import logits_of
 

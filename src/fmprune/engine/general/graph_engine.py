@@ -18,10 +18,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..criteria import Criterion, Scores
-from ..data import Split
-from ..graph import Graph, Member
-from .base import EngineBase, channels_first, grad_dot
+from ...criteria import Criterion, Scores
+from ...data import Split
+from ...graph import Graph, Member
+from ..engine_base import EngineBase, channels_first, grad_dot
 from .cuts import CutCache
 from .evaluation import IncrementalEvaluator
 from .probes import CalibrationProbes

@@ -17,8 +17,8 @@ from typing import Collection, Iterator
 import torch
 from torch import fx
 
-from ..data import Split
-from ..graph import Graph
+from ...data import Split
+from ...graph import Graph
 from .replay import Recorder, replaying
 
 MEMORY_BUDGET = 1_000_000_000   # bytes of kept values; beyond it only the cuts nearest the output are kept

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..data import Split
-from ..graph import Graph
+from ...data import Split
+from ...graph import Graph
 from .replay import Recorder, downstream, logits_of, replaying
 
 CHUNK = 250                 # calibration examples per prefix pass

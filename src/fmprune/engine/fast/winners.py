@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..surgery import take
-from ..graph.chain import Stage
+from ...surgery import take
+from ...graph.chain import Stage
 
 MEMORY_BUDGET = 1_000_000_000  # bytes ``U`` may take; larger layers use the dense backward
 _RELU_FUNCTIONS = {F.relu, torch.relu}

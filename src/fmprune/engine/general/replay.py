@@ -15,8 +15,8 @@ from typing import Iterable, Iterator
 import torch
 from torch import fx, nn
 
-from ..graph.ops import INPLACE_FUNCTIONS
-from ..modes import eval_mode
+from ...graph.ops import INPLACE_FUNCTIONS
+from ...modes import eval_mode
 
 
 class Recorder(fx.Interpreter):

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..criteria import Criterion, LayerContext, Scores
-from ..data import Split
-from ..graph import Graph
-from ..graph.chain import Stage, Topology
-from ..surgery import take
-from .base import EngineBase
+from ...criteria import Criterion, LayerContext, Scores
+from ...data import Split
+from ...graph import Graph
+from ...graph.chain import Stage, Topology
+from ...surgery import take
+from ..engine_base import EngineBase
 from .head import HeadProjection, head_index
 from .winners import WinnerContributions, winner_pool
 

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..graph.chain import Stage, Topology
-from ..surgery import take
+from ...graph.chain import Stage, Topology
+from ...surgery import take
 from .winners import winner_pool
 
 CHUNK = 100        # examples per block when building the N × U × C tensors (bounds transient memory)
@@ -61,7 +61,7 @@ def head_index(topology: Topology) -> int | None:
 class HeadProjection:
     """``R`` for stage h-1 (and h-2 when its consumer pools disjointly) over one cached split.
 
-    ``cache`` is the :class:`~fmprune.engine.chain.ActivationCache` it reads (``z``, ``p``)."""
+    ``cache`` is the :class:`~fmprune.engine.fast.chain_engine.ActivationCache` it reads (``z``, ``p``)."""
 
     def __init__(self, topology: Topology, h: int, cache) -> None:
         self.topology, self.h, self.cache = topology, h, cache
