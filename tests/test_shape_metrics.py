@@ -73,3 +73,7 @@ def test_a_name_held_by_two_folders_is_a_duplicate_but_not_a_cli_mirror_or_a_pac
     })
     assert shape.duplicate_names(shape.load_modules(package)) == {
         "chain": ["fmprune.engine.chain", "fmprune.engine.fast.chain", "fmprune.graph.chain"]}
+
+
+def test_fmprune_module_names_are_unique_outside_cli(shape):
+    assert shape.duplicate_names(shape.load_modules()) == {}

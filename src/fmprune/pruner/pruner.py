@@ -30,7 +30,7 @@ from ..engine.targets import smallest_size, trim_to_target
 from ..errors import FmpruneError
 from ..graph import Graph, trace
 from ..latency import LatencyTable, latency_target
-from . import distributed
+from . import rank_sync
 from .saving import remember
 from .passes import LossPasses
 from .taps import Taps, TapProvider
@@ -298,17 +298,17 @@ class Pruner(EngineBase):
             self.taps.commit_completed()
         if not self.taps.active and self.reads_data:
             raise FmpruneError("the pruner's hooks were removed (remove_hooks()); create a new Pruner")
-        if self.reads_data and self.taps.examples == 0 and distributed.world_size() == 1:
+        if self.reads_data and self.taps.examples == 0 and rank_sync.world_size() == 1:
             raise FmpruneError(f"criterion {self.criterion.name!r} reads data: run forward and loss.backward(), "
                                "then pruner.accumulate(), before step()")
 
     def _share_statistics(self) -> None:
         """Under torch.distributed: check every rank holds the same model, then give every rank
         all ranks' statistics, so each removes the same maps."""
-        if distributed.world_size() > 1:
-            distributed.check_ranks_agree(self.graph.sizes(), self.taps.examples, self.reads_data)
+        if rank_sync.world_size() > 1:
+            rank_sync.check_ranks_agree(self.graph.sizes(), self.taps.examples, self.reads_data)
             if self.reads_data:
-                distributed.gather_taps(self.taps)
+                rank_sync.gather_taps(self.taps)
             self.invalidate_all()
 
     # -- the end

@@ -36,7 +36,7 @@ from ..efficiency import SCORE_FILE, ScoreRecord, method_of, read_score_record, 
 from ..errors import FmpruneError
 from ..quantize.measure import QuantizeConfig, quantize_checkpoint
 from ..run.checkpoint import load_checkpoint
-from ..unstructured.config import SparsifyConfig
+from ..unstructured.sparsify_config import SparsifyConfig
 from ..unstructured.run import run_sparsify
 
 FOLLOW_UP_KINDS: dict[str, type | None] = {"score": None, "quantize": QuantizeConfig, "sparsify": SparsifyConfig}

@@ -3,7 +3,7 @@ magnitude and random weight masks through ``torch.nn.utils.prune``, unit removal
 Han et al.'s iterative schedule with masks held through the optimizer, non-zero counts, and
 sparse (CSR) storage."""
 
-from .config import METHODS, SparsifyConfig
+from .sparsify_config import METHODS, SparsifyConfig
 from .density import LayerDensity, format_density_table, is_sparse, weight_density
 from .masks import MaskHold, apply_mask, apply_masks, effective, finalize
 from .run import RoundRecord, SparsifySummary, run_sparsify

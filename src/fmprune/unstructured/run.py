@@ -23,7 +23,7 @@ from ..run.rundir import (RunDirectory, base_sha256, claimed, held_config, read_
                            write_json_atomic)
 from ..seeding import independent_generator
 from ..training import BatchStream, evaluate, fine_tune
-from .config import UNIT_METHOD, SparsifyConfig
+from .sparsify_config import UNIT_METHOD, SparsifyConfig
 from .density import LayerDensity, total_density, weight_density
 from .weight_layers import choose_layers, parse_layer_list, weight_layers
 from .masks import MaskHold, finalize
