@@ -6,6 +6,8 @@ checkpoint, is refused there. A method added to the registry is tested here with
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import MISSING, fields
 
 import pytest
 
@@ -82,3 +84,24 @@ def test_other_methods_and_other_runs_are_refused(name, runs, small_ckpt, splits
 def test_an_unknown_method_is_one_line():
     with pytest.raises(FmpruneError, match="run method 'nope' is not one of prune, sparsify, oneshot"):
         method("nope")
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_a_run_from_before_a_setting_existed_is_the_same_run_at_its_default(name, runs, small_ckpt, splits, tmp_path):
+    """A config.json written before a setting was added lacks its key: the run is still this
+    run when the setting is at its default (the default keeps the old behaviour), and another
+    run when it is not."""
+    run, line = runs[name]
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    m = METHODS[name]
+    defaults = {f.name: f.default for f in fields(m.config) if f.name not in m.example
+                and isinstance(f.default, (bool, int, float)) and f.default is not MISSING}
+    key = sorted(defaults)[0]
+    config = json.loads((old / "config.json").read_text())
+    del config[key]
+    (old / "config.json").write_text(json.dumps(config))
+    assert m.sweep_run(str(small_ckpt), splits, m.example, old, "cpu") == line
+    changed = {**m.example, key: (not defaults[key]) if isinstance(defaults[key], bool) else defaults[key] + 1}
+    with pytest.raises(FmpruneError, match="holds a run with a different configuration"):
+        m.sweep_run(str(small_ckpt), splits, changed, old, "cpu")

@@ -150,7 +150,7 @@ class OneShotRun:
 
     def _check_run_dir(self) -> None:
         self.base_sha = base_sha256(self.base_path)
-        held = held_config(self.dir_path, KIND, self.config.to_dict(), self.base_sha)
+        held = held_config(self.dir_path, KIND, self.config, self.base_sha)
         self.finished = held is not None and (self.dir_path / "summary.json").is_file()   # run again: its result again
 
     # -- deciding

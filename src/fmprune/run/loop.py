@@ -351,7 +351,7 @@ class PruningRun:
 
     def _previous_config(self) -> dict | None:
         """The directory's config.json when it holds this very run; None for a new directory."""
-        return held_config(self.dir.path, PRUNE_KIND, self.config.to_dict(), self._base_sha)
+        return held_config(self.dir.path, PRUNE_KIND, self.config, self._base_sha)
 
     def _resume_or_start(self) -> bool:
         if self._previous_config() is not None and self.dir.state_path.exists():

@@ -15,7 +15,7 @@ import csv
 import json
 import logging
 import os
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -83,22 +83,35 @@ def base_sha256(base_path: str) -> str:
     return sha256_file(Path(base_path)) if Path(base_path).is_file() else ""
 
 
-def held_config(path: Path | str, kind: str, config: dict, base_sha: str) -> dict | None:
+def held_config(path: Path | str, kind: str, config: Any, base_sha: str) -> dict | None:
     """The ``config.json`` of the run directory ``path`` when it holds this very run (same
     method, configuration and base checkpoint): run again, it resumes or reports its result.
     None for a directory without one; any other run is refused in one line, before anything
-    of it changes."""
+    of it changes. A setting the directory's config.json lacks was added to fmprune after the
+    run began: at its default it is the same run (the default keeps the old behaviour)."""
     config_path = Path(path) / "config.json"
     if not config_path.is_file():
         return None
     previous = read_json(config_path)
-    if previous.get("kind", PRUNE_KIND) != kind or {k: previous.get(k) for k in config} != config:
+    wanted = config.to_dict()
+    defaults = field_defaults(config)
+    stored = {k: previous[k] if k in previous else defaults.get(k, _ABSENT) for k in wanted}
+    if previous.get("kind", PRUNE_KIND) != kind or stored != wanted:
         raise FmpruneError(f"{path}: holds a run with a different configuration; use another --run-dir")
     if previous.get("base_checkpoint_sha256", base_sha) != base_sha:
         raise FmpruneError(f"{path}: holds a run from another base checkpoint "
                            f"(sha256 {previous['base_checkpoint_sha256'][:12]}…, now {base_sha[:12]}…); "
                            "use another --run-dir")
     return previous
+
+
+_ABSENT = object()
+
+
+def field_defaults(config: Any) -> dict:
+    """Each field's default as ``config.json`` holds it (tuples as lists)."""
+    return {f.name: json.loads(json.dumps(f.default, default=list)) for f in fields(config)
+            if f.default is not MISSING}
 
 
 def run_stamp(kind: str, base: Checkpoint, base_path: str, base_sha: str, device: torch.device) -> dict:
