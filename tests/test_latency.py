@@ -14,6 +14,8 @@ from torch import nn
 import fmprune
 from fmprune.errors import FmpruneError
 from fmprune.latency import LatencyTable, LayerLatency, latency_table
+from fmprune.run.checkpoint import load_checkpoint
+from fmprune.run.config import PruneConfig
 
 
 class Tiny(nn.Module):
@@ -253,3 +255,24 @@ def test_cli_prune_round_to_and_latency_target(small_ckpt, idx_dir, tmp_path, mo
     left = json.loads((tmp_path / "run" / "summary.json").read_text())["maps_left"]
     assert all(n % 2 == 0 for n in left.values()) and left != {"conv1": 6, "conv2": 8, "fc1": 24}
     assert "latency (eager, batch 1, cpu, wall clock): predicted" in out and "measured" in out
+
+
+def test_round_to_with_an_accuracy_floor_backs_off_to_one_chunk_and_stops(small_ckpt, splits, tmp_path):
+    """min_accuracy above anything a removal keeps: the back-off halves the step until a whole
+    chunk per group is all that is left to try, then stops (it used to retry that chunk forever)."""
+    floor = load_checkpoint(small_ckpt).accuracies["val"]   # the base's own: any loss reverts
+    config = PruneConfig(criterion="l1_filter", round_to=4, maps_per_step=16, min_accuracy=floor, calibration=50)
+    summary = fmprune.run_pruning(small_ckpt, splits, config, tmp_path / "run")
+    assert summary.stop_reason == f"accuracy would fall under {floor}"
+
+
+def test_a_size_target_below_what_round_to_allows_is_refused(small_ckpt, splits, tmp_path):
+    """round_to=16 keeps at least 16 maps per group: a target only one map per group could reach
+    is refused up front, by the Pruner and by the run, naming round_to."""
+    model = load_checkpoint(small_ckpt).build()
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28), criterion="l1_filter", round_to=16)
+    with pytest.raises(FmpruneError, match="round_to=16 maps per group"):
+        pruner.step(target_macs=0.5)   # one map per group could reach it
+    config = PruneConfig(criterion="l1_filter", round_to=16, target_macs=0.5, calibration=50)
+    with pytest.raises(FmpruneError, match="--round-to 16 maps per layer"):
+        fmprune.run_pruning(small_ckpt, splits, config, tmp_path / "run")

@@ -82,6 +82,8 @@ def _bracket(grid: list[int], x: float) -> tuple[int, int, float]:
         return 0, 0, 0.0
     hi = next((k for k in range(1, len(grid)) if x <= grid[k]), len(grid) - 1)
     lo = hi - 1
+    if grid[hi] == grid[lo]:   # two cuts of a tiny model can land on the same size
+        return lo, hi, 0.0
     return lo, hi, (x - grid[lo]) / (grid[hi] - grid[lo])
 
 
@@ -240,7 +242,9 @@ def latency_table(model: nn.Module, graph: Graph, name: str, runtime: str = "eag
     moving = _moving_axes(graph)
     layers = [n for n in widths if n in shapes and (moving[n][0] or moving[n][1])]
     key = {"model": name, "runtime": runtime, "batch": batch, "device": str(dev), "torch": torch.__version__,
-           "grid": fractions, "repeats": repeats, "clock": clock,
+           "grid": fractions, "repeats": repeats, "warmup": warmup, "clock": clock, "format": 1,
+           # the wall clock depends on the threads torch (and onnxruntime, which copies it) uses
+           "threads": torch.get_num_threads() if clock == "wall" else 1,
            "architecture": [(n, repr(model.get_submodule(n)), shapes[n], moving[n]) for n in layers]}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = None
@@ -249,7 +253,10 @@ def latency_table(model: nn.Module, graph: Graph, name: str, runtime: str = "eag
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
         path = Path(cache_dir) / f"{slug}-{runtime}-b{batch}-{dev.type}-{digest}.json"
         if path.exists() and not refresh:
-            return LatencyTable.from_json(path.read_text(), str(path))
+            try:
+                return LatencyTable.from_json(path.read_text(), str(path))
+            except (OSError, ValueError, TypeError, KeyError):   # unreadable or another format: measure again
+                pass
     with clock_threads(clock):   # the cpu clock: one thread
         sync = torch.cuda.synchronize if dev.type == "cuda" else None
         timed: dict[tuple, tuple[float, float]] = {}
@@ -389,6 +396,8 @@ def measure_model(model: nn.Module, graph: Graph, runtime: str, batch: int, devi
     """Seconds of every repeat of ``model``'s forward of a ``batch`` (shaped like the graph's
     example input) in ``runtime``; the model is back on its own device afterwards."""
     dev = torch.device(device)
+    if sync is None and dev.type == "cuda":   # else only the kernel launches would be timed
+        sync = torch.cuda.synchronize
     shape = tuple(graph.example_inputs[0].shape[1:])
     original = next(iter(model.parameters())).device
     try:

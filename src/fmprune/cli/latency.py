@@ -24,14 +24,14 @@ from ..timing import CLOCKS
 @click.option("--batch", type=int, default=1, show_default=True, help="Examples per forward.")
 @click.option("--grid", default=",".join(f"{g:g}" for g in GRID), show_default=True,
               help="Widths timed, as fractions of each layer's base width (1 always included).")
-@click.option("--repeats", type=int, default=20, show_default=True, help="Timed forwards per grid point.")
+@click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True, help="Timed forwards per grid point.")
 @click.option("--clock", type=click.Choice(list(CLOCKS)), default="wall", show_default=True,
               help="wall, or cpu: the process's CPU time (one thread: steadier on a shared machine).")
-@click.option("--threads", type=int, default=None, help="Threads torch computes with (default: torch's own).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads torch computes with (default: torch's own).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] (eager runtimes only).")
 @click.option("--input-shape", default=None, metavar="C,H,W",
               help="Input image shape (default: the zoo entry's, e.g. 1,28,28 for lenet).")
-@click.option("--num-classes", type=int, default=None, help="Classes of the output layer (default: 10).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classes of the output layer (default: 10).")
 @click.option("--refresh", is_flag=True, help="Measure again even when the table is cached (default: read the cache).")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr (default: one line per layer timed).")
 def latency_table_cmd(model: str, runtime: str, batch: int, grid: str, repeats: int, clock: str,

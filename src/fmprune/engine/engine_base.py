@@ -98,8 +98,7 @@ class EngineBase:
 
     def round(self, ordered: list[Selected], k: int) -> list[Selected]:
         """``ordered`` (lowest first) taken in chunks keeping groups at allowed sizes."""
-        return round_selection(ordered, {n: self.graph.group(n).size for n in self.scope},
-                               {n: self.graph.group(n).traced_size for n in self.scope}, self.round_to, k)
+        return round_selection(ordered, {n: self.graph.group(n).size for n in self.scope}, self.round_to, k)
 
     @property
     def alive(self) -> dict[str, list[int]]:

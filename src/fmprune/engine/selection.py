@@ -47,8 +47,7 @@ def allowed_size(size: int, original: int, round_to: int) -> bool:
     return size == original or (size % round_to == 0 and size >= round_to)
 
 
-def round_selection(ordered: list[Selected], sizes: dict[str, int], original: dict[str, int], round_to: int,
-                    k: int) -> list[Selected]:
+def round_selection(ordered: list[Selected], sizes: dict[str, int], round_to: int, k: int) -> list[Selected]:
     """At least ``k`` maps of ``ordered`` (lowest scores first, at most every group's last but
     one) taken in whole chunks, so that every group's size stays a multiple of ``round_to`` (or
     its original size): when a group's next map comes up, the group's next lowest maps go with it

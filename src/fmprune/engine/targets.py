@@ -9,15 +9,18 @@ from ..latency import LatencyTarget
 from .selection import allowed_size
 
 
-def smallest_size(graph: Graph, scope: list[str]) -> tuple[int, int]:
-    """(params, MACs) with every group of ``scope`` down to one map, measured on a copy (the
-    model itself is untouched)."""
+def smallest_size(graph: Graph, scope: list[str], round_to: int = 1) -> tuple[int, int]:
+    """(params, MACs) with every group of ``scope`` down to its smallest allowed size (one map;
+    with ``round_to``, ``round_to`` maps, or its original size when smaller), measured on a copy
+    (the model itself is untouched)."""
     model = copy.deepcopy(graph.model)
     device = next(iter(model.parameters()), graph.example_inputs[0]).device
     copy_graph = trace(model, tuple(t.to(device) for t in graph.example_inputs), ignore=graph.ignore)
     for name in scope:
-        if copy_graph.group(name).size > 1:
-            copy_graph.remove(name, list(range(1, copy_graph.group(name).size)))
+        original = graph.group(name).traced_size
+        keep = min(copy_graph.group(name).size, round_to if original >= round_to else original)
+        if copy_graph.group(name).size > keep:
+            copy_graph.remove(name, list(range(keep, copy_graph.group(name).size)))
     return copy_graph.total_params(), copy_graph.total_macs()
 
 

@@ -18,8 +18,9 @@ from torch import fx, nn
 
 from ..errors import PruningError
 from ..layers import LayerAdapter, ParameterAdapter
+from ..modes import eval_mode
 from ..surgery import keep_indices
-from .trace import LayerRecord, TraceResult, eval_mode, trace_labels
+from .trace import LayerRecord, TraceResult, trace_labels
 
 
 @dataclass

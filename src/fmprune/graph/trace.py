@@ -33,7 +33,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import PruningError, UnsupportedModelError
-from ..modes import eval_mode  # graph.py imports it from here too
+from ..modes import eval_mode
 from ..layers import (AttentionHeadsAdapter, LayerAdapter, MultiheadAttentionAdapter, ParameterAdapter,
                       adapter_for)
 from . import ops

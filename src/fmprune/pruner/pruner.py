@@ -287,11 +287,12 @@ class Pruner(EngineBase):
     def _check_target(self, name: str, target: float) -> None:
         if not (isinstance(target, (int, float)) and 0 < target <= 1):
             raise FmpruneError(f"{name} must be a fraction in (0, 1] of the model's size, got {target!r}")
-        params, macs = smallest_size(self.graph, self.scope)
+        params, macs = smallest_size(self.graph, self.scope, self.round_to)
         smallest, base = (macs, self.base_macs) if name == "target_macs" else (params, self.base_params)
         if target * base < smallest:
+            per_group = "one map" if self.round_to == 1 else f"round_to={self.round_to} maps"
             raise FmpruneError(f"{name}={target} ({int(target * base):,}) is below the smallest model the scope "
-                               f"can reach ({smallest:,}, one map per group); raise it or widen the scope")
+                               f"can reach ({smallest:,}, {per_group} per group); raise it or widen the scope")
 
     def _require_statistics(self) -> None:
         if self.auto and self.reads_data and self.taps.active:

@@ -241,7 +241,9 @@ class PruningRun:
                 failed = accuracy
                 self._restore(last_good)
                 accuracy = self.last_accuracy
-                if len(chosen) > 1:   # back off: try the next step with half as many maps
+                # back off: try the next step with half as many maps, while that is fewer (round_to
+                # keeps a whole chunk per group however small the cap: the same maps would come again)
+                if len(chosen) > 1 and (self.k_cap is None or len(chosen) // 2 < self.k_cap):
                     self.k_cap = len(chosen) // 2
                     log.info(f"{self.criterion.display_name}| Reverted: removing {len(chosen)} maps would give "
                              f"accuracy {failed:.8f} < {cfg.min_accuracy}; now {self.k_cap} per step")
@@ -383,11 +385,12 @@ class PruningRun:
         targets = [("params", cfg.target_params, self.base_params), ("macs", cfg.target_macs, self.base_macs)]
         if all(t is None for _, t, _ in targets):
             return
-        smallest = dict(zip(("params", "macs"), smallest_size(self.graph, self.scope)))
+        smallest = dict(zip(("params", "macs"), smallest_size(self.graph, self.scope, cfg.round_to)))
         for name, target, base in targets:
             if target is not None and target * base < smallest[name]:
+                per_group = "one map" if cfg.round_to == 1 else f"--round-to {cfg.round_to} maps"
                 raise PruningError(f"--target-{name} {target} ({int(target * base):,} {name}) is below the smallest "
-                                   f"model scope {cfg.scope!r} can reach ({smallest[name]:,} {name}, one map per "
+                                   f"model scope {cfg.scope!r} can reach ({smallest[name]:,} {name}, {per_group} per "
                                    "layer); raise it or widen --scope")
 
     def _latencies(self) -> dict:
