@@ -13,7 +13,7 @@ from torch import nn
 
 import fmprune
 from fmprune.errors import FmpruneError
-from fmprune.latency import LatencyTable, LayerLatency, latency_table
+from fmprune.latency import LatencyTable, LayerLatency, _bracket, latency_table
 from fmprune.run.checkpoint import load_checkpoint
 from fmprune.run.config import PruneConfig
 
@@ -68,6 +68,13 @@ def test_bilinear_interpolation_against_hand_values():
     assert tied.at(4, 4) == pytest.approx(2.0)                           # one axis: linear in the input width
 
 
+def test_two_grid_points_of_one_size_interpolate_without_dividing_by_zero():
+    """Uniform cuts of a tiny model can round to the same size: the lower point's value is taken."""
+    assert _bracket([1, 4, 4], 5.0) == (1, 2, 0.0)   # beyond the last two, which are equal
+    assert _bracket([2, 2], 3.0) == (0, 1, 0.0)
+    assert _bracket([2, 6], 3.0) == (0, 1, 0.25)
+
+
 def test_measured_table_predicts_the_base_and_each_saving_exactly(tmp_path):
     model, graph = tiny()
     table = latency_table(model, graph, "tiny", batch=2, grid="0.5", repeats=3, warmup=1, cache_dir=tmp_path)
@@ -99,6 +106,17 @@ def test_cache_hit_and_refresh(tmp_path):
                           refresh=True)
     assert not fresh.cached
     assert json.loads(first.to_json())["batch"] == 1
+    # the wall clock depends on the threads torch computes with: another count is another table
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        other_threads = latency_table(model, graph, "tiny", batch=1, grid="1", repeats=2, warmup=0, cache_dir=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert not other_threads.cached and len(list(tmp_path.iterdir())) == 3
+    for path in tmp_path.iterdir():   # a damaged cache file is measured again, not a traceback
+        path.write_text("{not json")
+    assert not latency_table(model, graph, "tiny", batch=1, grid="1", repeats=2, warmup=0, cache_dir=tmp_path).cached
 
 
 @pytest.mark.parametrize("kwargs, message", [
