@@ -107,7 +107,8 @@ def replace_together(files: dict[Path, Callable[[Path], None]]) -> list[Path]:
     Every file is written to its temporary and flushed first; a failure or a kill then leaves every
     old file as it was. Only when all are on disk is a journal of the renames written (atomically);
     the renames follow, in the order given, and the journal goes. A kill among the renames leaves
-    the journal, and whoever opens the directory next completes them from the flushed temporaries."""
+    the journal, and whoever opens the directory next completes them from the flushed temporaries.
+    The journal's name is fixed: call it holding the directory's lock (:mod:`fmprune.run.lock`)."""
     temporaries: dict[Path, Path] = {}
     try:
         for path, write in files.items():
