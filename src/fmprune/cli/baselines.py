@@ -96,11 +96,9 @@ def sensitivity_cmd(checkpoint: Path, criterion: str, ratios: str, scope: str, e
 @click.option("--threshold", type=float, default=None,
               help="With --global: remove every map whose raw score is below this (slimming's |gamma| rule; "
                    "default: none).")
-@click.option("--target-macs", type=float, default=None,
-              help="Remove the smallest ratio (per layer, or global with --global) that leaves at most this fraction "
-                   "of the MACs (default: none).")
-@click.option("--target-params", type=float, default=None,
-              help="The same for the parameters (default: none).")
+@options.target_macs("Remove the smallest ratio (per layer, or global with --global) that leaves at most this "
+                     "fraction of the MACs (default: none).")
+@options.target_params("The same for the parameters (default: none).")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank every map of the scope together by raw score instead of layer by layer (default: per layer).")
 @options.scope()

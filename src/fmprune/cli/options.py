@@ -135,6 +135,16 @@ def retrain_batch(text: str = "Images per retraining minibatch.",
     return click.option("--retrain-batch", **typed, default=100, show_default=True, help=text)
 
 
+def target_params(text: str) -> Decorator:
+    """``--target-params``: a fraction of the base model's parameters (checked by validate.py)."""
+    return click.option("--target-params", type=float, default=None, help=text)
+
+
+def target_macs(text: str) -> Decorator:
+    """``--target-macs``: a fraction of the base model's MACs (checked by validate.py)."""
+    return click.option("--target-macs", type=float, default=None, help=text)
+
+
 def scope(text: str = "all, or comma-separated layers (groups).") -> Decorator:
     return click.option("--scope", default="all", show_default=True, help=text)
 

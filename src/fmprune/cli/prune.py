@@ -51,12 +51,10 @@ from .bars import PruneProgress
 @click.option("--min-accuracy", type=float, default=None,
               help="Stop before accuracy falls under this fraction, keeping the last model above it "
                    "(default: no floor).")
-@click.option("--target-params", type=float, default=None,
-              help="Stop at this fraction of the base parameters (with --target-macs: once both are met; "
-                   "default: no target).")
-@click.option("--target-macs", type=float, default=None,
-              help="Stop at this fraction of the base MACs (with --target-params: once both are met; "
-                   "default: no target).")
+@options.target_params("Stop at this fraction of the base parameters (with --target-macs: once both are met; "
+                       "default: no target).")
+@options.target_macs("Stop at this fraction of the base MACs (with --target-params: once both are met; "
+                     "default: no target).")
 @click.option("--final-tune", default=0, show_default=True,
               help="After the last step, train this many iterations (one-cycle Adam) before the final measure.")
 @click.option("--final-tune-lr", default=1e-3, show_default=True, help="Peak learning rate of --final-tune.")
