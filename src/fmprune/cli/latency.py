@@ -7,14 +7,12 @@ from pathlib import Path
 import click
 import torch
 
-from ..graph import trace as trace_graph
 from ..latency import GRID, latency_table
-from ..models import check_output
 from ..models.request import ModelRequest
-from ..models.spec import build_model
 from ..run.checkpoint import load_checkpoint
 from ..runtimes import RUNTIMES
 from ..timing import CLOCKS
+from .models import built_and_traced
 
 
 @click.command("latency-table")
@@ -49,9 +47,7 @@ def latency_table_cmd(model: str, runtime: str, batch: int, grid: str, repeats: 
         name = checkpoint.arch
     else:
         spec = ModelRequest.from_options(model, (), input_shape, num_classes).spec()
-        net = build_model(spec).eval()
-        check_output(net, spec)
-        graph = trace_graph(net, torch.zeros(1, *spec.input_shape))
+        net, graph = built_and_traced(spec)
         name = spec.name
 
     def progress(done: int, total: int, layer: str) -> None:

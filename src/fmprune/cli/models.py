@@ -9,13 +9,21 @@ import torch
 
 from ..costs import format_cost_table, format_group_table
 from ..criteria import Criterion, available_criteria
-from ..graph import trace as trace_graph
+from ..graph import Graph, trace as trace_graph
 from ..models import available_zoo, check_output, torchvision_classifiers
 from ..models.request import ModelRequest
 from ..models.spec import ModelSpec, build_model
 from ..run.checkpoint import load_checkpoint
 from ..unstructured import format_density_table, is_sparse, weight_density
 from .options import MODEL_OPTIONS
+
+
+def built_and_traced(spec: ModelSpec) -> tuple[torch.nn.Module, Graph]:
+    """The dense model of ``spec`` in eval mode and its graph (count, latency-table); an input the
+    model cannot take is one line, before torch.fx prints a trace."""
+    net = build_model(spec).eval()
+    check_output(net, spec)
+    return net, trace_graph(net, torch.zeros(1, *spec.input_shape))
 
 
 @click.command("models")
@@ -80,9 +88,7 @@ def count_cmd(model: str, model_args: tuple[str, ...], input_shape: str | None, 
         base = ckpt.spec
     else:
         base = ModelRequest.from_options(model, model_args, input_shape, num_classes).spec()
-        net = build_model(base)
-        check_output(net, base)   # an input the model cannot take: one line, before torch.fx prints a trace
-        graph = trace_graph(net, torch.zeros(1, *base.input_shape))
+        _, graph = built_and_traced(base)
     pruned = {g.name: (g.size, g.traced_size) for g in graph.groups if g.size < g.traced_size}
     click.echo(format_cost_table(graph.layer_costs(), pruned or None))
     if is_sparse(graph.model):
