@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -394,14 +395,14 @@ class PruningRun:
                                    "layer); raise it or widen --scope")
 
     def _latencies(self) -> dict:
-        """Predicted and measured milliseconds of the base and the pruned model (measured in
-        turns, with the table's runtime, batch, clock and repeats; median and spread)."""
+        """Predicted and measured milliseconds of the base and the pruned model (each timed on its
+        own with the table's runtime, batch, clock and repeats; the median, as in the table)."""
         t = self.latency
         base_model, base_graph = self.base.build_traced(self.config.ignore)
         measured = {}
         for name, model, graph in (("base", base_model, base_graph), ("final", self.model, self.graph)):
             seconds = measure_model(model, graph, t.runtime, t.batch, t.device, t.repeats, clock=t.clock)
-            measured[name] = 1000 * sorted(seconds)[len(seconds) // 2]
+            measured[name] = 1000 * statistics.median(seconds)
         return {"runtime": t.runtime, "batch": t.batch, "device": t.device, "clock": t.clock,
                 "base_predicted_ms": t.predict(base_graph), "final_predicted_ms": t.predict(self.graph),
                 "base_measured_ms": measured["base"], "final_measured_ms": measured["final"],
