@@ -33,13 +33,13 @@ from ...criteria.structural import group_probe, share_among_producers
 from ...data import Split
 from ...errors import FmpruneError
 from ...graph import Graph, Member
+from ...layers import BATCH_NORMS
 from ..engine_base import grad_dot
 from .masked import group_loss_change
 from .replay import Recorder, logits_of, replaying
 
 CHUNK = 250                 # calibration examples per forward/backward
 FISHER_BUDGET = 1 << 26     # floats of per-example gradients held at once
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def producer_chain(member: Member) -> list[fx.Node]:
@@ -58,7 +58,7 @@ def producer_chain(member: Member) -> list[fx.Node]:
 def norm_node(member: Member, modules: dict[str, nn.Module]) -> fx.Node | None:
     """The last BatchNorm between the producer and its feature map, or None."""
     norms = [n for n in producer_chain(member)
-             if n.op == "call_module" and isinstance(modules.get(n.target), NORM_TYPES)]
+             if n.op == "call_module" and isinstance(modules.get(n.target), BATCH_NORMS)]
     return norms[-1] if norms else None
 
 
