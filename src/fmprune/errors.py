@@ -23,3 +23,9 @@ TopologyError = UnsupportedModelError   # the chain tracer's name for the same p
 
 class PruningError(FmpruneError):
     """An impossible pruning request (unknown group, last map, bad target)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message ("" for none): what a one-line error quotes of an
+    exception raised in the user's code or deep inside torch."""
+    return (str(error).strip().splitlines() or [""])[0]

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from .errors import FmpruneError
+from .errors import FmpruneError, first_line
 
 _modules: dict[Path, ModuleType] = {}
 
@@ -32,7 +32,7 @@ def load_user_file(path_text: str, what: str = "model") -> ModuleType:
         module_spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - the user's file may fail in any way
         del sys.modules[name]
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = first_line(e)
         raise FmpruneError(f"{what} file {path_text} cannot be imported: {type(e).__name__}: {first}") from None
     _modules[path] = module
     return module

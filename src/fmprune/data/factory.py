@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..userfiles import factory_in, load_user_file
 from .splits import Split, Splits
 
@@ -32,7 +32,7 @@ def load_data_factory(text: str) -> Splits:
     try:
         made = factory()
     except Exception as e:  # noqa: BLE001 - the user's code may fail in any way
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = first_line(e)
         raise DataError(f"data factory {text} failed: {type(e).__name__}: {first}") from None
     if isinstance(made, Splits):
         return made

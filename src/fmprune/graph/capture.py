@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import torch
 from torch import fx, nn
 
-from ..errors import UnsupportedModelError
+from ..errors import UnsupportedModelError, first_line
 from ..layers import is_registered
 from ..modes import eval_mode
 
@@ -248,8 +248,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+    line = first_line(e)
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
 def capture(model: nn.Module, examples: tuple) -> tuple[fx.GraphModule, list[str]]:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import FmpruneError
+from ..errors import FmpruneError, first_line
 from ..modes import eval_mode
 from ..userfiles import factory_in, load_user_file
 from .normalize import Normalized
@@ -166,7 +166,7 @@ def _call_factory(factory: Callable[..., Any], label: str, spec: ModelSpec) -> n
     except SystemExit as e:   # a factory's sys.exit(0) would end fmprune "successfully" with nothing done
         raise FmpruneError(f"{label} cannot be built: it called sys.exit({e.code!r})") from None
     except Exception as e:  # noqa: BLE001 - the user's factory may raise anything; say it in one line
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = first_line(e)
         raise FmpruneError(f"{label} cannot be built: {type(e).__name__}: {first}") from None
     if not isinstance(model, nn.Module):
         raise FmpruneError(f"{label} returned {type(model).__name__}, not a torch.nn.Module")
@@ -183,7 +183,7 @@ def _load_module(module_name: str) -> ModuleType:
     except ModuleNotFoundError as e:
         raise FmpruneError(f"model module {module_name}: no module named {e.name!r}") from None
     except Exception as e:  # noqa: BLE001
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = first_line(e)
         raise FmpruneError(f"model module {module_name} cannot be imported: {type(e).__name__}: {first}") from None
 
 
@@ -225,7 +225,7 @@ def check_output(model: nn.Module, spec: ModelSpec) -> None:
         with eval_mode(model):
             out = model(torch.zeros(2, *spec.input_shape, device=device))
     except Exception as e:  # noqa: BLE001 - a shape mismatch deep inside the model
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = first_line(e)
         raise FmpruneError(f"{spec.name} does not accept input {'x'.join(map(str, spec.input_shape))}: "
                            f"{type(e).__name__}: {first}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
