@@ -8,7 +8,7 @@ import torch
 from fmprune.devices import resolve_device, rng_state, set_rng_state
 from fmprune.errors import FmpruneError
 from fmprune.run.loop import PruneConfig, run_pruning
-from test_cli import assert_user_error, fmprune
+from support.entry_point import assert_user_error, fmprune
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 

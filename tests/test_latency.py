@@ -16,6 +16,7 @@ from fmprune.errors import FmpruneError
 from fmprune.latency import LatencyTable, LayerLatency, _bracket, latency_table
 from fmprune.run.checkpoint import load_checkpoint
 from fmprune.run.config import PruneConfig
+from support.entry_point import run_cli
 
 
 class Tiny(nn.Module):
@@ -244,7 +245,6 @@ round_to = [1, 8]
 
 
 def test_cli_latency_table_prints_the_table_and_its_noise_then_reads_the_cache(small_ckpt, monkeypatch, capsys):
-    from test_errors import run_cli
 
     args = ["latency-table", small_ckpt, "--batch", "2", "--grid", "0.5", "--repeats", "2", "--quiet"]
     code, out, err = run_cli(args, monkeypatch, capsys)
@@ -263,7 +263,6 @@ def test_cli_latency_table_prints_the_table_and_its_noise_then_reads_the_cache(s
 def test_cli_prune_round_to_and_latency_target(small_ckpt, idx_dir, tmp_path, monkeypatch, capsys):
     """fmprune prune --round-to 2 --target-latency: exact sizes, and the closing latency line."""
     from fmprune.run import loop
-    from test_errors import run_cli
 
     monkeypatch.setattr(loop, "latency_table", lambda model, graph, *a, **k: hand_table(graph))
     code, out, err = run_cli(["prune", "--checkpoint", small_ckpt, "--data-dir", idx_dir, "--run-dir", tmp_path / "run",

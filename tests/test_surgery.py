@@ -7,7 +7,7 @@ from torch import nn
 from fmprune.errors import PruningError
 from fmprune.models import LeNet
 from fmprune.surgery import take
-from engine_helpers import graph_of, remove_maps
+from support.engine_helpers import graph_of, remove_maps
 from fmprune.graph.chain import trace
 
 

@@ -16,7 +16,7 @@ from fmprune.models import LeNet, ModelSpec
 from fmprune.training import (SGDConfig, TrainConfig, cosine_schedule, default_recipe, evaluate, recipe_from_dict,
                               train, train_model)
 
-from test_zoo import USER_MODEL
+from support.user_model import USER_MODEL
 
 
 def small(splits: Splits, n: int) -> Splits:

@@ -1,0 +1,119 @@
+"""fmprune.prune: the protocol of `fmprune prune` on a user's model, data, loss and metric."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fmprune
+from fmprune.models.lenet import LeNet
+from support.paths import ROOT, SUPPORT
+from support.prune_loop_worker import setup
+
+WORKER = SUPPORT / "prune_loop_worker.py"
+
+
+def run_worker(run_dir: Path, kill_at: int) -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    return subprocess.run([sys.executable, str(WORKER), str(run_dir), str(kill_at)], env=env,
+                          timeout=300).returncode
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_run(tmp_path):
+    assert run_worker(tmp_path / "whole", -1) == 0
+    assert run_worker(tmp_path / "killed", 3) == -9
+    assert (tmp_path / "killed" / "state.pt").exists() and not (tmp_path / "killed" / "summary.json").exists()
+    assert run_worker(tmp_path / "killed", -1) == 0
+    whole = (tmp_path / "whole" / "steps.csv").read_text().splitlines()
+    resumed = (tmp_path / "killed" / "steps.csv").read_text().splitlines()
+    strip = lambda lines: [",".join(line.split(",")[:-1]) for line in lines]   # all but the seconds
+    assert strip(resumed) == strip(whole) and len(whole) == 1 + 1 + 6 * 2
+    assert not (tmp_path / "killed" / "state.pt").exists()
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["stop_reason"] == "6 steps done"
+    assert "Resumed at step 3" in (tmp_path / "killed" / "run.log").read_text()
+
+
+def test_target_and_min_metric(capsys):
+    model, batches, loss_fn, evaluate = setup()
+    result = fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, target_macs=0.5,
+                           maps_per_step=3, calibration_batches=1)
+    assert result.stop_reason == "target size reached" and result.mac_reduction >= 2
+    assert "Done (target size reached)" in capsys.readouterr().out
+
+    model, batches, loss_fn, evaluate = setup()
+    base = evaluate(model)
+    metrics = []
+    result = fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, maps_per_step=4,
+                           min_metric=base, calibration_batches=1, verbose=False,
+                           on_step=lambda step, metric, p, m: metrics.append(metric))
+    assert result.stop_reason == f"metric would fall under {base}"
+    assert all(m >= base for m in metrics) and result.final_metric >= base
+    assert evaluate(model) == result.final_metric                   # the failing step was undone
+    out = model(torch.zeros(2, 1, 28, 28))                           # and the model still runs
+    assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target_macs": 0.0}, "target_macs must be a number in"),
+    ({"target_macs": float("nan")}, "target_macs must be a number in"),
+    ({"maps_per_step": 1.5}, "maps_per_step must be an integer count"),
+    ({"retrain_steps": -1}, "retrain_steps must be an integer"),
+    ({"calibration_batches": 0}, "calibration_batches must be an integer"),
+    ({"criterion": "nope"}, "unknown criterion"),
+])
+def test_bad_arguments_are_one_line_before_any_work(kwargs, message):
+    model, batches, loss_fn, evaluate = setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(fmprune.FmpruneError, match=message) as error:
+        fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, **kwargs)
+    assert "\n" not in str(error.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_save_and_load_a_pruned_model_of_the_users_class(tmp_path):
+    model, batches, loss_fn, evaluate = setup()
+    fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, maps_per_step=5,
+                  max_steps=2, calibration_batches=1, verbose=False)
+    path = fmprune.save(model, tmp_path / "m.pt")
+    loaded = fmprune.load(lambda: LeNet(widths=(6, 8, 24)), path)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+    assert [p.shape for p in loaded.parameters()] == [p.shape for p in model.parameters()]
+    torch.load(path, weights_only=True)                              # no pickled code inside
+    # saved again from the loaded model: the numbering of the unpruned model is kept
+    again = fmprune.load(lambda: LeNet(widths=(6, 8, 24)), fmprune.save(loaded, tmp_path / "again.pt"))
+    assert torch.equal(again.eval()(x), model.eval()(x))
+
+
+def test_load_refuses_what_does_not_fit(tmp_path):
+    model = LeNet(widths=(6, 8, 24))
+    path = fmprune.save(model, tmp_path / "m.pt", example_inputs=torch.zeros(1, 1, 28, 28))
+    with pytest.raises(fmprune.FmpruneError, match="keeps maps .* of group .conv1., which has maps"):
+        fmprune.load(lambda: LeNet(widths=(4, 8, 24)), path)
+    with pytest.raises(fmprune.FmpruneError, match="group .conv1. is not in the model"):
+        fmprune.load(lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), path)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(fmprune.FmpruneError, match="not a readable fmprune model file"):
+        fmprune.load(LeNet, tmp_path / "junk.pt")
+    with pytest.raises(fmprune.FmpruneError, match="no such file"):
+        fmprune.load(LeNet, tmp_path / "none.pt")
+    with pytest.raises(fmprune.FmpruneError, match="pass example_inputs"):
+        fmprune.save(LeNet(), tmp_path / "x.pt")
+
+
+def test_a_finished_run_asked_again_gives_its_result_and_model(tmp_path):
+    model, batches, loss_fn, evaluate = setup()
+    kwargs = dict(maps_per_step=3, max_steps=2, calibration_batches=1, run_dir=tmp_path / "r", verbose=False)
+    first = fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, **kwargs)
+    fresh, batches, loss_fn, evaluate = setup()
+    again = fmprune.prune(fresh, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, **kwargs)
+    assert again == first
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(fresh.eval()(x), model.eval()(x))
