@@ -263,8 +263,12 @@ class NormAcrossChannelsAdapter(LayerAdapter):
     channelwise = True
     _per_channel = ChannelwiseAdapter(("weight", "bias"), ("num_groups", "num_channels"))
 
+    @staticmethod
+    def per_channel(module: nn.Module) -> bool:
+        return isinstance(module, nn.GroupNorm) and module.num_groups == module.num_channels
+
     def output_labels(self, module, inputs, ctx, name):
-        if not (isinstance(module, nn.GroupNorm) and module.num_groups == module.num_channels):
+        if not self.per_channel(module):
             ctx.pin(inputs, f"{type(module).__name__} {name!r} normalises across channels: "
                             "its maps are kept")
         return inputs
@@ -273,7 +277,9 @@ class NormAcrossChannelsAdapter(LayerAdapter):
         self._per_channel.prune(module, keep_in, keep_out, optimizer)
 
     def cost(self, module, output_shape, n_in, n_out):
-        return sum(p.numel() for p in module.parameters(recurse=False)), 0
+        if self.per_channel(module):   # its maps can go: a weight and a bias per map left
+            return self._per_channel.cost(module, output_shape, n_in, n_out)
+        return sum(p.numel() for p in module.parameters(recurse=False)), 0   # kept whole
 
 
 class LayerNormAdapter(ChannelwiseAdapter):
@@ -554,6 +560,14 @@ def adapter_for(module: nn.Module) -> LayerAdapter | None:
         if known is not None:
             return known
     return None
+
+
+def registered_layer_types() -> tuple[type, ...]:
+    """Every layer type with an adapter, built-in or added with ``register_layer``, in the order
+    registered: what a caller (a test, a listing) can enumerate without reaching into the
+    registry. Classes of other libraries known by qualified name (torchvision's LayerNorm2d,
+    Swin's attention) are not types here until imported, so they are not listed."""
+    return tuple(_REGISTRY)
 
 
 def is_registered(module: nn.Module) -> bool:
