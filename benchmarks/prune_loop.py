@@ -39,12 +39,12 @@ import fmprune
 from fmprune.run.base_model import default_checkpoint_path
 from fmprune.criteria import create_criterion
 from fmprune.data import Split, calibration_subset, load_splits
-from fmprune.engine import GraphEngine, create_engine, evaluate_model
+from fmprune.engine import GraphEngine, create_engine
 from fmprune.engine.reference import NaiveLoop
 from fmprune.models.spec import ModelSpec, build_model
 from fmprune.run.checkpoint import load_checkpoint
 from fmprune.run.loop import PruneConfig, run_pruning
-from fmprune.training import TrainConfig, train
+from fmprune.training import TrainConfig, evaluate, train
 
 
 def load_line() -> str:
@@ -265,7 +265,7 @@ def compare_resnet(base, example, evaluation: Split, calib: Split, scope: list[s
     def remove_and_evaluate(g, chosen):
         for c in chosen:
             g.remove(c.layer, [c.index])
-        return evaluate_model(g.model, evaluation)
+        return evaluate(g.model, evaluation)
 
     graph = fmprune.trace(copy.deepcopy(base), example)
     engine = None

@@ -9,8 +9,8 @@ import torch
 import fmprune
 from fmprune.data import Split
 from fmprune.engine.general.evaluation import IncrementalEvaluator
-from fmprune.engine.general.evaluation import evaluate_model
-from graph_models import Concat, Depthwise, ResidualBN, SqueezeExcite, randomize_norms
+from fmprune.training import evaluate
+from support.graph_models import Concat, Depthwise, ResidualBN, SqueezeExcite, randomize_norms
 
 
 def _split_the_model_gets_right(model: torch.nn.Module, n: int = 96) -> Split:
@@ -37,7 +37,7 @@ def test_incremental_accuracy_equals_a_full_forward_after_every_removal(model_cl
         group = alive[int(torch.randint(len(alive), (1,), generator=g))]
         graph.remove(group.name, [int(torch.randint(group.size, (1,), generator=g))])
         evaluator.changed(group.name)
-        assert evaluator.accuracy() == evaluate_model(model, split), f"step {step}: {group.name}"
+        assert evaluator.accuracy() == evaluate(model, split), f"step {step}: {group.name}"
 
 
 def test_a_removal_near_the_output_does_not_rerun_the_stem():
@@ -54,8 +54,8 @@ def test_a_removal_near_the_output_does_not_rerun_the_stem():
     last = graph.group("down")                       # the projection block's group, after every add
     graph.remove(last.name, [0])
     evaluator.changed(last.name)
-    assert evaluator.accuracy() == evaluate_model(model, split)
-    assert calls["stem"] == 3 + 1                    # only evaluate_model's forward ran the stem again
+    assert evaluator.accuracy() == evaluate(model, split)
+    assert calls["stem"] == 3 + 1                    # only evaluate's forward ran the stem again
     assert calls["down"] == 3 + 3 + 1
 
 
@@ -80,4 +80,4 @@ def test_a_model_traced_in_train_mode_is_evaluated_without_dropout():
     assert model.training and model.conv.training    # tracing left the modes as they were
     model.eval()
     evaluator = IncrementalEvaluator(graph, split)
-    assert evaluator.accuracy() == evaluate_model(model, split) == 1.0
+    assert evaluator.accuracy() == evaluate(model, split) == 1.0

@@ -10,7 +10,6 @@ from ..graph import Graph
 from ..graph.chain import trace as trace_chain
 from .engine_base import EngineBase
 from .fast.chain_engine import ChainEngine
-from .general.evaluation import evaluate_model
 from .general.graph_engine import GraphEngine
 from .selection import Selected, select_minimum
 
@@ -40,4 +39,4 @@ def create_engine(graph: Graph, criterion: Criterion, eval_split: Split, calibra
     return engine
 
 
-__all__ = ["EngineBase", "ChainEngine", "GraphEngine", "Engine", "create_engine", "evaluate_model", "Selected", "select_minimum"]
+__all__ = ["EngineBase", "ChainEngine", "GraphEngine", "Engine", "create_engine", "Selected", "select_minimum"]

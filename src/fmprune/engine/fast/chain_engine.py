@@ -25,6 +25,7 @@ from ...data import Split
 from ...graph import Graph
 from ...graph.chain import Stage, Topology
 from ...surgery import take
+from ...training import accuracy
 from ..engine_base import EngineBase
 from .head import HeadProjection, head_index
 from .winners import WinnerContributions, winner_pool
@@ -148,7 +149,7 @@ class ActivationCache:
         return self.p[-1]
 
     def accuracy(self) -> float:
-        return float((self.logits.argmax(1) == self.split.labels).float().mean())
+        return accuracy(self.logits, self.split.labels)
 
     def first_pre_activation(self) -> torch.Tensor:
         """The first stage's pre-activation (stored or recomputed)."""

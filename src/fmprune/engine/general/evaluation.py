@@ -1,26 +1,21 @@
-"""Accuracy of a traced model on a split held in memory: a plain forward of the model
-(:func:`evaluate_model`), or, across removals, recomputing only the layers a removal changed
-(:class:`IncrementalEvaluator`, on the values kept at the graph's cuts by :mod:`.cuts`)."""
+"""Accuracy of a traced model across removals, recomputing only the layers a removal changed
+(:class:`IncrementalEvaluator`, on the values kept at the graph's cuts by :mod:`.cuts`); it
+counts as :func:`fmprune.training.evaluate`, the plain forward, does, chunk for chunk."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from ...data import Split
 from ...graph import Graph
-from ...modes import eval_mode
+from ...modes import logits_of
+from ...training import EVAL_BATCH
 from .cuts import CutCache
-from .replay import logits_of
-
-EVAL_CHUNK = 1000
 
 
 class IncrementalEvaluator:
     """Per-chunk correct counts of ``graph``'s model on ``split``, recomputed from the last kept
     cut before the first layer a removal changed."""
 
-    def __init__(self, graph: Graph, split: Split, chunk: int = EVAL_CHUNK) -> None:
+    def __init__(self, graph: Graph, split: Split, chunk: int = EVAL_BATCH) -> None:
         self.split = split
         self.cache = CutCache(graph, split, chunk)
         self.correct: list[int] = []
@@ -39,14 +34,3 @@ class IncrementalEvaluator:
             else:
                 self.correct.append(correct)
         return sum(self.correct) / max(1, len(self.split))
-
-
-@torch.no_grad()
-def evaluate_model(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK) -> float:
-    """Accuracy of ``model`` in eval mode on a split held in memory (modes restored)."""
-    correct = 0
-    with eval_mode(model), torch.inference_mode():
-        for start in range(0, len(split), chunk):
-            logits = logits_of(model(split.images[start:start + chunk]))
-            correct += int((logits.argmax(1) == split.labels[start:start + chunk]).sum())
-    return correct / max(1, len(split))

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from ...criteria import Criterion, Scores
 from ...data import Split
 from ...graph import Graph, Member
+from ...modes import logits_of
 from ..engine_base import EngineBase, channels_first, grad_dot
 from .cuts import CutCache
 from .evaluation import IncrementalEvaluator
 from .probes import CalibrationProbes
-from .replay import Recorder, downstream, logits_of, replaying
+from .replay import Recorder, downstream, replaying
 
 CHUNK = 250   # calibration examples per forward/backward: bounds the memory of the autograd graph
 

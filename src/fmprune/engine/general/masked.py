@@ -23,7 +23,8 @@ from torch import fx, nn
 
 from ...data import Split
 from ...graph import Graph
-from .replay import Recorder, downstream, logits_of, replaying
+from ...modes import logits_of
+from .replay import Recorder, downstream, replaying
 
 CHUNK = 250                 # calibration examples per prefix pass
 REPLAY_BUDGET = 1 << 24     # floats of one downstream tensor of a replay (replicas × examples × its size)

@@ -36,7 +36,8 @@ from ...graph import Graph, Member
 from ...layers import BATCH_NORMS
 from ..engine_base import grad_dot
 from .masked import group_loss_change
-from .replay import Recorder, logits_of, replaying
+from ...modes import logits_of
+from .replay import Recorder, replaying
 
 CHUNK = 250                 # calibration examples per forward/backward
 FISHER_BUDGET = 1 << 26     # floats of per-example gradients held at once

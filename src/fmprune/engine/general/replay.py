@@ -12,7 +12,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
-import torch
 from torch import fx, nn
 
 from ...graph.ops import INPLACE_FUNCTIONS
@@ -62,14 +61,6 @@ def replaying(model: nn.Module) -> Iterator[None]:
     """How every replay runs the model: in eval mode, in-place modules out of place; both restored."""
     with eval_mode(model), out_of_place(model):
         yield
-
-
-def logits_of(output) -> torch.Tensor:
-    """The classification output of a model that may return several values (the first tensor)."""
-    if torch.is_tensor(output):
-        return output
-    flat = [o for o in (output.values() if isinstance(output, dict) else output) if torch.is_tensor(o)]
-    return flat[0]
 
 
 def downstream(nodes: Iterable[fx.Node]) -> set[fx.Node]:
