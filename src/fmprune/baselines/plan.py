@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..engine.selection import lowest
 from ..errors import FmpruneError, PruningError
 from ..graph import Graph, trace
 
@@ -47,15 +48,14 @@ def count_for(size: int, ratio: float) -> int:
     return min(size - 1, int(round(ratio * size)))
 
 
-def lowest(scores: torch.Tensor, n: int) -> list[int]:
-    """The ``n`` lowest-scoring maps (ties: lower index first), sorted."""
-    order = torch.sort(scores.double(), stable=True).indices
-    return sorted(order[:n].tolist())
+def lowest_maps(scores: torch.Tensor, n: int) -> list[int]:
+    """The ``n`` lowest-scoring maps (ties: lower index first), in index order."""
+    return sorted(lowest(scores.double(), n).tolist())
 
 
 def per_layer_plan(scores: dict[str, torch.Tensor], ratios: dict[str, float]) -> Plan:
     """Each group loses its ``ratios[group]`` lowest-scoring maps (groups not named keep all)."""
-    return {name: lowest(s, count_for(len(s), ratios.get(name, 0.0))) for name, s in scores.items()}
+    return {name: lowest_maps(s, count_for(len(s), ratios.get(name, 0.0))) for name, s in scores.items()}
 
 
 def global_plan(scores: dict[str, torch.Tensor], ratio: float | None = None,

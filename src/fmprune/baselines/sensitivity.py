@@ -20,7 +20,7 @@ from ..data import Split
 from ..errors import FmpruneError
 from ..graph import Graph, trace
 from ..training import evaluate
-from .plan import count_for, lowest
+from .plan import count_for, lowest_maps
 from .scores import group_scores
 from .thinet_rescale import remove_and_rescale
 
@@ -150,7 +150,7 @@ def layer_sensitivity(graph: Graph, criterion: Criterion | str, evaluation: Spli
             elif layer is not None:
                 removed = layer.apply(shadow, name, n)
             else:
-                removed = lowest(scores[name], n)
+                removed = lowest_maps(scores[name], n)
                 shadow.remove(name, removed)
             accuracy = evaluate(shadow.model, evaluation)
             result.accuracy[name].append(accuracy)

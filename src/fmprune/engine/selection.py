@@ -19,6 +19,12 @@ class Selected:
     score: float
 
 
+def lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Flat indices of the ``count`` lowest scores, ties in index order (a stable sort): the one
+    rule every ranking here breaks ties by (maps of one layer, single weights, a plan's maps)."""
+    return torch.sort(scores.flatten(), stable=True).indices[:count]
+
+
 def select_minimum(final: Scores, alive: dict[str, Sequence[int]], k: int) -> list[Selected]:
     """The ``k`` lowest-scoring maps across layers (ties: layer order, then map order), never a
     layer's last map. ``final[l][j]`` scores the map whose original index is ``alive[l][j]``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.selection import lowest
 from ..errors import PruningError
 
 SCOPES = ("layer", "global")
@@ -31,11 +32,6 @@ def check_scope(scope: str) -> None:
 def prune_count(amount: float, size: int) -> int:
     """How many of ``size`` elements an ``amount`` prunes (half to even, like torch)."""
     return round(amount * size)
-
-
-def lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Flat indices of the ``count`` lowest scores, ties in index order."""
-    return torch.sort(scores.flatten(), stable=True).indices[:count]
 
 
 def _scores(weights: dict[str, torch.Tensor], keep: dict[str, torch.Tensor] | None, method: str,
