@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+import fmprune
 from fmprune.layers import LayerAdapter, adapter_for, registered_layer_types
 
 TYPES = registered_layer_types()   # at collection time: built-ins (no test registers at import)
@@ -251,3 +252,16 @@ def test_groupnorm_over_several_channels_pins_its_maps():
     assert np.array_equal(adapter_for(module).output_labels(module, inputs, labels, "gn"), inputs)
     assert len(labels.pinned) == 1 and np.array_equal(labels.pinned[0][0], inputs)
 
+
+
+def test_a_registered_type_is_listed_until_unregistered():
+    class Mine(nn.Module):
+        def forward(self, x):
+            return x
+
+    fmprune.register_layer(Mine, LayerAdapter())
+    assert Mine in registered_layer_types() and adapter_for(Mine()) is not None
+    fmprune.unregister_layer(Mine)
+    assert Mine not in registered_layer_types() and adapter_for(Mine()) is None
+    with pytest.raises(KeyError, match="Mine is not a registered layer type"):
+        fmprune.unregister_layer(Mine)

@@ -551,6 +551,14 @@ def register_layer(layer_type: type, adapter: LayerAdapter) -> None:
     _REGISTRY[layer_type] = adapter
 
 
+def unregister_layer(layer_type: type) -> None:
+    """Forget ``layer_type``'s adapter (a registration made for a while, e.g. in a notebook or a
+    test); its modules are then traced into like any other. Unknown types: a one-line error."""
+    if layer_type not in _REGISTRY:
+        raise KeyError(f"{layer_type.__name__} is not a registered layer type")
+    del _REGISTRY[layer_type]
+
+
 def adapter_for(module: nn.Module) -> LayerAdapter | None:
     """The adapter of ``module``'s most specific registered type, or None."""
     for cls in type(module).__mro__:

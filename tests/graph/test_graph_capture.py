@@ -14,7 +14,7 @@ from torch import nn
 
 import fmprune
 from fmprune.graph import capture
-from fmprune.layers import _REGISTRY, LayerNormAdapter
+from fmprune.layers import LayerNormAdapter
 from support import graph_models, layout_models
 from support.reference import assert_shrunk_equals_zeroed
 from support.transformer_models import AttentionWeightsUsed, SmallViT
@@ -162,7 +162,7 @@ def layer_norm_2d():
     """The channels-first LayerNorm of ``support.layout_models`` registered for the duration."""
     fmprune.register_layer(layout_models.LayerNorm2d, LayerNormAdapter(axis=1))
     yield
-    _REGISTRY.pop(layout_models.LayerNorm2d, None)
+    fmprune.unregister_layer(layout_models.LayerNorm2d)
 
 
 def test_the_recording_gives_the_same_groups_and_notes_as_torch_fx(layer_norm_2d, monkeypatch):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fmprune
+from fmprune.layers import LayerNormAdapter
 from fmprune.models.torchvision_models import torchvision_installed
 from support.graph_models import zero_maps
 from support.layout_models import CASES, ChannelsLast, LayerNorm2d
@@ -25,10 +26,9 @@ from support.reference import prune_against_reference, randomize_constants
 
 @pytest.fixture(autouse=True)
 def _layer_norm_2d():
-    from fmprune.layers import LayerNormAdapter, _REGISTRY
     fmprune.register_layer(LayerNorm2d, LayerNormAdapter(axis=1))
     yield
-    _REGISTRY.pop(LayerNorm2d, None)
+    fmprune.unregister_layer(LayerNorm2d)
 
 
 @pytest.mark.parametrize("case", list(CASES))
