@@ -88,7 +88,7 @@ QUICK = {"models": "lenet,resnet20", "methods": "fmprune taylor+rms,fmprune tayl
          "seeds": "0", "base_iters": 300, "rounds": 1, "retrain_during": 20, "retrain": 60, "fraction": 0.2,
          "calibration": 64, "eval_size": 300}
 FULL = {"models": ",".join(MODELS), "methods": ",".join([*FMPRUNE_METHODS, *TP_METHODS]), "seeds": "0,1,2",
-        "base_iters": 2200, "rounds": 2, "retrain_during": 100, "retrain": 300, "fraction": 0.1,
+        "base_iters": 2200, "rounds": 2, "retrain_during": 100, "retrain": 300, "fraction": 0.05,
         "calibration": 256, "eval_size": 1000}
 
 
@@ -215,6 +215,7 @@ class Result:
     acc_tuned: float | None = None       # ... and after it
     seconds_per_step: float | None = None
     wall_seconds: float | None = None    # pruning, retraining and final tuning (not the test evaluations)
+    widths: dict[str, int] | None = None   # maps left in each convolution and linear layer
     error: str = ""
 
 
@@ -258,6 +259,7 @@ def run_chain(name: str, make: Callable[[], Chain], base: nn.Module, splits: Spl
         row.steps, row.wall_seconds = chain.steps, busy
         row.macs_x = base_macs / count_macs(pruned, example)
         row.params_x = base_params / count_params(pruned)
+        row.widths = widths(pruned)
         row.acc_pruned, row.acc_tuned = evaluate(pruned, splits.test), evaluate(tuned, splits.test)
         row.seconds_per_step = statistics.median(chain.step_seconds) if chain.step_seconds else None
         if target != args.targets[-1] and args.retrain_during:   # the next target's first round starts retrained
@@ -267,6 +269,13 @@ def run_chain(name: str, make: Callable[[], Chain], base: nn.Module, splits: Spl
             busy += time.perf_counter() - started
         previous = target
     return results
+
+
+def widths(model: nn.Module) -> dict[str, int]:
+    """Output maps of every convolution and linear layer: where a method cut, to compare methods
+    that reach the same MACs by different layers."""
+    return {name: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
+            for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
 
 
 def label(target: float) -> str:
@@ -383,7 +392,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="pruning rounds per target, retraining between them (default 2)")
     ap.add_argument("--retrain-during", type=int, help="updates after each round (default 100; 0: none)")
     ap.add_argument("--retrain", type=int, help="updates of the final tuning at each target (default 300; 0: none)")
-    ap.add_argument("--fraction", type=float, help="fmprune: maps left removed per step (default 0.1)")
+    ap.add_argument("--fraction", type=float, help="fmprune: maps left removed per step (default 0.05, fmprune.prune's own; Torch-Pruning: see peers.tp_steps)")
     ap.add_argument("--calibration", type=int, help="training images a criterion reads (default 256)")
     ap.add_argument("--eval-size", type=int, help="validation images evaluated after each step (default 1000)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
