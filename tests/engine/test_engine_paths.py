@@ -10,16 +10,22 @@ import torch
 import torch.nn.functional as F
 
 import fmprune
-from fmprune.criteria import create_criterion
+from fmprune.criteria import READS_ALL, Criterion, available_criteria, create_criterion
 from fmprune.data import Split
 from fmprune.engine import ChainEngine, GraphEngine, create_engine
 from support.graph_models import ResidualBN, randomize_norms
 
 
+# Every registered criterion the chain path computes (what it reads is within READS_ALL; the
+# others always take the general path), with L2 normalisation; then normalisations, the FLOPs term
+# and several maps per step on a few. A criterion registered later is checked with no edit here.
+ON_BOTH_PATHS = [name for name in available_criteria() if Criterion.registry[name].reads <= READS_ALL]
+
+
 @pytest.mark.parametrize("criterion, norm, lam, k", [
-    ("taylor", "l2", 0.0, 1),
+    *[(name, "l2", 0.0, 1) for name in ON_BOTH_PATHS],
     ("taylor", "none", 1e-3, 1),
-    ("mean_activation", "l2", 0.0, 1),
+    ("taylor", "rms", 0.0, 3),
     ("min_weight", "l1", 1e-3, 2),
     ("random", "none", 0.0, 1),
 ])
