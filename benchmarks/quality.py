@@ -64,10 +64,12 @@ MODELS = {   # name -> data it is trained and pruned on
     "vgg11_bn": "fashion-mnist3x32",
     "mobilenetv2": "fashion-mnist3x32",
 }
-FMPRUNE_METHODS = {   # label -> (criterion, normalisation[, per-cost]); "fmprune taylor+rms" is the default recipe
+FMPRUNE_METHODS = {   # label -> (criterion, normalisation[, per-cost[, λ of the FLOPs term, eq. 9]]); "fmprune taylor+rms" is the default recipe
     "fmprune taylor+l2": ("taylor", "l2"),
     "fmprune taylor+rms": ("taylor", "rms"),
     "fmprune taylor+rms/macs": ("taylor", "rms", "macs"),
+    "fmprune taylor+rms+flops0.1": ("taylor", "rms", "none", 0.1),
+    "fmprune taylor+rms+flops0.3": ("taylor", "rms", "none", 0.3),
     "fmprune l1_filter+rms": ("l1_filter", "rms"),
     "fmprune l1_filter+rms/macs": ("l1_filter", "rms", "macs"),
     "fmprune taylor": ("taylor", "none"),
@@ -135,8 +137,10 @@ class FmpruneChain:
     (saved as a checkpoint after the shared retraining)."""
 
     def __init__(self, ckpt: Path, splits: Splits, method: str, args, seed: int, workdir: Path) -> None:
-        self.criterion, self.normalize, *cost = FMPRUNE_METHODS[method]
-        self.per_cost = cost[0] if cost else "none"
+        spec = FMPRUNE_METHODS[method]
+        self.criterion, self.normalize = spec[:2]
+        self.per_cost = spec[2] if len(spec) > 2 else "none"
+        self.flops_lambda = spec[3] if len(spec) > 3 else 0.0
         self.splits, self.args, self.seed, self.workdir = splits, args, seed, workdir
         self.base = load_checkpoint(ckpt)
         self.source = ckpt
@@ -145,6 +149,7 @@ class FmpruneChain:
 
     def prune_to(self, macs: int) -> None:
         config = fmprune.PruneConfig(criterion=self.criterion, normalize=self.normalize, per_cost=self.per_cost,
+                                     flops_lambda=self.flops_lambda,
                                      target_macs=min(1.0, macs / self.graph.total_macs()),
                                      maps_per_step=self.args.fraction, calibration=self.args.calibration,
                                      eval_size=self.args.eval_size, seed=self.seed)
@@ -213,6 +218,8 @@ class Result:
     params_x: float | None = None
     acc_pruned: float | None = None      # test accuracy at the target, before the final tuning
     acc_tuned: float | None = None       # ... and after it
+    val_tuned: float | None = None       # after it, on the whole validation split: what a method's
+                                         # settings may be chosen by (the test split only reports)
     seconds_per_step: float | None = None
     wall_seconds: float | None = None    # pruning, retraining and final tuning (not the test evaluations)
     widths: dict[str, int] | None = None   # maps left in each convolution and linear layer
@@ -261,6 +268,7 @@ def run_chain(name: str, make: Callable[[], Chain], base: nn.Module, splits: Spl
         row.params_x = base_params / count_params(pruned)
         row.widths = widths(pruned)
         row.acc_pruned, row.acc_tuned = evaluate(pruned, splits.test), evaluate(tuned, splits.test)
+        row.val_tuned = evaluate(tuned, splits.val)
         row.seconds_per_step = statistics.median(chain.step_seconds) if chain.step_seconds else None
         if target != args.targets[-1] and args.retrain_during:   # the next target's first round starts retrained
             started = time.perf_counter()
@@ -335,8 +343,8 @@ def aggregate(results: list[Result]) -> list[dict]:
         ok = [r for r in rows if not r.error]
         agg = {"model": key[0], "target": key[1], "method": key[2], "seeds": len(ok),
                "errors": sorted({r.error for r in rows if r.error})}
-        for fieldname in ("macs_x", "params_x", "acc_pruned", "acc_tuned", "seconds_per_step", "wall_seconds",
-                          "steps"):
+        for fieldname in ("macs_x", "params_x", "acc_pruned", "acc_tuned", "val_tuned", "seconds_per_step",
+                          "wall_seconds", "steps"):
             agg[fieldname], agg[fieldname + "_std"] = mean_std([getattr(r, fieldname) for r in ok
                                                                 if getattr(r, fieldname) is not None])
         out.append(agg)
