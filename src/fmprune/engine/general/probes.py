@@ -34,9 +34,9 @@ from ...data import Split
 from ...errors import FmpruneError
 from ...graph import Graph, Member
 from ...layers import BATCH_NORMS
+from ...modes import logits_of
 from ..engine_base import grad_dot
 from .masked import group_loss_change
-from ...modes import logits_of
 from .replay import Recorder, replaying
 
 CHUNK = 250                 # calibration examples per forward/backward
