@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import fmprune
+from fmprune.errors import FmpruneError
 from fmprune.layers import LayerAdapter, adapter_for, registered_layer_types
 
 TYPES = registered_layer_types()   # at collection time: built-ins (no test registers at import)
@@ -263,5 +264,5 @@ def test_a_registered_type_is_listed_until_unregistered():
     assert Mine in registered_layer_types() and adapter_for(Mine()) is not None
     fmprune.unregister_layer(Mine)
     assert Mine not in registered_layer_types() and adapter_for(Mine()) is None
-    with pytest.raises(KeyError, match="Mine is not a registered layer type"):
+    with pytest.raises(FmpruneError, match="^Mine is not a registered layer type$"):
         fmprune.unregister_layer(Mine)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import FmpruneError
 from .surgery import Slicer, slice_param, take
 
 Labels = np.ndarray  # one integer label per position of a tensor's channel axis
@@ -555,7 +556,7 @@ def unregister_layer(layer_type: type) -> None:
     """Forget ``layer_type``'s adapter (a registration made for a while, e.g. in a notebook or a
     test); its modules are then traced into like any other. Unknown types: a one-line error."""
     if layer_type not in _REGISTRY:
-        raise KeyError(f"{layer_type.__name__} is not a registered layer type")
+        raise FmpruneError(f"{layer_type.__name__} is not a registered layer type")
     del _REGISTRY[layer_type]
 
 
@@ -573,8 +574,9 @@ def adapter_for(module: nn.Module) -> LayerAdapter | None:
 def registered_layer_types() -> tuple[type, ...]:
     """Every layer type with an adapter, built-in or added with ``register_layer``, in the order
     registered: what a caller (a test, a listing) can enumerate without reaching into the
-    registry. Classes of other libraries known by qualified name (torchvision's LayerNorm2d,
-    Swin's attention) are not types here until imported, so they are not listed."""
+    registry. Classes of other libraries that fmprune adapts by qualified name, without importing
+    them (torchvision's LayerNorm2d, Swin's and MaxViT's attention blocks), are not listed, nor can
+    they be unregistered; ``adapter_for`` finds them."""
     return tuple(_REGISTRY)
 
 

@@ -372,8 +372,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch: int = EVAL_BATCH) -> float:
     """Accuracy of ``model`` in eval mode on a split held in memory, ``batch`` images per forward
-    (modes restored). The one evaluator: training, every run and baseline, and the pruning
-    engines' full evaluations (the incremental evaluator is checked equal to it)."""
+    (modes restored). The one evaluator of training, every run and every baseline; the pruning
+    engines count the same way on values they keep (the chain path's cached logits through
+    :func:`accuracy`, the general path's ``IncrementalEvaluator``, which a test checks equal to it)."""
     correct = 0
     with eval_mode(model), torch.inference_mode():
         for start in range(0, len(split), batch):

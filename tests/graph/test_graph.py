@@ -12,6 +12,7 @@ from torch import nn
 
 import fmprune
 from fmprune.errors import PruningError
+from fmprune.layers import ChannelwiseAdapter
 from support.graph_models import CASES, randomize_norms, zero_maps
 
 def _model(case: str) -> tuple[nn.Module, torch.Tensor]:
@@ -181,21 +182,23 @@ class Scale(nn.Module):
 
 
 def test_register_layer_teaches_a_custom_layer():
-    from fmprune.layers import ChannelwiseAdapter
     model = nn.Sequential(nn.Conv2d(3, 6, 3), Scale(6), nn.ReLU(), nn.Conv2d(6, 2, 1))
     x = torch.randn(2, 3, 6, 6)
     # without an adapter the constant-shaped parameter pins the maps it scales
     assert fmprune.trace(model, x[:1]).groups == []
     fmprune.register_layer(Scale, ChannelwiseAdapter(("s",), ()))
-    graph = fmprune.trace(model, x[:1])
-    assert {g.name: g.size for g in graph.groups} == {"0": 6}
-    expected = copy.deepcopy(model)
-    with torch.no_grad():
-        expected[0].weight[2] = 0
-        expected[0].bias[2] = 0
-    graph.remove("0", [2])
-    assert model[1].s.shape == (5,)
-    assert (model(x) - expected(x)).abs().max() < 1e-6
+    try:
+        graph = fmprune.trace(model, x[:1])
+        assert {g.name: g.size for g in graph.groups} == {"0": 6}
+        expected = copy.deepcopy(model)
+        with torch.no_grad():
+            expected[0].weight[2] = 0
+            expected[0].bias[2] = 0
+        graph.remove("0", [2])
+        assert model[1].s.shape == (5,)
+        assert (model(x) - expected(x)).abs().max() < 1e-6
+    finally:   # the registry is global: later tests must see Scale unregistered
+        fmprune.unregister_layer(Scale)
 
 
 def test_norms_across_channels_keep_their_maps_and_per_channel_ones_prune():
