@@ -57,6 +57,10 @@ def main(out: str, mismatch: bool = False) -> None:
     with open(f"{out}.{rank}" if world > 1 else out, "w") as f:
         json.dump(result, f)
     if world > 1:
+        # both ranks have written their result before either tears the group down: a rank that
+        # closes its gloo connections while the other is still in its own teardown can make that
+        # one abort (seen once, rank 1 exit -6, on a loaded machine)
+        dist.barrier()
         dist.destroy_process_group()
 
 
