@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from ..data import DataRequest
-from ..errors import FmpruneError
+from ..errors import FmpruneError, first_line
 from ..run.loop import StepRecord, run_pruning
 from ..run.lock import locked
 from ..run.rundir import read_json, write_json_atomic
@@ -221,7 +221,10 @@ def open_study(spec: TuneSpec, storage: str, create: bool = True) -> Any:
         study = optuna.create_study(study_name=spec.name, storage=storage, load_if_exists=True, direction="minimize",
                                     sampler=make_sampler(spec), pruner=make_pruner(spec))
     except Exception as e:   # SQLAlchemy/driver errors: a bad URL or an unwritable file
-        raise FmpruneError(f"cannot open the study storage {storage}: {str(e).splitlines()[0]}") from None
+        why = first_line(e)
+        # a full disk or a read-only file is a write failure, named as every other writer names it
+        verb = "write" if any(s in why for s in ("disk is full", "No space left", "readonly")) else "open"
+        raise FmpruneError(f"cannot {verb} the study storage {storage}: {why}") from None
     known = study.user_attrs.get("fingerprint")
     if known is None:
         study.set_user_attr("fingerprint", spec.fingerprint())
