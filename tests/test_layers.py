@@ -149,6 +149,11 @@ class Cut:
     keep_out: torch.Tensor
     cut: nn.Module             # the layer after adapter.prune
 
+    @property
+    def kept_x(self) -> torch.Tensor:
+        """The input the cut layer reads: the example's input at the kept positions."""
+        return self.x.index_select(self.in_axis, self.keep_in)
+
 
 def cut_of(layer_type: type) -> Cut:
     """The example of ``layer_type`` cut as the graph cuts it: outputs tied to inputs (the labels
@@ -189,7 +194,7 @@ def test_every_example_is_a_registered_type():
 @pytest.mark.parametrize("layer_type", TESTED, ids=lambda t: t.__name__)
 def test_a_cut_gives_the_kept_outputs_of_the_layer_with_the_cut_inputs_zero(layer_type):
     example, c = EXAMPLES[layer_type], cut_of(layer_type)
-    kept_x = c.x.index_select(c.in_axis, c.keep_in)
+    kept_x = c.kept_x
     with torch.no_grad():
         got = example.call(c.cut, kept_x)
         if example.renormalises:
@@ -212,7 +217,7 @@ def test_a_cut_gives_the_kept_outputs_of_the_layer_with_the_cut_inputs_zero(laye
 @pytest.mark.parametrize("layer_type", TESTED, ids=lambda t: t.__name__)
 def test_the_cost_of_a_cut_is_its_real_parameters_and_the_macs_counted_by_hand(layer_type):
     example, c = EXAMPLES[layer_type], cut_of(layer_type)
-    kept_x = c.x.index_select(c.in_axis, c.keep_in)
+    kept_x = c.kept_x
     with torch.no_grad():
         out = example.call(c.cut, kept_x)
     n_in, n_out = len(c.keep_in), len(c.keep_out)

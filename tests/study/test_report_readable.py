@@ -10,18 +10,14 @@ from fmprune.study import report
 from fmprune.study.experiments import load_experiment
 from fmprune.study.legend import run_names, style_keys
 from fmprune.study.report import discover, line_styles, plot_group, summary_rows, write_report
-
-HEADER = "step,layer,map,score,accuracy,params,macs,seconds\n"
+from support.run_dirs import write_run
 
 
 def fake_run(root: Path, label: str, config: dict, accuracies: list[float], summary: dict | None = None) -> Path:
     """A run directory as the loop writes it: one step per accuracy, one map per step."""
-    run = root / label
-    run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"scope": "all", "eval_split": "val", **config}))
     rows = [f"0,,,,{accuracies[0]},1000,5000,0"]
     rows += [f"{i},fc1,{i},0.1,{a},{1000 - 10 * i},{5000 - 40 * i},{i}" for i, a in enumerate(accuracies[1:], 1)]
-    (run / "steps.csv").write_text(HEADER + "\n".join(rows) + "\n")
+    run = write_run(root / label, {"scope": "all", "eval_split": "val", **config}, rows)
     if summary is not None:
         (run / "summary.json").write_text(json.dumps(summary))
     return run

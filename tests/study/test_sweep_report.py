@@ -9,6 +9,7 @@ from fmprune.study.experiments import load_experiment
 from fmprune.study.report import X_AXES, read_curve, summary_rows, write_report
 from fmprune.study.sweep import run_sweep
 from support.paths import ROOT
+from support.run_dirs import write_run
 
 SHIPPED = sorted((ROOT / "experiments").glob("*.toml"))
 
@@ -117,13 +118,9 @@ def test_same_file_and_seed_give_the_same_steps(small_ckpt, idx_dir, tmp_path):
 
 
 def test_summary_counts_maps_before_each_threshold(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text('{"scope": "all", "eval_split": "val"}')
-    (run / "steps.csv").write_text(
-        "step,layer,map,score,accuracy,params,macs,seconds\n"
-        "0,,,,0.995,100,1000,0\n1,fc1,3,0.1,0.992,90,900,1\n2,fc1,4,0.2,0.985,80,800,2\n"
-        "2,conv1,1,0.2,0.985,70,700,2\n3,fc1,5,0.3,0.95,60,600,3\n4,fc1,6,0.3,0.89,50,500,4\n")
+    run = write_run(tmp_path / "run", {"scope": "all", "eval_split": "val"}, [
+        "0,,,,0.995,100,1000,0", "1,fc1,3,0.1,0.992,90,900,1", "2,fc1,4,0.2,0.985,80,800,2",
+        "2,conv1,1,0.2,0.985,70,700,2", "3,fc1,5,0.3,0.95,60,600,3", "4,fc1,6,0.3,0.89,50,500,4"])
     row = summary_rows(type("G", (), {"curves": [read_curve(run)]})())[0]
     assert (row["maps before < 99%"], row["maps before < 98%"], row["maps before < 90%"]) == ("1", "3", "4")
     assert row["maps pruned"] == "5" and row["params x"] == "2.0" and row["status"] == "unfinished"
@@ -147,20 +144,16 @@ def test_line_styles_colour_by_criterion_and_style_by_the_rest():
     assert len({(str(s["color"]), str(s["ls"])) for s in many}) == 14
 
 
-def fake_experiment(root: Path, title: str, config: str) -> Path:
-    run = root / "run"
-    run.mkdir(parents=True)
+def fake_experiment(root: Path, title: str, config: dict) -> Path:
+    write_run(root / "run", config, ["0,,,,0.995,100,1000,0", "1,fc1,3,0.1,0.992,90,900,1"])
     (root / "experiment.json").write_text(f'{{"name": "{root.name}", "title": "{title}", "runs": ["run"]}}')
-    (run / "config.json").write_text(config)
-    (run / "steps.csv").write_text("step,layer,map,score,accuracy,params,macs,seconds\n"
-                                   "0,,,,0.995,100,1000,0\n1,fc1,3,0.1,0.992,90,900,1\n")
     return root
 
 
 def test_report_keeps_the_order_given_and_says_where_runs_ran(tmp_path):
-    later = fake_experiment(tmp_path / "a-exp", "Alpha", '{"scope": "all"}')
+    later = fake_experiment(tmp_path / "a-exp", "Alpha", {"scope": "all"})
     first = fake_experiment(tmp_path / "b-exp", "Beta",
-                            '{"scope": "all", "device": "cuda:0 (GPU)", "torch_version": "2.11.0"}')
+                            {"scope": "all", "device": "cuda:0 (GPU)", "torch_version": "2.11.0"})
     text = write_report([first, later], tmp_path / "report").read_text()
     assert text.index("## Beta") < text.index("## Alpha")
     assert "Ran on cuda:0 (GPU), torch 2.11.0" in text
@@ -169,7 +162,7 @@ def test_report_keeps_the_order_given_and_says_where_runs_ran(tmp_path):
 
 def test_the_same_runs_give_byte_identical_figures(tmp_path):
     """No date stamp or random element ids: a regenerated report changes only where runs did."""
-    runs = fake_experiment(tmp_path / "exp", "Same", '{"scope": "all"}')
+    runs = fake_experiment(tmp_path / "exp", "Same", {"scope": "all"})
     first, second = (write_report([runs], tmp_path / out).parent / "figures" for out in ("a", "b"))
     names = sorted(p.name for p in first.iterdir())
     assert any(n.endswith(".svg") for n in names) and any(n.endswith(".png") for n in names)

@@ -18,6 +18,7 @@ from fmprune.run.loop import run_pruning
 from fmprune.study.report import read_curve
 from fmprune.study.tune_spec import Objective, load_tune_file
 from support.paths import ROOT
+from support.run_dirs import write_run
 
 SMALL = """
 [study]
@@ -89,12 +90,8 @@ def test_the_objective_threshold_is_the_runs_floor_unless_the_file_sets_one(tmp_
 
 
 def test_objective_takes_the_last_step_before_accuracy_first_falls_under_the_bar(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text('{"scope": "all"}')
-    (run / "steps.csv").write_text(
-        "step,layer,map,score,accuracy,params,macs,seconds\n0,,,,0.99,1000,800,0\n1,a,1,0.1,0.985,900,600,1\n"
-        "2,a,2,0.1,0.97,800,400,2\n3,a,3,0.1,0.981,700,200,3\n")
+    run = write_run(tmp_path / "run", {"scope": "all"}, [
+        "0,,,,0.99,1000,800,0", "1,a,1,0.1,0.985,900,600,1", "2,a,2,0.1,0.97,800,400,2", "3,a,3,0.1,0.981,700,200,3"])
     curve = read_curve(run)
     macs = Objective("macs", 0.98)
     assert macs.best_point(curve) == (1, 600 / 800, 0.985, True)             # step 3 is back above: not counted

@@ -1,0 +1,18 @@
+"""Run directories as the pruning loop writes them, for tests of what reads them (reports, sweep
+summaries, tuning objectives) without running a pruning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STEPS_HEADER = "step,layer,map,score,accuracy,params,macs,seconds"
+
+
+def write_run(run: Path, config: dict, rows: list[str]) -> Path:
+    """``run``/config.json from ``config`` and ``run``/steps.csv: the loop's header, then ``rows``
+    (one "step,layer,map,score,accuracy,params,macs,seconds" line each; step 0 is the base)."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "steps.csv").write_text("\n".join([STEPS_HEADER, *rows]) + "\n")
+    return run
