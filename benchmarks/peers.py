@@ -44,6 +44,7 @@ import fmprune
 from fmprune.run.base_model import default_checkpoint_path
 from fmprune.costs import count_macs, count_params, measure_latencies
 from fmprune.data import Splits, calibration_subset, fmprune_home, load_splits
+from fmprune.distillation import Distillation
 from fmprune.models import build_model
 from fmprune.models.spec import ModelSpec
 from fmprune.run.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -213,22 +214,25 @@ def graph_seconds(model: nn.Module, input_shape: tuple[int, ...], repeats: int) 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def retrained(model: nn.Module, splits: Splits, iters: int, seed: int = 0) -> nn.Module:
+def retrained(model: nn.Module, splits: Splits, iters: int, seed: int = 0,
+              distill: Distillation | None = None) -> nn.Module:
     """The same short retraining for every pruned model: Adam, one-cycle, the same batches (a
     copy: the model itself is left as it is)."""
     model = copy.deepcopy(model)
     torch.manual_seed(seed)
-    one_cycle(model, BatchStream(splits.train, 64, seed), iters)
+    one_cycle(model, BatchStream(splits.train, 64, seed), iters, distill=distill)
     return model.eval()
 
 
-def one_cycle(model: nn.Module, stream: BatchStream, iters: int, lr: float = 1e-3) -> None:
+def one_cycle(model: nn.Module, stream: BatchStream, iters: int, lr: float = 1e-3,
+              distill: Distillation | None = None) -> None:
     """``iters`` updates of a fresh Adam with a one-cycle schedule peaking at ``lr``, in place:
     a new optimizer each time, because Torch-Pruning replaces the parameters it prunes (an
-    optimizer made before a step would update the old ones)."""
+    optimizer made before a step would update the old ones). ``distill``: learn from a teacher's
+    output too (``fmprune.Distillation``)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=iters, pct_start=0.15)
-    fine_tune(model, stream, optimizer, iters, schedule)
+    fine_tune(model, stream, optimizer, iters, schedule, distill=distill)
 
 
 # -- one model -------------------------------------------------------------------------------------

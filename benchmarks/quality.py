@@ -50,6 +50,7 @@ from torch import nn
 import fmprune
 from fmprune.costs import count_macs, count_params
 from fmprune.data import Splits, calibration_subset, fmprune_home
+from fmprune.distillation import Distillation
 from fmprune.models.spec import ModelSpec
 from fmprune.run.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from fmprune.tables import markdown_table
@@ -88,10 +89,10 @@ TP_METHODS: dict[str, Callable[[], object]] = {   # label -> Torch-Pruning impor
 }
 QUICK = {"models": "lenet,resnet20", "methods": "fmprune taylor+rms,fmprune taylor+l2,tp L1,tp taylor",
          "seeds": "0", "base_iters": 300, "rounds": 1, "retrain_during": 20, "retrain": 60, "fraction": 0.2,
-         "calibration": 64, "eval_size": 300}
+         "calibration": 64, "eval_size": 300, "distill": 0.5}
 FULL = {"models": ",".join(MODELS), "methods": ",".join([*FMPRUNE_METHODS, *TP_METHODS]), "seeds": "0,1,2",
-        "base_iters": 2200, "rounds": 2, "retrain_during": 100, "retrain": 300, "fraction": 0.05,
-        "calibration": 256, "eval_size": 1000}
+        "base_iters": 2200, "rounds": 2, "retrain_during": 100, "retrain": 600, "fraction": 0.05,
+        "calibration": 256, "eval_size": 1000, "distill": 0.5}
 
 
 def _tp():
@@ -241,6 +242,7 @@ def run_chain(name: str, make: Callable[[], Chain], base: nn.Module, splits: Spl
     torch.manual_seed(seed)
     stream = BatchStream(splits.train, 64, seed)
     results, previous, busy = [], 1.0, 0.0
+    teacher = Distillation.of(base, args.distill) if args.distill else None
     try:
         chain = make()
     except Exception as e:   # noqa: BLE001 - a method a model cannot take is a result too
@@ -253,10 +255,10 @@ def run_chain(name: str, make: Callable[[], Chain], base: nn.Module, splits: Spl
             for i, fraction in enumerate(round_targets(previous, target, args.rounds)):
                 chain.prune_to(int(fraction * base_macs))
                 if i < args.rounds - 1 and args.retrain_during:
-                    one_cycle(chain.model, stream, args.retrain_during)
+                    one_cycle(chain.model, stream, args.retrain_during, distill=teacher)
                     chain.retrained_in_place()
             pruned = copy.deepcopy(chain.model).eval()
-            tuned = retrained(pruned, splits, args.retrain, seed) if args.retrain else pruned
+            tuned = retrained(pruned, splits, args.retrain, seed, teacher) if args.retrain else pruned
             busy += time.perf_counter() - started
         except Exception as e:   # noqa: BLE001 - a peer's failure on a model is a result too
             row.error = short(e)
@@ -272,7 +274,7 @@ def run_chain(name: str, make: Callable[[], Chain], base: nn.Module, splits: Spl
         row.seconds_per_step = statistics.median(chain.step_seconds) if chain.step_seconds else None
         if target != args.targets[-1] and args.retrain_during:   # the next target's first round starts retrained
             started = time.perf_counter()
-            one_cycle(chain.model, stream, args.retrain_during)
+            one_cycle(chain.model, stream, args.retrain_during, distill=teacher)
             chain.retrained_in_place()
             busy += time.perf_counter() - started
         previous = target
@@ -399,8 +401,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--base-iters", type=int, help="training updates of each base model (default 2200: LeNet's 4 epochs)")
     ap.add_argument("--rounds", type=int, help="pruning rounds per target, retraining between them (default 2)")
     ap.add_argument("--retrain-during", type=int, help="updates after each round (default 100; 0: none)")
-    ap.add_argument("--retrain", type=int, help="updates of the final tuning at each target (default 300; 0: none)")
+    ap.add_argument("--retrain", type=int, help="updates of the final tuning at each target (default 600, 300 before "
+                    "2026-12-02 09:00; 0: none)")
     ap.add_argument("--fraction", type=float, help="fmprune: maps left removed per step (default 0.05, fmprune.prune's own; Torch-Pruning: see peers.tp_steps)")
+    ap.add_argument("--distill", type=float, help="weight of distillation from the base model in all retraining "
+                    "(fmprune.Distillation, temperature 4; default 0.5; 0: labels only, the protocol before 2026-12-02 09:00)")
     ap.add_argument("--calibration", type=int, help="training images a criterion reads (default 256)")
     ap.add_argument("--eval-size", type=int, help="validation images evaluated after each step (default 1000)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")

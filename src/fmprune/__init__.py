@@ -19,7 +19,8 @@ from .run.config import PruneConfig  # noqa: E402
 from .run.loop import run_pruning  # noqa: E402
 from .pruner import Pruner, PruneReport, PruneResult, load, prune, save  # noqa: E402
 from .latency import LatencyTable, latency_table  # noqa: E402
+from .distillation import Distillation, distillation_loss  # noqa: E402
 
 __all__ = ["trace", "Graph", "Group", "UnsupportedModelError", "FmpruneError", "register_layer", "unregister_layer",
            "LayerAdapter", "PruneConfig", "run_pruning", "load_checkpoint", "Pruner", "PruneReport", "prune", "PruneResult", "save", "load",
-           "LatencyTable", "latency_table", "__version__"]
+           "LatencyTable", "latency_table", "Distillation", "distillation_loss", "__version__"]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Augmentation, Split, Splits
+from .distillation import Distillation
 from .errors import FmpruneError
 from .layers import batch_norm_scale
 from .models import ModelSpec, Normalized, build_model, check_output
@@ -200,12 +201,15 @@ def train(model: nn.Module, train_split: Split, config: TrainConfig,
 def fine_tune(model: nn.Module, stream: BatchStream, optimizer: torch.optim.Optimizer, iterations: int,
               schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
               on_step: Callable[[int, int, float], None] | None = None, *,
-              autocast: torch.dtype | None = None, channels_last: bool = False, bn_l1: float = 0.0) -> None:
+              autocast: torch.dtype | None = None, channels_last: bool = False, bn_l1: float = 0.0,
+              distill: Distillation | None = None) -> None:
     """``iterations`` minibatch updates with an existing optimizer (base training and the
     retraining protocols), leaving the model in eval mode. ``autocast`` computes the forward in
     that dtype on the batches' device; ``channels_last`` feeds NHWC batches. ``bn_l1`` adds
     network slimming's penalty λ·Σ|γ| over every BatchNorm scale (its subgradient λ·sign(γ),
-    added to the gradients before each update; the reported loss is the cross-entropy alone)."""
+    added to the gradients before each update; the reported loss is the cross-entropy alone).
+    ``distill`` minimises its loss (labels and a teacher's softened output) instead of the
+    cross-entropy alone."""
     norms = slimming_parameters(model, bn_l1)
     model.train()
     for step in range(iterations):
@@ -213,7 +217,8 @@ def fine_tune(model: nn.Module, stream: BatchStream, optimizer: torch.optim.Opti
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=autocast) if autocast is not None else nullcontext():
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = distill.loss(logits, x, y) if distill is not None else F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for gamma in norms:

@@ -58,6 +58,10 @@ from .bars import PruneProgress
 @click.option("--final-tune", default=0, show_default=True,
               help="After the last step, train this many iterations (one-cycle Adam) before the final measure.")
 @click.option("--final-tune-lr", default=1e-3, show_default=True, help="Peak learning rate of --final-tune.")
+@click.option("--distill", default=0.0, show_default=True,
+              help="Weight of distillation from the unpruned model in --retrain and --final-tune: the loss is "
+                   "(1-W)·cross-entropy + W·T²·KL to its softened output (0: labels only; docs/quality.md).")
+@click.option("--distill-temperature", default=4.0, show_default=True, help="Temperature T of --distill.")
 @click.option("--save-every", default=10, show_default=True,
               help="Steps between resume states of a retraining run (a killed run continues from there).")
 @options.seed("Seed of the calibration images, random scores and retraining batches.")
@@ -96,7 +100,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
               eval_size: int | None, retrain: int, retrain_only_pruned_layer: bool, retrain_lr: float,
               retrain_batch: int, rank_once: bool, min_accuracy: float | None,
               target_params: float | None, target_macs: float | None, final_tune: int,
-              final_tune_lr: float, save_every: int, seed: int, group_reduction: str, per_cost: str,
+              final_tune_lr: float, distill: float, distill_temperature: float, save_every: int, seed: int, group_reduction: str, per_cost: str,
               target_latency: float | None, latency_lambda: float, latency_runtime: str, latency_batch: int,
               latency_clock: str, round_to: int, ignore: str,
               run_dir: Path | None, tensorboard_dir: Path | None, quiet: bool, distributed: bool,
@@ -110,7 +114,8 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
         seed=seed, retrain=retrain, retrain_only_pruned_layer=retrain_only_pruned_layer,
         retrain_lr=retrain_lr, retrain_batch=retrain_batch, rank_once=rank_once,
         min_accuracy=min_accuracy, target_params=target_params, target_macs=target_macs,
-        save_every=save_every, final_tune=final_tune, final_tune_lr=final_tune_lr,
+        save_every=save_every, final_tune=final_tune, final_tune_lr=final_tune_lr, distill=distill,
+        distill_temperature=distill_temperature,
         group_reduction=group_reduction, per_cost=per_cost, target_latency=target_latency,
         latency_lambda=latency_lambda, latency_runtime=latency_runtime, latency_batch=latency_batch,
         latency_clock=latency_clock, round_to=round_to,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from ..distillation import check_distillation
 from ..criteria import NORMALIZATIONS, REDUCTIONS, check_cost, create_criterion
 from ..errors import FmpruneError
 from ..runtimes import RUNTIMES
@@ -48,6 +49,8 @@ class PruneConfig:
     save_every: int = 10                 # steps between resume states (retraining runs)
     final_tune: int = 0                  # iterations of one-cycle Adam after the last step
     final_tune_lr: float = 1e-3          # its peak learning rate
+    distill: float = 0.0                 # retraining and final tuning learn from the unpruned model's output
+    distill_temperature: float = 4.0     # with this weight and temperature (fmprune.distillation; 0: labels only)
 
     def __post_init__(self) -> None:
         check_numbers(self)
@@ -62,6 +65,7 @@ class PruneConfig:
         if self.maps_per_step <= 0 or (self.maps_per_step >= 1 and self.maps_per_step != int(self.maps_per_step)):
             raise FmpruneError(f"maps per step must be a positive integer or a fraction in (0, 1), "
                                f"got {self.maps_per_step}")
+        check_distillation(self.distill, self.distill_temperature)
         if self.final_tune < 0:
             raise FmpruneError(f"final tune iterations must be >= 0, got {self.final_tune}")
         for name in ("steps", "calibration", "eval_size", "retrain_batch", "save_every"):

@@ -24,6 +24,7 @@ from .checkpoint import Checkpoint, check_input_shape, load_checkpoint_for, make
 from .config import PruneConfig
 from ..criteria import create_criterion
 from ..data import Splits, calibration_subset
+from ..distillation import Distillation
 from ..devices import resolve_device, rng_state, set_rng_state
 from ..engine import Selected, create_engine
 from ..engine.engine_base import data_free_scope
@@ -117,6 +118,7 @@ class PruningRun:
         self.engine = self._engine()
         self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=config.retrain_lr)
                           if config.retrain else None)
+        self.distill = self._teacher()
         self.stream = BatchStream(splits.train.to(self.device), config.retrain_batch, config.seed,
                                   retraining_augmentation(base.recipe, splits))
         if distributed:   # each rank trains on its share of every minibatch (see run/distributed.py)
@@ -138,6 +140,14 @@ class PruningRun:
                                cfg.normalize, cfg.flops_lambda, cfg.seed, cfg.group_reduction, per_cost=cfg.per_cost)
         engine.latency, engine.latency_lambda, engine.round_to = self.latency, cfg.latency_lambda, cfg.round_to
         return engine
+
+    def _teacher(self) -> Distillation | None:
+        """The unpruned model, frozen, for runs that retrain with distillation (a resumed run
+        builds it from the base checkpoint again, not from the pruned state)."""
+        cfg = self.config
+        if not cfg.distill or not (cfg.retrain or cfg.final_tune):
+            return None
+        return Distillation.of(self.base.build().to(self.device), cfg.distill, cfg.distill_temperature)
 
     def _latency_table(self) -> LatencyTable:
         """The base model's latency table in the configured runtime (cached across runs)."""
@@ -189,7 +199,7 @@ class PruningRun:
             frozen = [p for p in self.model.parameters() if id(p) not in allowed and p.requires_grad]
             for p in frozen:
                 p.requires_grad_(False)
-        fine_tune(self._trainable(), self.stream, self.optimizer, self.config.retrain)
+        fine_tune(self._trainable(), self.stream, self.optimizer, self.config.retrain, distill=self.distill)
         for p in frozen:
             p.requires_grad_(True)
         self.engine.invalidate_all()
@@ -273,7 +283,8 @@ class PruningRun:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.final_tune_lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.final_tune_lr,
                                                        total_steps=cfg.final_tune, pct_start=0.15)
-        fine_tune(self._trainable(), self.stream, optimizer, cfg.final_tune, schedule, self.on_tune)
+        fine_tune(self._trainable(), self.stream, optimizer, cfg.final_tune, schedule, self.on_tune,
+                  distill=self.distill)
         self.engine.invalidate_all()
         tuned = self.engine.accuracy()
         self.dir.logger().info(f"{self.criterion.display_name}| Final tuning ({cfg.final_tune} iterations): "
