@@ -36,7 +36,7 @@ PACKAGE = ROOT / "src" / "fmprune"
 # Lowest first. The key is the first part of the module path below fmprune.
 LAYERS: list[tuple[str, ...]] = [
     ("version", "errors", "atomic", "seeding", "devices", "progress", "validate", "userfiles", "modes",
-     "tables", "quiet", "onnx_export", "timing", "surgery", "layers", "runtimes"),
+     "tables", "quiet", "onnx_export", "timing", "surgery", "layers", "runtimes", "distillation"),
     ("graph", "costs", "latency", "data", "models"),
     ("criteria", "engine", "training"),
     ("run",),
