@@ -58,12 +58,13 @@ from fmprune.training import BatchStream, default_recipe, evaluate
 
 from peers import cached_base, cached_splits, classifier, fmt, one_cycle, retrained, step_durations, tp_steps
 
-MODELS = {   # name -> data it is trained and pruned on
-    "lenet": "fashion-mnist",
-    "resnet20": "fashion-mnist3x32",
-    "resnet56": "fashion-mnist3x32",
-    "vgg11_bn": "fashion-mnist3x32",
-    "mobilenetv2": "fashion-mnist3x32",
+MODELS = {   # name -> (architecture, data it is trained and pruned on)
+    "lenet": ("lenet", "fashion-mnist"),
+    "resnet20": ("resnet20", "fashion-mnist3x32"),
+    "resnet56": ("resnet56", "fashion-mnist3x32"),
+    "vgg11_bn": ("vgg11_bn", "fashion-mnist3x32"),
+    "mobilenetv2": ("mobilenetv2", "fashion-mnist3x32"),
+    "lenet-mnist": ("lenet", "mnist"),   # the thesis' setting: that nothing regresses there
 }
 FMPRUNE_METHODS = {   # label -> (criterion, normalisation[, per-cost[, λ of the FLOPs term, eq. 9]]); "fmprune taylor+rms" is the default recipe
     "fmprune taylor+l2": ("taylor", "l2"),
@@ -303,12 +304,13 @@ def bench_model(name: str, args, log: Callable[[str], None],
                 save: Callable[[list[Result], dict], None]) -> tuple[list[Result], dict]:
     """Every method and seed on one base model; ``save`` gets the rows so far after each chain
     (a long run that is stopped keeps what it measured)."""
-    splits = cached_splits(MODELS[name])
+    arch, data = MODELS[name]
+    splits = cached_splits(data)
     started = time.perf_counter()
-    ckpt = base_checkpoint(name, splits, args.base_iters)
+    ckpt = base_checkpoint(arch, splits, args.base_iters)
     base = load_checkpoint(ckpt).build().eval()
     example = torch.zeros(1, *splits.input_shape)
-    info = {"model": name, "data": MODELS[name], "checkpoint": str(ckpt), "base_iters": args.base_iters,
+    info = {"model": name, "data": data, "checkpoint": str(ckpt), "base_iters": args.base_iters,
             "recipe": load_checkpoint(ckpt).recipe, "test_accuracy": evaluate(base, splits.test),
             "params": count_params(base), "macs": count_macs(base, example),
             "seconds_to_get": time.perf_counter() - started}
