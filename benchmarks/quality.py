@@ -72,6 +72,8 @@ FMPRUNE_METHODS = {   # label -> (criterion, normalisation[, per-cost[, λ of th
     "fmprune taylor+rms/macs": ("taylor", "rms", "macs"),
     "fmprune taylor+rms+flops0.1": ("taylor", "rms", "none", 0.1),
     "fmprune taylor+rms+flops0.3": ("taylor", "rms", "none", 0.3),
+    "fmprune taylor+rms+flops0.6": ("taylor", "rms", "none", 0.6),
+    "fmprune taylor+rms+flops1": ("taylor", "rms", "none", 1.0),
     "fmprune l1_filter+rms": ("l1_filter", "rms"),
     "fmprune l1_filter+rms/macs": ("l1_filter", "rms", "macs"),
     "fmprune taylor": ("taylor", "none"),
