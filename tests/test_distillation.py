@@ -93,7 +93,8 @@ def test_a_pruning_run_retrains_with_its_unpruned_base_model_as_teacher(small_ck
     loss = Distillation.loss
 
     def spy(self, logits, images, labels):
-        seen.append((self.teacher.fc1.out_features, self.weight, self.temperature))
+        frozen = not self.teacher.training and not any(p.requires_grad for p in self.teacher.parameters())
+        seen.append((self.teacher.fc1.out_features, frozen, self.weight, self.temperature))
         return loss(self, logits, images, labels)
 
     monkeypatch.setattr(distillation.Distillation, "loss", spy)
@@ -102,7 +103,7 @@ def test_a_pruning_run_retrains_with_its_unpruned_base_model_as_teacher(small_ck
     assert seen == []
     taught = run_pruning(small_ckpt, splits, PruneConfig(**common, distill=0.7, distill_temperature=2.0),
                          tmp_path / "taught")
-    assert seen == [(24, 0.7, 2.0)] * (2 * 3 + 20)
+    assert seen == [(24, True, 0.7, 2.0)] * (2 * 3 + 20)
     assert json.loads((tmp_path / "taught" / "config.json").read_text())["distill"] == 0.7
     a = load_checkpoint(tmp_path / "plain" / "model.pt").build().state_dict()
     b = load_checkpoint(tmp_path / "taught" / "model.pt").build().state_dict()

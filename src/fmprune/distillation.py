@@ -58,10 +58,15 @@ class Distillation:
 
     @classmethod
     def of(cls, model: nn.Module, weight: float = 0.5, temperature: float = 4.0) -> "Distillation":
-        """A teacher copied from ``model`` as it is now (in eval mode, no gradients), so pruning and
-        retraining ``model`` afterwards leave it unchanged."""
-        teacher = copy.deepcopy(model).eval()
-        teacher.requires_grad_(False)
+        """A teacher copied from ``model`` as it is now, so pruning and retraining ``model``
+        afterwards leave it unchanged."""
+        return cls.owning(copy.deepcopy(model), weight, temperature)
+
+    @classmethod
+    def owning(cls, teacher: nn.Module, weight: float = 0.5, temperature: float = 4.0) -> "Distillation":
+        """``teacher`` itself, put in eval mode with no gradients: for a model nothing else holds
+        (one just built from a checkpoint), which then needs no copy."""
+        teacher.eval().requires_grad_(False)
         return cls(teacher, weight, temperature)
 
     def loss(self, logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-STEPS_HEADER = "step,layer,map,score,accuracy,params,macs,seconds"
+from fmprune.run.rundir import STEP_FIELDS
+
+STEPS_HEADER = ",".join(STEP_FIELDS)   # the loop's own columns: a fake follows if they change
 
 
 def write_run(run: Path, config: dict, rows: list[str]) -> Path:

@@ -147,7 +147,7 @@ class PruningRun:
         cfg = self.config
         if not cfg.distill or not (cfg.retrain or cfg.final_tune):
             return None
-        return Distillation.of(self.base.build().to(self.device), cfg.distill, cfg.distill_temperature)
+        return Distillation.owning(self.base.build().to(self.device), cfg.distill, cfg.distill_temperature)
 
     def _latency_table(self) -> LatencyTable:
         """The base model's latency table in the configured runtime (cached across runs)."""
