@@ -337,7 +337,7 @@ def bench_model(name: str, args, log: Callable[[str], None],
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None   # one seed: no spread
 
 
 def aggregate(results: list[Result]) -> list[dict]:
@@ -360,7 +360,7 @@ def aggregate(results: list[Result]) -> list[dict]:
 def pm(mean: float | None, std: float | None, spec: str, scale: float = 1.0) -> str:
     if mean is None:
         return "-"
-    return f"{mean * scale:{spec}} ± {std * scale:{spec}}" if std else f"{mean * scale:{spec}}"
+    return f"{mean * scale:{spec}} ± {std * scale:{spec}}" if std is not None else f"{mean * scale:{spec}}"
 
 
 def markdown(rows: list[dict], bases: list[dict], retrain: int) -> str:
@@ -386,16 +386,33 @@ def machine() -> dict:
             "versions": {p: importlib.metadata.version(p) for p in ("fmprune", "torch-pruning", "torch")}}
 
 
-def table_of(path: Path) -> str:
-    """The table of a results file, finished or not (a long run saves after every chain)."""
-    saved = json.loads(path.read_text())
-    done = f"{len(saved['rows'])} rows, {saved['wall_seconds']:.0f} s"
-    return f"{markdown(aggregate([Result(**r) for r in saved['rows']]), saved['bases'], saved['args']['retrain'])}\n\n{done}"
+def table_of(paths: list[Path]) -> str:
+    """One table of results files, finished or not (a long run saves after every chain): the
+    runs of one model split over processes (a method or seed each) read as one. Files that
+    retrained differently, or whose base models differ, cannot share a table."""
+    saved = [json.loads(p.read_text()) for p in paths]
+    retrain = {s["args"]["retrain"] for s in saved}
+    distill = {s["args"].get("distill") for s in saved}
+    if len(retrain) > 1 or len(distill) > 1:
+        raise SystemExit(f"error: these files retrained differently (--retrain {sorted(retrain)}, "
+                         f"--distill {sorted(distill, key=str)}); give them one table each")
+    bases: dict[str, dict] = {}
+    for s, path in zip(saved, paths):
+        for b in s["bases"]:
+            seen = bases.setdefault(b["model"], b)
+            if (seen["checkpoint"], seen["test_accuracy"]) != (b["checkpoint"], b["test_accuracy"]):
+                raise SystemExit(f"error: {path} prunes another {b['model']} base model "
+                                 f"({100 * b['test_accuracy']:.2f} % against {100 * seen['test_accuracy']:.2f} %)")
+    rows = [Result(**r) for s in saved for r in s["rows"]]
+    done = f"{len(rows)} rows from {len(paths)} file{'s' * (len(paths) > 1)}, " + \
+        " + ".join(f"{s['wall_seconds']:.0f}" for s in saved) + " s"
+    return f"{markdown(aggregate(rows), list(bases.values()), retrain.pop())}\n\n{done}"
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--table", type=Path, help="only print the table of this results file (--out of a run) and exit")
+    ap.add_argument("--table", type=Path, nargs="+", help="only print the table of these results files (--out of "
+                    "runs; one table for all: e.g. one model's methods run in separate processes) and exit")
     ap.add_argument("--quick", action="store_true", help="a minutes-long subset: " + ", ".join(
         f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     ap.add_argument("--models", help=f"comma-separated, of {', '.join(MODELS)} (default all)")
