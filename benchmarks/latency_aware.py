@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 import fmprune
 from fmprune.data import fmprune_home, load_splits
+from fmprune.errors import FmpruneError
 from fmprune.latency import latency_table
 from fmprune.run.checkpoint import load_checkpoint_for
 from fmprune.runtimes import prepare
@@ -97,7 +98,11 @@ def prune(base, graph_example, splits, table, per_cost: str, target: float, args
             chosen = pruner.step(target_latency=max(target, now * (1 - args.decrement)), optimizer=optimizer)
         else:   # latency falls slower than MACs: a cut by the latency still to go never overshoots much
             now = pruner.graph.total_macs() / pruner.base_macs
-            chosen = pruner.step(target_macs=now * max(1 - args.decrement, target / measured), optimizer=optimizer)
+            try:
+                chosen = pruner.step(target_macs=now * max(1 - args.decrement, target / measured), optimizer=optimizer)
+            except FmpruneError as e:   # the measured goal lies below the smallest model: stop at this one
+                print(f"    stopped at {1 / now:.2f}x fewer MACs: {e}", flush=True)
+                break
         if not chosen:
             break
         steps += 1

@@ -135,6 +135,50 @@ def test_bad_input_is_one_line(kwargs, message, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def flat_table(graph) -> LatencyTable:
+    """A table like onnxruntime's on ResNet-20: conv1's time is flat from 4 to 8 output maps (a
+    blocked layout pads them) while the rest, read by conv1's output volume, grows as maps go:
+    predicted ms = conv1(out) + 2·(1 - out/8); 4.0 at 8 maps, 5.0 at 4, 3.5 at 2. The other
+    layers cost nothing."""
+    widths = graph.layer_widths()
+    zero = {name: LayerLatency(name, "hand", sorted({1, i}), sorted({1, o}), [[0.0] * len({1, o})] * len({1, i}),
+                               [[0.0] * len({1, o})] * len({1, i})) for name, (i, o) in widths.items()}
+    zero["conv1"] = LayerLatency("conv1", "hand", [3], [1, 4, 8], [[1.0, 4.0, 4.0]], [[0.0] * 3])
+    volume = {n: int(n == "conv1") for n in widths}
+    return LatencyTable("tiny", "onnxruntime", 1, "cpu", torch.__version__, [0.5, 1.0], 1, "cpu", dict(widths),
+                        zero, 4.0, 0.0, volume, [(0.0, 2.0), (1.0, 0.0)])
+
+
+def test_walk_predicts_every_prefix_as_the_pruned_model():
+    model, graph = tiny()
+    table = flat_table(graph)
+    walk = table.walk(graph)
+    assert walk.ms == pytest.approx(table.predict(graph)) == pytest.approx(4.0)
+    pruned = copy.deepcopy(model)
+    pruned_graph = fmprune.trace(pruned, torch.zeros(1, 3, 8, 8))
+    for group in ["conv1", "conv2", "conv1", "conv1", "conv2", "conv1", "conv1", "conv1"]:
+        predicted = walk.remove(group)
+        pruned_graph.remove(group, [0])
+        assert predicted == pytest.approx(table.predict(pruned_graph))
+    assert pruned_graph.sizes()["conv1"] == 2 and predicted == pytest.approx(3.5)
+    assert graph.sizes() == {"conv1": 8, "conv2": 6}   # the walk leaves the model alone
+
+
+def test_a_latency_step_stops_where_the_table_predicts_the_target_not_where_one_map_savings_add_up():
+    from fmprune.engine.selection import Selected
+    from fmprune.engine.targets import trim_to_target
+    from fmprune.latency import LatencyTarget
+    model, graph = tiny()
+    table = flat_table(graph)
+    assert table.map_saving(graph, "conv1") == pytest.approx(-0.25)   # at 8 maps, one fewer is slower
+    chosen = [Selected("conv1", i, i, 0.0) for i in range(7)]
+    # 90 % of 4.0 ms: conv1 at 2 maps (3.5 ms) is the first that meets it; summed one-map savings
+    # (-0.25 each) never do, and a step trusting them took all 7 (conv1 at 1 map)
+    kept = trim_to_target(graph, chosen, (graph.total_params(), graph.total_macs()), None, None,
+                          LatencyTarget(table, 0.9, 4.0))
+    assert len(kept) == 6
+
+
 def test_pruner_latency_target_meets_the_prediction():
     model, graph = tiny()
     table = hand_table(graph)

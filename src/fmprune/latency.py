@@ -75,6 +75,46 @@ class LayerLatency:
         return max(0.0, value)
 
 
+def _one_map(graph: Graph, group: str) -> dict[str, tuple[int, int]]:
+    """(input, output) positions one map of ``group`` occupies in each layer it touches."""
+    return {layer: (len(where["in"]), len(where["out"])) for layer, where in graph.positions(group, [0]).items()}
+
+
+class LatencyWalk:
+    """The predicted latency of a model as maps are removed from it one at a time, updated by the
+    layers each removal touches (a step over thousands of maps stays cheap). Sums of one-map
+    savings go wrong over many maps where a layer's time is flat between grid points (a
+    runtime's blocked layout pads channels) and the rest moves: the sum can stay short of a
+    target the model reached long before, and a step that trusts it removes every map it has."""
+
+    def __init__(self, table: "LatencyTable", graph: Graph) -> None:
+        self.table, self.graph = table, graph
+        self.widths = {n: w for n, w in graph.layer_widths().items() if n in table.layers}
+        self.per_layer = {n: table.layers[n].at(*w) for n, w in self.widths.items()}
+        self.layers_ms = sum(self.per_layer.values())
+        self.base_volume = max(1, sum(table.base_widths[n][1] * v for n, v in table.map_volume.items()))
+        self.volume = sum(self.widths[n][1] * v for n, v in table.map_volume.items() if n in self.widths)
+        self.deltas: dict[str, dict[str, tuple[int, int]]] = {}
+
+    @property
+    def ms(self) -> float:
+        """Predicted milliseconds at the widths reached so far."""
+        return self.table.rest_ms(self.volume / self.base_volume) + self.layers_ms
+
+    def remove(self, group: str) -> float:
+        """Remove one map of ``group`` (in the walk only, not the model); the predicted ms after."""
+        if group not in self.deltas:
+            self.deltas[group] = {n: d for n, d in _one_map(self.graph, group).items() if n in self.widths}
+        for layer, (d_in, d_out) in self.deltas[group].items():
+            n_in, n_out = self.widths[layer]
+            self.widths[layer] = (n_in - d_in, n_out - d_out)
+            now = self.table.layers[layer].at(*self.widths[layer])
+            self.layers_ms += now - self.per_layer[layer]
+            self.per_layer[layer] = now
+            self.volume -= d_out * self.table.map_volume.get(layer, 0)
+        return self.ms
+
+
 def _bracket(grid: list[int], x: float) -> tuple[int, int, float]:
     """Indices of the grid points around ``x`` and its position between them (outside the grid:
     the end segment, extrapolated)."""
@@ -137,13 +177,21 @@ class LatencyTable:
 
     def map_saving(self, graph: Graph, group: str) -> float:
         """Milliseconds that removing one map of ``group`` saves at the current widths: the
-        drop of every layer it touches (its producers' outputs, its consumers' inputs)."""
+        drop of every layer it touches (its producers' outputs, its consumers' inputs). A local
+        slope: it can be zero or negative where a layer's time is flat between grid points while
+        the rest grows with the volume freed (onnxruntime, whose blocked layouts pad channels)."""
         widths = graph.layer_widths()
         after = dict(widths)
-        for layer, where in graph.positions(group, [0]).items():
+        for layer, (d_in, d_out) in _one_map(graph, group).items():
             if layer in after:
-                after[layer] = (widths[layer][0] - len(where["in"]), widths[layer][1] - len(where["out"]))
+                after[layer] = (widths[layer][0] - d_in, widths[layer][1] - d_out)
         return self.predict_widths(widths) - self.predict_widths(after)
+
+    def walk(self, graph: Graph) -> "LatencyWalk":
+        """Predicted milliseconds as maps are removed one after another from ``graph``'s current
+        widths (:class:`LatencyWalk`): a prefix of a ranking is judged by the table's prediction
+        of the model it leaves, not by a sum of one-map savings taken at the current widths."""
+        return LatencyWalk(self, graph)
 
     def noise(self) -> tuple[float, float, str]:
         """(median, max) relative spread over every cell, and where the max is."""

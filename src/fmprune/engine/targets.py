@@ -45,8 +45,10 @@ def trim_to_target(graph: Graph, chosen: list, base: tuple[int, int], target_par
     """The shortest prefix of ``chosen`` (lowest scores first) whose removal is predicted to meet
     every size target (fractions of ``base`` = (params, MACs)) and the ``latency`` target: a
     fixed step size would overshoot the target on its last step and remove maps the target does
-    not ask for. Empty when the targets are met already; all of ``chosen`` without targets. Costs
-    are each map's saving at the current sizes (an estimate when several groups shrink). With
+    not ask for. Empty when the targets are met already; all of ``chosen`` without targets. Sizes
+    are summed from each map's saving at the current sizes (an estimate when several groups
+    shrink); latency is the table's prediction of the model each prefix leaves
+    (:class:`~fmprune.latency.LatencyWalk`: one-map savings do not add up across grid points). With
     ``round_to``, the prefix ends where every group's size is allowed (after a whole chunk of
     :func:`~fmprune.engine.selection.round_selection`)."""
     if target_params is None and target_macs is None and latency is None:
@@ -55,19 +57,19 @@ def trim_to_target(graph: Graph, chosen: list, base: tuple[int, int], target_par
         return []
     need_params = graph.total_params() - target_params * base[0] if target_params is not None else 0
     need_macs = graph.total_macs() - target_macs * base[1] if target_macs is not None else 0
-    need_ms = latency.missing(graph) if latency is not None else 0
-    saving: dict[str, tuple[int, int, float]] = {}   # per group, at the current sizes
-    saved_params = saved_macs = saved_ms = 0
+    saving: dict[str, tuple[int, int]] = {}   # per group, at the current sizes
+    saved_params = saved_macs = 0
+    walk = latency.table.walk(graph) if latency is not None else None   # the table's own prediction of each prefix
     removed: dict[str, int] = {}
     for i, s in enumerate(chosen):
         if s.layer not in saving:
-            saving[s.layer] = (*graph.map_cost(s.layer),
-                               latency.table.map_saving(graph, s.layer) if latency is not None else 0.0)
-        params, macs, ms = saving[s.layer]
-        saved_params, saved_macs, saved_ms = saved_params + params, saved_macs + macs, saved_ms + ms
+            saving[s.layer] = graph.map_cost(s.layer)
+        params, macs = saving[s.layer]
+        saved_params, saved_macs = saved_params + params, saved_macs + macs
+        fast_enough = walk is None or walk.remove(s.layer) <= latency.fraction * latency.base_ms
         removed[s.layer] = removed.get(s.layer, 0) + 1
         group = graph.group(s.layer)
         whole = allowed_size(group.size - removed[s.layer], group.traced_size, round_to)
-        if whole and saved_params >= need_params and saved_macs >= need_macs and saved_ms >= need_ms:
+        if whole and saved_params >= need_params and saved_macs >= need_macs and fast_enough:
             return chosen[:i + 1]
     return chosen
