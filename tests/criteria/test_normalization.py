@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fmprune.criteria import normalize
@@ -13,6 +14,7 @@ def test_each_normalisation_by_hand():
     assert torch.allclose(normalize({"g": v}, "l1")["g"], v / 5)
     assert torch.allclose(normalize({"g": v}, "l2")["g"], v / 3)
     assert torch.allclose(normalize({"g": v}, "rms")["g"], v / (9 / 3) ** 0.5)
+    assert torch.allclose(normalize({"g": v}, "mean")["g"], v / (5 / 3))
     assert torch.equal(normalize({"g": v}, "none")["g"], v)
 
 
@@ -37,3 +39,11 @@ def test_per_cost_divides_by_the_relative_cost_a_removal_saves():
     by_params = per_cost(scores, costs, "params")             # mean 505
     assert torch.allclose(by_params["fc"], scores["fc"] / (1000 / 505))
     assert per_cost(scores, costs, "none") == scores
+
+
+def test_a_heavy_tail_sets_the_scale_less_under_mean_than_under_rms():
+    """A group of 99 ordinary maps (score 1) and one far above (score 100): rms puts the ordinary
+    maps at about 0.1, as if all were unimportant; mean at about 0.5."""
+    v = torch.cat([torch.ones(99), torch.tensor([100.0])])
+    assert normalize({"g": v}, "rms")["g"][0] == pytest.approx(1 / ((99 + 100 ** 2) / 100) ** 0.5)
+    assert normalize({"g": v}, "mean")["g"][0] == pytest.approx(1 / (199 / 100))

@@ -8,7 +8,7 @@ import torch
 from ..errors import FmpruneError
 from .base import Scores
 
-NORMALIZATIONS = ("none", "l1", "l2", "rms")
+NORMALIZATIONS = ("none", "l1", "l2", "rms", "mean")
 REDUCTIONS = ("sum", "mean", "max")
 
 
@@ -19,7 +19,10 @@ def normalize(scores: Scores, how: str) -> Scores:
     group of n maps (a typical entry is 1/√n), so where group sizes differ — LeNet's fc1 has 1024
     maps, its convs 32 and 64 — the largest group's maps rank lowest whatever their importance.
     ``rms`` is the same shape without that bias, v / √(mean v²): a typical entry is 1 in every
-    group. ``l1`` divides by Σ|v| (a typical entry 1/n)."""
+    group. ``mean`` divides by mean |v| (Torch-Pruning's default normaliser): a typical entry is
+    1 too, but a heavy tail (a few maps far above the rest, as in a wide fully connected layer)
+    pulls the scale up less than under ``rms``, so the group's ordinary maps are not ranked as
+    if they were all unimportant. ``l1`` divides by Σ|v| (a typical entry 1/n)."""
     if how == "none":
         return dict(scores)
     if how == "l1":
@@ -28,6 +31,8 @@ def normalize(scores: Scores, how: str) -> Scores:
         return {k: v / v.norm().clamp_min(1e-30) for k, v in scores.items()}
     if how == "rms":
         return {k: v / v.square().mean().sqrt().clamp_min(1e-30) for k, v in scores.items()}
+    if how == "mean":
+        return {k: v / v.abs().mean().clamp_min(1e-30) for k, v in scores.items()}
     raise FmpruneError(f"unknown normalisation {how!r} (available: {', '.join(NORMALIZATIONS)})")
 
 
