@@ -58,6 +58,7 @@ MODELS = {   # name -> (cached base checkpoint of the quality benchmark, its dat
 }
 METHODS = {"latency": "latency", "macs": "macs", "plain": "none", "target": "none", "target8": "none"}   # method -> per_cost
 ROUND_TO = {"target8": 8}   # method -> round_to (1 for the others): widths a blocked layout does not pad
+BY_TABLE = ("latency", "target", "target8")   # stepped and stopped by the table's prediction, not by timing
 
 
 def measure(models: list, shape: tuple[int, ...], runtime: str, batch: int, repeats: int, clock: str,
@@ -143,7 +144,7 @@ def bench(name: str, runtime: str, args, log) -> list[dict]:
         if method not in args.methods.split(","):
             continue
         started = time.perf_counter()
-        by_table = method in ("latency", "target", "target8")
+        by_table = method in BY_TABLE
         model, pruner, steps = prune(base, graph.example_inputs[0], splits, table, per_cost,
                                      args.target if by_table else goal, args, by_table, ROUND_TO.get(method, 1))
         pruned[method] = (model, pruner, steps)

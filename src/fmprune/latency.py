@@ -92,14 +92,14 @@ class LatencyWalk:
         self.widths = {n: w for n, w in graph.layer_widths().items() if n in table.layers}
         self.per_layer = {n: table.layers[n].at(*w) for n, w in self.widths.items()}
         self.layers_ms = sum(self.per_layer.values())
-        self.base_volume = max(1, sum(table.base_widths[n][1] * v for n, v in table.map_volume.items()))
-        self.volume = sum(self.widths[n][1] * v for n, v in table.map_volume.items() if n in self.widths)
+        self.volume = table.volume(self.widths)   # a fraction of the base's, as the rest reads it
+        self.base_volume = table.base_volume()
         self.deltas: dict[str, dict[str, tuple[int, int]]] = {}
 
     @property
     def ms(self) -> float:
         """Predicted milliseconds at the widths reached so far."""
-        return self.table.rest_ms(self.volume / self.base_volume) + self.layers_ms
+        return self.table.rest_ms(self.volume) + self.layers_ms
 
     def remove(self, group: str) -> float:
         """Remove one map of ``group`` (in the walk only, not the model); the predicted ms after."""
@@ -111,7 +111,7 @@ class LatencyWalk:
             now = self.table.layers[layer].at(*self.widths[layer])
             self.layers_ms += now - self.per_layer[layer]
             self.per_layer[layer] = now
-            self.volume -= d_out * self.table.map_volume.get(layer, 0)
+            self.volume -= d_out * self.table.map_volume.get(layer, 0) / self.base_volume
         return self.ms
 
 
@@ -157,8 +157,11 @@ class LatencyTable:
     def volume(self, widths: dict[str, tuple[int, int]]) -> float:
         """The feature volume at ``widths`` (every table layer's output positions per example)
         as a fraction of the base model's: what the rest's memory-bound ops scale with."""
-        base = sum(self.base_widths[n][1] * v for n, v in self.map_volume.items())
-        return sum(widths[n][1] * v for n, v in self.map_volume.items() if n in widths) / max(base, 1)
+        return sum(widths[n][1] * v for n, v in self.map_volume.items() if n in widths) / self.base_volume()
+
+    def base_volume(self) -> int:
+        """The base model's feature volume: output positions per example of every table layer."""
+        return max(1, sum(self.base_widths[n][1] * v for n, v in self.map_volume.items()))
 
     def rest_ms(self, volume: float = 1.0) -> float:
         """What the timed layers do not account for (activations, pooling, adds, dispatch), at a
