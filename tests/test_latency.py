@@ -43,7 +43,7 @@ def tiny():
     return model, fmprune.trace(model, torch.zeros(1, 3, 8, 8))
 
 
-def hand_table(graph) -> LatencyTable:
+def hand_table(graph, runtime: str = "eager") -> LatencyTable:
     """A table whose numbers are written by hand: ms = in + 2·out at every grid point (exact for
     bilinear interpolation), a rest of 1 ms at every volume."""
     widths = graph.layer_widths()
@@ -54,7 +54,7 @@ def hand_table(graph) -> LatencyTable:
                                     [[0.0] * len(outs) for _ in ins])
     base = sum(i + 2 * o for i, o in widths.values())
     volume = {n: 1 for n in widths}
-    return LatencyTable("tiny", "eager", 1, "cpu", torch.__version__, [0.5, 1.0], 1, "wall", dict(widths),
+    return LatencyTable("tiny", runtime, 1, "cpu", torch.__version__, [0.5, 1.0], 1, "wall", dict(widths),
                         layers, base + 1.0, 0.0, volume, [(0.0, 1.0), (1.0, 1.0)])
 
 
@@ -337,3 +337,50 @@ def test_a_size_target_below_what_round_to_allows_is_refused(small_ckpt, splits,
     config = PruneConfig(criterion="l1_filter", round_to=16, target_macs=0.5, calibration=50)
     with pytest.raises(FmpruneError, match="--round-to 16 maps per layer"):
         fmprune.run_pruning(small_ckpt, splits, config, tmp_path / "run")
+
+
+def test_pruning_for_onnxruntime_latency_keeps_widths_multiples_of_8_unless_told():
+    """onnxruntime's blocked layout runs widths that are not multiples of 8 slower than the
+    unpruned model (docs/latency.md): pruning for its latency rounds to 8 by itself; a round_to
+    given, another runtime, a run without a latency goal or a ranking made once keep theirs."""
+    from fmprune.runtimes import channel_multiple
+    assert channel_multiple("onnxruntime") == 8 and channel_multiple("onnxruntime", "cuda:0") == 1
+    assert channel_multiple("eager") == channel_multiple("eager-cl") == channel_multiple("compile") == 1
+    x = torch.zeros(1, 3, 8, 8)
+    model, graph = tiny()
+    assert fmprune.Pruner(model, x, criterion="l1_filter", graph=graph, latency_table=flat_table(graph)).round_to == 8
+    model, graph = tiny()
+    assert fmprune.Pruner(model, x, criterion="l1_filter", graph=graph, latency_table=flat_table(graph),
+                          round_to=1).round_to == 1
+    model, graph = tiny()
+    assert fmprune.Pruner(model, x, criterion="l1_filter", graph=graph, latency_table=hand_table(graph)).round_to == 1
+    assert fmprune.Pruner(tiny()[0], x, criterion="l1_filter").round_to == 1
+    ort = {"target_latency": 0.7, "latency_runtime": "onnxruntime"}
+    assert PruneConfig(**ort).rounding == 8 and PruneConfig(**ort, latency_lambda=0.1).rounding == 8
+    assert PruneConfig(**ort, round_to=1).rounding == 1 and PruneConfig(**ort, round_to=4).rounding == 4
+    assert PruneConfig(**ort, rank_once=True).rounding == 1
+    assert PruneConfig(target_latency=0.7).rounding == 1                            # eager
+    assert PruneConfig(target_macs=0.5, latency_runtime="onnxruntime").rounding == 1   # no latency goal
+    assert PruneConfig(**ort, latency_device="cuda").rounding == 1
+
+
+def test_cli_prune_for_onnxruntime_rounds_to_8_and_says_so(small_ckpt, idx_dir, tmp_path, monkeypatch, capsys):
+    """fmprune prune --target-latency on onnxruntime, no --round-to: every width a multiple of 8 or
+    its original size, and a line saying why; --round-to 1 turns it off (and the line)."""
+    from fmprune.run import loop
+
+    monkeypatch.setattr(loop, "latency_table", lambda model, graph, *a, **k: hand_table(graph, "onnxruntime"))
+    monkeypatch.setattr(loop, "measure_model", lambda *a, **k: [0.001])   # timing is not what this tests
+    common = ["prune", "--checkpoint", small_ckpt, "--data-dir", idx_dir, "--criterion", "l1_filter",
+              "--target-latency", "0.7", "--latency-runtime", "onnxruntime", "--maps-per-step", "3",
+              "--eval-size", "50", "--quiet"]
+    code, out, err = run_cli([*common, "--run-dir", tmp_path / "auto"], monkeypatch, capsys)
+    assert code == 0, err
+    left = json.loads((tmp_path / "auto" / "summary.json").read_text())["maps_left"]
+    assert left["fc1"] in (8, 16) and left["conv1"] == 6 and left["conv2"] == 8   # 6 < 8 and 8 stay whole
+    assert "widths kept multiples of 8: onnxruntime runs other widths slower" in out
+    code, out, err = run_cli([*common, "--round-to", "1", "--run-dir", tmp_path / "any"], monkeypatch, capsys)
+    assert code == 0, err
+    left = json.loads((tmp_path / "any" / "summary.json").read_text())["maps_left"]
+    assert left["conv2"] < 8   # unrounded, the same run cuts conv2 below its chunk
+    assert "widths kept multiples" not in out

@@ -41,7 +41,7 @@ from .errors import FmpruneError
 from .graph import Graph, trace
 from .layers import adapter_for
 from .modes import eval_mode
-from .runtimes import check_runtimes, prepare
+from .runtimes import channel_multiple, check_runtimes, prepare
 from .timing import CLOCKS, clock_threads, time_runners
 
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
@@ -195,6 +195,13 @@ class LatencyTable:
         widths (:class:`LatencyWalk`): a prefix of a ranking is judged by the table's prediction
         of the model it leaves, not by a sum of one-map savings taken at the current widths."""
         return LatencyWalk(self, graph)
+
+    @property
+    def channel_multiple(self) -> int:
+        """Widths this table's runtime runs at full speed are multiples of it (8 for onnxruntime on
+        a CPU, 1 elsewhere; :func:`fmprune.runtimes.channel_multiple`): the ``round_to`` that
+        pruning for its latency uses unless told otherwise."""
+        return channel_multiple(self.runtime, self.device)
 
     def noise(self) -> tuple[float, float, str]:
         """(median, max) relative spread over every cell, and where the max is."""
@@ -494,4 +501,12 @@ def format_latencies(latency: dict) -> str:
             f"predicted {latency['base_predicted_ms']:.3f} -> {latency['final_predicted_ms']:.3f} ms "
             f"(x{speedup('predicted'):.2f}), measured {latency['base_measured_ms']:.3f} -> "
             f"{latency['final_measured_ms']:.3f} ms (x{speedup('measured'):.2f}); table noise "
-            f"{100 * latency['table_noise']:.0f} % (median spread of its cells)")
+            f"{100 * latency['table_noise']:.0f} % (median spread of its cells)" + _rounding_note(latency))
+
+
+def _rounding_note(latency: dict) -> str:
+    """A second line when the run chose the widths' multiple itself (the runtime's channel multiple)."""
+    if not latency.get("round_to_chosen") or latency.get("round_to", 1) == 1:
+        return ""
+    return (f"\nwidths kept multiples of {latency['round_to']}: {latency['runtime']} runs other widths slower "
+            "(docs/latency.md; --round-to 1 allows any)")

@@ -28,6 +28,13 @@ RUNTIMES = {
 }
 Runner = Callable[[torch.Tensor], object]
 
+# Channel counts a runtime runs at full speed. onnxruntime's CPU convolutions use a blocked layout
+# (NCHWc, 8 or 16 channels a block): a model whose widths are not multiples of 8 leaves that path
+# and runs slower than the unpruned one (ResNet-20, batch 64: widths 16/32/47 in 43.8 ms, 16/32/48
+# in 32.8, the base in 36.6; benchmarks/channel_multiples.py, docs/latency.md). Eager PyTorch has
+# no such step.
+CHANNEL_MULTIPLES = {"onnxruntime": 8}
+
 
 def available_runtimes() -> list[str]:
     """Runtimes usable here: eager always; compile with a C++ compiler; onnxruntime when the
@@ -49,6 +56,12 @@ def check_runtimes(names: list[str]) -> list[str]:
             need = "pip install 'fmprune[export]'" if name == "onnxruntime" else "a C++ compiler (g++)"
             raise FmpruneError(f"runtime {name!r} is not available here: it needs {need}")
     return list(names)
+
+
+def channel_multiple(runtime: str, device: str = "cpu") -> int:
+    """The multiple of channels ``runtime`` on ``device`` runs without a penalty (1: any count):
+    what pruning for its latency should keep every width a multiple of (``round_to``)."""
+    return CHANNEL_MULTIPLES.get(runtime, 1) if str(device).startswith("cpu") else 1
 
 
 def prepare(models: list[nn.Module], runtime: str, input_shape: tuple[int, ...]) -> list[Runner]:

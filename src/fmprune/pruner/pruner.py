@@ -97,7 +97,9 @@ class Pruner(EngineBase):
     (:func:`fmprune.latency_table` of this model) enables ``step(target_latency=...)``,
     ``latency_lambda`` (the latency term, Θ − λ·ms a removal saves) and ``per_cost="latency"``;
     ``round_to`` keeps every group's size a multiple of it (or its original size): a step removes
-    whole chunks, so possibly a few more maps than asked.
+    whole chunks, so possibly a few more maps than asked. Not given, it is the latency table's
+    ``channel_multiple`` (8 for onnxruntime on a CPU, whose blocked layout runs other widths
+    slower than the unpruned model) with a table, 1 without.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, criterion: str | Criterion = "taylor",
@@ -106,7 +108,7 @@ class Pruner(EngineBase):
                  flops_lambda: float = 0.0, reduction: str = "sum", seed: int = 0, auto: bool = False,
                  per_cost: str = "none", loss_fn: Callable[[nn.Module], torch.Tensor] | None = None,
                  activation_examples: int = 256, latency_table: LatencyTable | None = None,
-                 latency_lambda: float = 0.0, round_to: int = 1) -> None:
+                 latency_lambda: float = 0.0, round_to: int | None = None) -> None:
         criterion = create_criterion(criterion) if isinstance(criterion, str) else criterion
         own_passes = any(r in criterion.reads for r in OWN_PASSES)
         if own_passes and (loss_fn is None or criterion.name == "obd"):
@@ -119,6 +121,8 @@ class Pruner(EngineBase):
         for option, value in (("flops_lambda", flops_lambda), ("latency_lambda", latency_lambda)):
             if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
                 raise FmpruneError(f"{option} must be a finite number >= 0, got {value!r}")
+        if round_to is None:
+            round_to = latency_table.channel_multiple if latency_table is not None else 1
         if not (isinstance(round_to, int) and round_to >= 1):
             raise FmpruneError(f"round_to must be a positive integer, got {round_to!r}")
         if latency_table is None and (latency_lambda or per_cost == "latency"):

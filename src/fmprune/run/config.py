@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from ..distillation import check_distillation
 from ..criteria import NORMALIZATIONS, REDUCTIONS, check_cost, create_criterion
 from ..errors import FmpruneError
-from ..runtimes import RUNTIMES
+from ..runtimes import RUNTIMES, channel_multiple
 from ..timing import CLOCKS
 from ..validate import check_numbers
 
@@ -45,7 +45,7 @@ class PruneConfig:
     latency_batch: int = 1
     latency_device: str = "cpu"
     latency_clock: str = "wall"
-    round_to: int = 1                    # every group's size stays a multiple of it (or its original size)
+    round_to: int | None = None          # every group's size stays a multiple of it (or its original size); see rounding
     save_every: int = 10                 # steps between resume states (retraining runs)
     final_tune: int = 0                  # iterations of one-cycle Adam after the last step
     final_tune_lr: float = 1e-3          # its peak learning rate
@@ -83,15 +83,26 @@ class PruneConfig:
         if self.latency_runtime not in RUNTIMES or self.latency_clock not in CLOCKS:
             raise FmpruneError(f"unknown latency runtime {self.latency_runtime!r} or clock {self.latency_clock!r} "
                                f"(runtimes: {', '.join(RUNTIMES)}; clocks: {', '.join(CLOCKS)})")
-        if not (isinstance(self.round_to, int) and self.round_to >= 1):
+        if self.round_to is not None and not (isinstance(self.round_to, int) and self.round_to >= 1):
             raise FmpruneError(f"round to must be a positive integer, got {self.round_to}")
-        if self.round_to > 1 and self.rank_once:
+        if self.round_to is not None and self.round_to > 1 and self.rank_once:
             raise FmpruneError("--round-to and --rank-once do not go together (a ranking made once is not in chunks)")
 
     @property
     def uses_latency(self) -> bool:
         """Whether the run needs a latency table (a latency target, term or per-cost latency)."""
         return self.target_latency is not None or self.latency_lambda != 0 or self.per_cost == "latency"
+
+    @property
+    def rounding(self) -> int:
+        """The ``round_to`` the run uses: as given, else the latency runtime's channel multiple
+        when the run prunes for latency (8 on onnxruntime: other widths run slower there than
+        the unpruned model; not with rank_once, whose ranking is not in chunks), else 1."""
+        if self.round_to is not None:
+            return self.round_to
+        if self.uses_latency and not self.rank_once:
+            return channel_multiple(self.latency_runtime, self.latency_device)
+        return 1
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ignore": list(self.ignore)}   # JSON-shaped, as config.json holds it

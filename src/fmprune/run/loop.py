@@ -138,7 +138,7 @@ class PruningRun:
         cfg = self.config
         engine = create_engine(self.graph, self.criterion, self.eval_split, self.calibration, self.scope,
                                cfg.normalize, cfg.flops_lambda, cfg.seed, cfg.group_reduction, per_cost=cfg.per_cost)
-        engine.latency, engine.latency_lambda, engine.round_to = self.latency, cfg.latency_lambda, cfg.round_to
+        engine.latency, engine.latency_lambda, engine.round_to = self.latency, cfg.latency_lambda, cfg.rounding
         return engine
 
     def _teacher(self) -> Distillation | None:
@@ -239,7 +239,7 @@ class PruningRun:
                 last_good = self._state()
             picked = self._select(self._k())
             chosen = trim_to_target(self.graph, picked, (self.base_params, self.base_macs),
-                                    cfg.target_params, cfg.target_macs, self.latency_goal, cfg.round_to)
+                                    cfg.target_params, cfg.target_macs, self.latency_goal, cfg.rounding)
             if self.ranking is not None:   # rank once: what the target did not need stays ranked
                 self.ranking[:0] = [(s.layer, s.original, s.score) for s in picked[len(chosen):]]
             if not chosen:
@@ -397,10 +397,10 @@ class PruningRun:
         targets = [("params", cfg.target_params, self.base_params), ("macs", cfg.target_macs, self.base_macs)]
         if all(t is None for _, t, _ in targets):
             return
-        smallest = dict(zip(("params", "macs"), smallest_size(self.graph, self.scope, cfg.round_to)))
+        smallest = dict(zip(("params", "macs"), smallest_size(self.graph, self.scope, cfg.rounding)))
         for name, target, base in targets:
             if target is not None and target * base < smallest[name]:
-                per_group = "one map" if cfg.round_to == 1 else f"--round-to {cfg.round_to} maps"
+                per_group = "one map" if cfg.rounding == 1 else f"--round-to {cfg.rounding} maps"
                 raise PruningError(f"--target-{name} {target} ({int(target * base):,} {name}) is below the smallest "
                                    f"model scope {cfg.scope!r} can reach ({smallest[name]:,} {name}, {per_group} per "
                                    "layer); raise it or widen --scope")
@@ -417,7 +417,8 @@ class PruningRun:
         return {"runtime": t.runtime, "batch": t.batch, "device": t.device, "clock": t.clock,
                 "base_predicted_ms": t.predict(base_graph), "final_predicted_ms": t.predict(self.graph),
                 "base_measured_ms": measured["base"], "final_measured_ms": measured["final"],
-                "table_noise": t.noise()[0], "table": t.path}
+                "table_noise": t.noise()[0], "table": t.path, "round_to": self.config.rounding,
+                "round_to_chosen": self.config.round_to is None}
 
     def _load_state(self) -> None:
         try:
