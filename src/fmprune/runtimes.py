@@ -30,9 +30,9 @@ Runner = Callable[[torch.Tensor], object]
 
 # Channel counts a runtime runs at full speed. onnxruntime's CPU convolutions use a blocked layout
 # (NCHWc, 8 or 16 channels a block): a model whose widths are not multiples of 8 leaves that path
-# and runs slower than the unpruned one (ResNet-20, batch 64: widths 16/32/47 in 43.8 ms, 16/32/48
-# in 32.8, the base in 36.6; benchmarks/channel_multiples.py, docs/latency.md). Eager PyTorch has
-# no such step.
+# and runs slower than the unpruned one (ResNet-20, batch 64: widths 16/32/47 in 42.7 ms, 16/32/48
+# in 34.2, the base in 37.5; benchmarks/channel_multiples.py, the run docs/latency.md shows). Eager
+# PyTorch has no such step.
 CHANNEL_MULTIPLES = {"onnxruntime": 8}
 
 
