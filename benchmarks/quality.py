@@ -71,6 +71,7 @@ FMPRUNE_METHODS = {   # label -> (criterion, normalisation[, per-cost[, λ of th
     "fmprune taylor+rms": ("taylor", "rms"),
     "fmprune taylor+rms/macs": ("taylor", "rms", "macs"),
     "fmprune taylor+mean": ("taylor", "mean"),
+    "fmprune taylor+lamp": ("taylor", "lamp"),
     "fmprune taylor+rms+flops0.1": ("taylor", "rms", "none", 0.1),
     "fmprune taylor+rms+flops0.3": ("taylor", "rms", "none", 0.3),
     "fmprune taylor+rms+flops0.6": ("taylor", "rms", "none", 0.6),

@@ -8,7 +8,7 @@ import torch
 from ..errors import FmpruneError
 from .base import Scores
 
-NORMALIZATIONS = ("none", "l1", "l2", "rms", "mean")
+NORMALIZATIONS = ("none", "l1", "l2", "rms", "mean", "lamp")
 REDUCTIONS = ("sum", "mean", "max")
 
 
@@ -22,7 +22,8 @@ def normalize(scores: Scores, how: str) -> Scores:
     group. ``mean`` divides by mean |v| (Torch-Pruning's default normaliser): a typical entry is
     1 too, but a heavy tail (a few maps far above the rest, as in a wide fully connected layer)
     pulls the scale up less than under ``rms``, so the group's ordinary maps are not ranked as
-    if they were all unimportant. ``l1`` divides by Σ|v| (a typical entry 1/n)."""
+    if they were all unimportant. ``l1`` divides by Σ|v| (a typical entry 1/n). ``lamp``: see
+    :func:`lamp`."""
     if how == "none":
         return dict(scores)
     if how == "l1":
@@ -33,7 +34,25 @@ def normalize(scores: Scores, how: str) -> Scores:
         return {k: v / v.square().mean().sqrt().clamp_min(1e-30) for k, v in scores.items()}
     if how == "mean":
         return {k: v / v.abs().mean().clamp_min(1e-30) for k, v in scores.items()}
+    if how == "lamp":
+        return {k: lamp(v) for k, v in scores.items()}
     raise FmpruneError(f"unknown normalisation {how!r} (available: {', '.join(NORMALIZATIONS)})")
+
+
+def lamp(v: torch.Tensor) -> torch.Tensor:
+    """Each score divided by the sum of the scores at or above it in its group (Lee et al. 2021,
+    LAMP, applied to any criterion's scores): the group's best map scores 1, and a map scores low
+    only if the maps kept above it carry nearly all of the group's importance. Unlike the
+    scale normalisations it depends on the group's size and shape: a group with few maps, or
+    with its importance spread evenly, is never emptied first, however small its raw scores (a
+    narrow, redundant stem), and the lowest maps of a wide group rank lowest. LAMP squares
+    weights to get an energy; a Taylor score is already a change of the loss, so it is used as it
+    is. Ties keep index order; the denominators use |v| so a negative score stays lowest."""
+    order = torch.sort(v, stable=True).indices
+    above = v[order].abs().flip(0).cumsum(0).flip(0)   # Σ of the scores from this rank up
+    out = torch.empty_like(v)
+    out[order] = v[order] / above.clamp_min(1e-30)
+    return out
 
 
 def flops_regularize(scores: Scores, flops_per_map: dict[str, float], lam: float) -> Scores:

@@ -10,7 +10,7 @@ CRITERIA = {"taylor": "Taylor", "min_weight": "Minimum weight", "mean_activation
             "random": "Random", "oracle": "Oracle", "oracle_abs": "Oracle-abs", "apoz": "APoZ",
             "activation_std": "Activation S.d.", "obd": "OBD", "weight_grad": "Weight gradient",
             "taylor_bn": "Taylor BN", "obd_hutchinson": "OBD (Hutchinson)"}
-NORMALISATIONS = {"none": "", "l1": "L1", "l2": "L2", "rms": "RMS", "mean": "mean"}
+NORMALISATIONS = {"none": "", "l1": "L1", "l2": "L2", "rms": "RMS", "mean": "mean", "lamp": "LAMP"}
 METHOD_KEYS = ("criterion", "normalize")   # named together: "Taylor + L2"
 # recorded in config.json but not a setting a legend should name (the panel shows the scope)
 NOT_SETTINGS = {"scope", "base_checkpoint", "base_checkpoint_sha256", "data_fingerprint", "fmprune_version",
