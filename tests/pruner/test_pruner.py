@@ -58,6 +58,7 @@ def test_lenet_decisions_equal_fmprune_prune_step_for_step(small_ckpt, splits, t
 
 @pytest.mark.parametrize("criterion, norm, lam", [
     ("taylor", "none", 1e-3),
+    ("taylor", "lamp", 0.0),
     ("mean_activation", "l2", 0.0),
     ("weight_grad", "l2", 0.0),
     ("min_weight", "l1", 0.0),

@@ -30,7 +30,8 @@ from .bars import PruneProgress
 @click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="rms", show_default=True,
               help="Per-group normalisation of the scores: rms (recommended: keeps more accuracy at a size "
                    "target, docs/quality.md), l2 (the thesis' and Molchanov et al.'s; biased against large "
-                   "groups), l1, none.")
+                   "groups), mean, lamp (each score over the sum of those at or above it: narrow groups are "
+                   "not emptied first), l1, none.")
 @click.option("--flops-lambda", default=0.0, show_default=True,
               help="FLOPs regularisation λ (Molchanov eq. 9; 0.001 in the paper). 0 disables it.")
 @click.option("--scope", default="all", show_default=True, help="all, or one layer (conv1, conv2, fc1).")

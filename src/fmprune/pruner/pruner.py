@@ -84,7 +84,7 @@ class Pruner(EngineBase):
     """Scores and removes feature maps of ``model`` inside the user's training loop.
 
     ``criterion`` is any registered name (``fmprune criteria``) or a :class:`Criterion`;
-    ``normalize`` (none/l1/l2/rms/mean), ``flops_lambda``, ``reduction`` and ``per_cost`` are
+    ``normalize`` (none/l1/l2/rms/mean/lamp), ``flops_lambda``, ``reduction`` and ``per_cost`` are
     ``fmprune prune``'s ``--normalize``, ``--flops-lambda``, ``--group-reduction`` and ``--per-cost``; ``ignore`` lists modules (or
     their names, a container covers what it holds) whose output maps are kept: every group one of
     them produces stays whole, their inputs may still shrink. ``trace_ignore`` is ``fmprune.trace``'s
