@@ -76,6 +76,9 @@ def rows(run_dir: Path) -> list[dict]:
      r"'params.retrain_lr.low': retrain lr must be a positive number, got -0.001"),
     (("retrain = { low = 1, high = 3 }", "min_accuracy = { low = 0.5, high = inf }"),
      r"'params.min_accuracy.high': min accuracy must be a fraction in \(0, 1\], got inf"),
+    (('minimize = "macs"\naccuracy = 0.5', 'maximize = "loss"'), "'objective.maximize' = 'loss': only \"accuracy\""),
+    (('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"\naccuracy = 0.5'), "'objective.maximize' goes alone"),
+    (('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"'), "needs a size target in \\[settings\\]: target_macs"),
 ])
 def test_bad_tune_files_name_the_bad_key(tmp_path, change, message):
     with pytest.raises(FmpruneError, match=message):
@@ -100,6 +103,20 @@ def test_objective_takes_the_last_step_before_accuracy_first_falls_under_the_bar
     assert Objective("macs", 0.995).best_point(curve) == (0, 1.0, 0.99, False)
     assert Objective("score", 0.98).best_point(curve)[1] == pytest.approx(900 / 5.6e6 + 600 / 2.8e8)
     assert macs.describe(0.25) == "MACs x4.00 fewer (0.2500 of the base)"
+
+
+def test_the_accuracy_objective_is_the_final_error_at_the_target_and_has_no_floor(tmp_path):
+    run = write_run(tmp_path / "run", {"scope": "all"}, [
+        "0,,,,0.99,1000,800,0", "1,a,1,0.1,0.90,900,600,1", "2,a,2,0.1,0.95,800,400,2"])
+    curve = read_curve(run)
+    at_target = Objective("accuracy")
+    assert at_target.best_point(curve) == (2, pytest.approx(0.05), 0.95, True)     # the last step, not the best
+    assert at_target.best_point(curve, final_accuracy=0.97) == (2, pytest.approx(0.03), 0.97, True)   # after tuning
+    assert at_target.best_point(curve, 0.97, target_met=False) == (2, 1.0, 0.97, False)   # short of the target: worst
+    assert at_target.describe(0.03) == "accuracy 97.00% at the size target"
+    spec = load_tune_file(write(tmp_path, SMALL.replace('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"')
+                                .replace("steps = 4", "target_macs = 0.9")))
+    assert spec.objective == Objective("accuracy") and "min_accuracy" not in spec.settings
 
 
 def test_without_optuna_tune_says_what_to_install(monkeypatch, tmp_path):
@@ -134,6 +151,32 @@ def test_tune_runs_trials_as_run_directories_and_reports(small_ckpt, idx_dir, tm
     changed = CliRunner().invoke(cli, [*args[:1], str(write(tmp_path, SMALL.replace("high = 3 }", "high = 4 }"))),
                                        *args[2:]])
     assert "holds a study 'small' searched with other settings" in str(changed.exception)
+
+
+def test_tune_maximises_accuracy_at_a_mac_target(small_ckpt, idx_dir, tmp_path):
+    """maximize = "accuracy": every trial prunes to the target, its value is its run's final
+    error, and the normalisation is searched as a choice."""
+    pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install 'fmprune[tune]'")
+    text = (SMALL.replace('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"')
+            .replace("steps = 4", "target_macs = 0.85\nmaps_per_step = 2").replace("trials = 3", "trials = 2")
+            .replace('maps_per_step = { low = 1, high = 3, type = "int" }', 'normalize = { choices = ["rms", "lamp"] }'))
+    args = ["tune", str(write(tmp_path, text)), "--checkpoint", str(small_ckpt), "--data-dir", str(idx_dir),
+            "--out-dir", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count(" complete: accuracy ") == 2 and "at the size target (MACs x" in result.output
+    import json
+    import optuna
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path / 'out' / 'small' / 'study.db'}")
+    for t in study.trials:
+        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert summary["stop_reason"] == "target size reached" and summary["final_macs"] <= 0.85 * summary["base_macs"]
+        assert t.value == pytest.approx(1 - summary["final_accuracy"]) and t.params["normalize"] in ("rms", "lamp")
+    assert study.best_trial.value == min(t.value for t in study.trials)
+    report = (tmp_path / "out" / "small" / "report" / "report.md").read_text()
+    assert "highest validation accuracy at macs 0.85 of the base" in report
+    record = json.loads((tmp_path / "out" / "small" / "tune.json").read_text())["objective"]
+    assert record == {"maximize": "accuracy", "target_macs": 0.85}
 
 
 def test_a_pruned_trial_leaves_a_consistent_resumable_run_directory(small_ckpt, idx_dir, splits, tmp_path):
@@ -218,7 +261,7 @@ SHIPPED = sorted((ROOT / "experiments" / "tune").glob("*.toml"))
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_tune_files_load(path):
     spec = load_tune_file(path)
-    assert spec.params and spec.objective.metric in ("macs", "params", "score")
+    assert spec.params and spec.objective.metric in ("macs", "params", "score", "accuracy")
 
 
 @pytest.mark.slow   # spawned workers import torch and Optuna: slow on a loaded machine; Ray covers parallel trials

@@ -29,7 +29,7 @@ from ..atomic import write_atomically
 from ..devices import rng_state, set_rng_state
 from ..errors import FmpruneError
 from ..engine.targets import targets_met
-from ..run.loop import RunSummary
+from ..run.loop import TARGET_REACHED, RunSummary
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from ..run.tensorboard import TensorBoardLogger
 from .pruner import Pruner
@@ -167,7 +167,7 @@ class _Run:
         stop = "all maps of the scope pruned but one per group"
         while cfg["max_steps"] is None or self.step < cfg["max_steps"]:
             if self._target_met():
-                stop = "target size reached"
+                stop = TARGET_REACHED
                 break
             removable = sum(len(self.pruner.graph.alive(n)) - 1 for n in self.pruner.scope)
             if removable == 0:

@@ -39,6 +39,7 @@ from ..data.augment import Augmentation
 from ..training import BatchStream, SGDConfig, fine_tune, recipe_from_dict, resolve_recipe
 
 ALL_PRUNED = "all maps of the scope pruned but one per layer"
+TARGET_REACHED = "target size reached"
 
 
 @dataclass
@@ -233,7 +234,7 @@ class PruningRun:
             log.info(f"{self.criterion.display_name}| Not scored (no feature maps): {', '.join(self.left_out)}")
         while planned is None or self.step < planned:
             if self._target_reached():
-                stop_reason = "target size reached"
+                stop_reason = TARGET_REACHED
                 break
             if cfg.min_accuracy is not None:
                 last_good = self._state()

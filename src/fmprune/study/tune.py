@@ -28,13 +28,13 @@ import torch
 
 from ..data import DataRequest
 from ..errors import FmpruneError, first_line
-from ..run.loop import StepRecord, run_pruning
+from ..run.loop import TARGET_REACHED, StepRecord, run_pruning
 from ..run.lock import locked
 from ..run.rundir import read_json, write_json_atomic
 from .orphans import die_with_parent
 from .ray_runner import ray_session, shared_data, shared_path
 from .report import TunedTrial, read_curve, write_tune_report
-from .tune_spec import Param, TuneSpec
+from .tune_spec import SIZE_TARGETS, Param, TuneSpec
 
 TUNE_INSTALL = "pip install 'fmprune[tune]'"
 FINISHED = ("COMPLETE", "PRUNED")     # trial states that count towards the trials asked for
@@ -144,7 +144,7 @@ class StepReporter:
         if percent >= 0 and self.trial.should_prune():
             self.stopped = {"step": record.step, "reduction_percent": percent, "accuracy": record.accuracy,
                             "reason": f"Optuna's {self.spec.pruner} pruner: accuracy {record.accuracy:.4f} at "
-                                      f"{percent} % less {self.spec.objective.metric} fell behind other trials"}
+                                      f"{percent} % less {self.spec.objective.size} fell behind other trials"}
             raise require_optuna().TrialPruned(self.stopped["reason"])
 
 
@@ -184,14 +184,12 @@ def run_trial(trial: Any, ctx: TrialContext) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("owner", owner())
     reporter = StepReporter(trial, spec, run_dir)
-    final_accuracy = None
     try:
         if (run_dir / "summary.json").is_file():   # finished before the search was killed
-            final_accuracy = read_json(run_dir / "summary.json")["final_accuracy"]
+            summary = read_json(run_dir / "summary.json")
         else:
             summary = run_pruning(ctx.checkpoint, _splits(ctx.data), config, run_dir, on_step=reporter,
-                                  device=ctx.device)
-            final_accuracy = summary.final_accuracy
+                                  device=ctx.device).to_dict()
     except optuna.TrialPruned:
         close_run_log(run_dir)
         write_json_atomic(run_dir / "pruned.json", {"trial": trial.number, **(reporter.stopped or {})})
@@ -206,7 +204,8 @@ def run_trial(trial: Any, ctx: TrialContext) -> float:
         trial.set_user_attr("interrupted", True)   # resumed by the next search, like a killed one
         raise
     curve = read_curve(run_dir)
-    step, value, accuracy, reached = spec.objective.best_point(curve, final_accuracy)
+    step, value, accuracy, reached = spec.objective.best_point(curve, summary["final_accuracy"],
+                                                               summary["stop_reason"] == TARGET_REACHED)
     for key, v in {"best_step": step, "accuracy": accuracy, "reached": reached,
                    "params_x": curve.params[0] / curve.params[step], "macs_x": curve.macs[0] / curve.macs[step]}.items():
         trial.set_user_attr(key, v)
@@ -320,8 +319,7 @@ def _run_tune(ctx: TrialContext, storage: str, trials: int, workers: int, ray_ad
     recover_killed_trials(study, storage)
     write_json_atomic(Path(ctx.out_dir) / "tune.json", {
         "name": spec.name, "title": spec.title, "file": str(spec.path), "storage": storage,
-        "checkpoint": ctx.checkpoint, "objective": {"minimize": spec.objective.metric,
-                                                    "accuracy": spec.objective.accuracy}})
+        "checkpoint": ctx.checkpoint, "objective": objective_record(spec)})
     offset = len(study.trials)
     if ray_address is not None:
         with ray_session(ray_address, workers) as ray:
@@ -366,13 +364,24 @@ def param_importances(study: Any) -> tuple[dict[str, float] | None, str]:
     return importances, f"Parameter importances from {len(complete)} complete trials: {notes}" if notes else ""
 
 
+def objective_record(spec: TuneSpec) -> dict:
+    """The objective as tune.json records it."""
+    if spec.objective.metric == "accuracy":
+        return {"maximize": "accuracy", **{t: spec.settings[t] for t in SIZE_TARGETS if spec.settings.get(t) is not None}}
+    return {"minimize": spec.objective.metric, "accuracy": spec.objective.accuracy}
+
+
 def value_label(spec: TuneSpec) -> str:
     return {"macs": "MACs (fraction of base)", "params": "params (fraction of base)",
-            "score": "efficiency score"}[spec.objective.metric]
+            "score": "efficiency score", "accuracy": "error (1 - accuracy) at the size target"}[spec.objective.metric]
 
 
 def objective_text(spec: TuneSpec) -> str:
     split = {"val": "validation", "test": "test"}[spec.settings.get("eval_split", "val")]
+    if spec.objective.metric == "accuracy":
+        targets = ", ".join(f"{t.removeprefix('target_')} {spec.settings[t]:g}" for t in SIZE_TARGETS
+                            if spec.settings.get(t) is not None)
+        return f"highest {split} accuracy at {targets} of the base"
     what = {"macs": "fewest MACs", "params": "fewest parameters", "score": "lowest efficiency score"}
     return f"{what[spec.objective.metric]} at >= {spec.objective.accuracy:.2%} {split} accuracy"
 
@@ -388,8 +397,7 @@ def trial_text(trial: Any, spec: TuneSpec) -> str:
     """One line per finished trial, for the progress output."""
     a = trial.user_attrs
     if trial.state.name == "COMPLETE":
-        return (f"trial {trial.number} complete: {spec.objective.describe(trial.value)} at accuracy "
-                f"{a.get('accuracy', float('nan')):.4f}")
+        return f"trial {trial.number} complete: {result_text(trial, spec)}"
     if trial.state.name == "PRUNED":
         return f"trial {trial.number} pruned: {a.get('stopped', 'stopped early')}"
     return f"trial {trial.number} {trial.state.name.lower()}: {a.get('error', 'see the log')}"
@@ -403,6 +411,14 @@ def best_trial_text(study: Any, spec: TuneSpec) -> str:
     best = study.best_trial
     a = best.user_attrs
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+    return f"best: trial {best.number}, {result_text(best, spec)}; {params}; run: {a.get('run_dir', '-')}"
+
+
+def result_text(trial: Any, spec: TuneSpec) -> str:
+    """A complete trial's objective in words: "MACs x3.10 fewer (...) at accuracy 0.9810", or
+    "accuracy 91.20% at the size target (MACs x3.01 fewer)"."""
+    a = trial.user_attrs
+    if spec.objective.metric == "accuracy":
+        return f"{spec.objective.describe(trial.value)} (MACs x{a.get('macs_x', float('nan')):.2f} fewer)"
     reached = "" if a.get("reached", True) else f" (even the base model is under {spec.objective.accuracy:.2%})"
-    return (f"best: trial {best.number}, {spec.objective.describe(best.value)} at accuracy "
-            f"{a.get('accuracy', float('nan')):.4f}{reached}; {params}; run: {a.get('run_dir', '-')}")
+    return f"{spec.objective.describe(trial.value)} at accuracy {a.get('accuracy', float('nan')):.4f}{reached}"

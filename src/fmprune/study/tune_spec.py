@@ -13,6 +13,8 @@
     [objective]
     minimize = "macs"              # macs, params (fractions of the base model's) or score (efficiency score)
     accuracy = 0.98                # ... at >= this accuracy on the runs' evaluation split
+    # or: maximize = "accuracy"    # the final accuracy at the size target [settings] gives
+    #                                (target_macs, target_params or target_latency); no floor
 
     [settings]                     # PruneConfig fields every trial shares
     scope = "all"
@@ -29,7 +31,9 @@
     cpus = 1
 
 Unless the file sets or searches ``min_accuracy``, every run stops at the objective's accuracy
-(the floor), since what comes after cannot count. Every key is checked; a wrong one is named.
+(the floor), since what comes after cannot count. ``maximize = "accuracy"`` asks the other
+question, the one a size budget poses: which recipe keeps the most accuracy at 3x fewer MACs; a
+trial whose run stops short of the target counts as accuracy 0. Every key is checked; a wrong one is named.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ SECTIONS = {"study", "objective", "settings", "params", "resources"}
 STUDY_KEYS = {"name", "title", "checkpoint", "trials", "sampler", "pruner", "seed", "startup_trials"}
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
-METRICS = ("macs", "params", "score")
+METRICS = ("macs", "params", "score")   # minimised at >= an accuracy
+SIZE_TARGETS = ("target_macs", "target_params", "target_latency")   # what maximize = "accuracy" needs
 RANGE_KEYS = {"low", "high", "step", "log", "type"}
 CONFIG_FIELDS = {f.name: f for f in fields(PruneConfig)}
 
@@ -71,24 +76,35 @@ class Param:
 
 @dataclass(frozen=True)
 class Objective:
-    metric: str                        # a METRICS entry, minimised
-    accuracy: float                    # the accuracy a point must keep to count
+    metric: str                        # a METRICS entry, minimised; or "accuracy", maximised at the size target
+    accuracy: float = 0.0              # the accuracy a point must keep to count (not for "accuracy")
+
+    @property
+    def size(self) -> str:
+        """What trials report their progress against: the metric, or MACs for "accuracy"."""
+        return "macs" if self.metric == "accuracy" else self.metric
 
     def value(self, params: int, macs: int, base_params: int, base_macs: int) -> float:
-        """The metric of one model: a fraction of the base model's params or MACs, or its
+        """The size of one model: a fraction of the base model's params or MACs, or its
         efficiency score (32-bit weights and activations)."""
-        if self.metric == "macs":
+        if self.size == "macs":
             return macs / base_macs
-        if self.metric == "params":
+        if self.size == "params":
             return params / base_params
         return efficiency_score(ScoreInputs(w=params, f=macs)).total
 
-    def best_point(self, curve: Curve, final_accuracy: float | None = None) -> tuple[int, float, float, bool]:
+    def best_point(self, curve: Curve, final_accuracy: float | None = None,
+                   target_met: bool = True) -> tuple[int, float, float, bool]:
         """(step, value, accuracy, reached) of the run's best model that keeps the accuracy: the
         last step when the run's final accuracy (after any final tuning) keeps it, else the last
         step before accuracy first fell under it. ``reached`` is False when the base model is
-        already under it (step, value and accuracy are then the base model's)."""
+        already under it (step, value and accuracy are then the base model's).
+        For "accuracy", the final model's error (1 − accuracy, minimised), or 1 when the run
+        stopped short of its size target (``target_met`` False)."""
         last = len(curve.accuracy) - 1
+        if self.metric == "accuracy":
+            accuracy = curve.accuracy[last] if final_accuracy is None else final_accuracy
+            return last, (1.0 - accuracy) if target_met else 1.0, accuracy, target_met
         if final_accuracy is not None and final_accuracy >= self.accuracy:
             return last, self.at(curve, last), final_accuracy, True
         i = curve.last_step_above(self.accuracy)
@@ -101,6 +117,8 @@ class Objective:
 
     def describe(self, value: float) -> str:
         """The value in words: "MACs x3.10 fewer (0.3226 of the base)"."""
+        if self.metric == "accuracy":
+            return f"accuracy {1 - value:.2%} at the size target" if value < 1 else "size target not reached"
         if self.metric == "score":
             return f"efficiency score {value:.4f}"
         name = "MACs" if self.metric == "macs" else "params"
@@ -223,15 +241,18 @@ def load_tune_file(path: Path | str) -> TuneSpec:
         if study.get(key, allowed[0]) not in allowed:
             raise _err(path, f"'study.{key}' = {study[key]!r} is not one of {', '.join(allowed)}")
 
-    objective_table = _table(path, doc, "objective", {"minimize", "accuracy"})
-    if objective_table.get("minimize") not in METRICS:
-        raise _err(path, f"'objective.minimize' must be one of {', '.join(METRICS)}")
-    accuracy = _number(path, "objective.accuracy", objective_table.get("accuracy", 0.0))
-    if not 0 < accuracy <= 1:
-        raise _err(path, "'objective.accuracy' must be a fraction in (0, 1], e.g. 0.98")
-    objective = Objective(objective_table["minimize"], accuracy)
-
+    objective_table = _table(path, doc, "objective", {"minimize", "accuracy", "maximize"})
     settings = dict(_table(path, doc, "settings", set(CONFIG_FIELDS)))
+    if "maximize" in objective_table:
+        objective = _accuracy_objective(path, objective_table, settings)
+    else:
+        if objective_table.get("minimize") not in METRICS:
+            raise _err(path, f"'objective.minimize' must be one of {', '.join(METRICS)} (or maximize = \"accuracy\")")
+        accuracy = _number(path, "objective.accuracy", objective_table.get("accuracy", 0.0))
+        if not 0 < accuracy <= 1:
+            raise _err(path, "'objective.accuracy' must be a fraction in (0, 1], e.g. 0.98")
+        objective = Objective(objective_table["minimize"], accuracy)
+
     params_table = _table(path, doc, "params", None)
     if not params_table:
         raise _err(path, "'params' names no parameter to search")
@@ -239,13 +260,27 @@ def load_tune_file(path: Path | str) -> TuneSpec:
     both = sorted(set(settings) & set(params_table))
     if both:
         raise _err(path, f"'{both[0]}' is both in settings and in params; keep one")
-    if "min_accuracy" not in settings and "min_accuracy" not in params_table:
-        settings["min_accuracy"] = accuracy
+    if objective.metric != "accuracy" and "min_accuracy" not in settings and "min_accuracy" not in params_table:
+        settings["min_accuracy"] = objective.accuracy
     spec = TuneSpec(path, name, str(study.get("title", name)), str(study.get("checkpoint", "default")), trials,
                     study.get("sampler", SAMPLERS[0]), study.get("pruner", PRUNERS[0]), seed, startup, objective,
                     settings, params, parse_resources(doc.get("resources", {}), f"tune file {path}"))
     _check_corners(spec)
     return spec
+
+
+def _accuracy_objective(path: Path, table: dict, settings: dict) -> Objective:
+    """``maximize = "accuracy"``: alone in [objective], with a size target in [settings] (the
+    accuracy of a run that prunes to the end says nothing about a budget)."""
+    if table["maximize"] != "accuracy":
+        raise _err(path, f"'objective.maximize' = {table['maximize']!r}: only \"accuracy\" is maximised")
+    if set(table) != {"maximize"}:
+        raise _err(path, "'objective.maximize' goes alone: the size is fixed by a target in [settings], "
+                         "not minimised at an accuracy")
+    if not any(settings.get(t) is not None for t in SIZE_TARGETS):
+        raise _err(path, "maximize = \"accuracy\" needs a size target in [settings]: "
+                         + ", ".join(SIZE_TARGETS) + " (e.g. target_macs = 0.33)")
+    return Objective("accuracy")
 
 
 def _check_corners(spec: TuneSpec) -> None:
