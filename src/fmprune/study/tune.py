@@ -34,7 +34,7 @@ from ..run.rundir import read_json, write_json_atomic
 from .orphans import die_with_parent
 from .ray_runner import ray_session, shared_data, shared_path
 from .report import TunedTrial, read_curve, write_tune_report
-from .tune_spec import SIZE_TARGETS, Param, TuneSpec
+from .tune_spec import Param, TuneSpec, given_targets
 
 TUNE_INSTALL = "pip install 'fmprune[tune]'"
 FINISHED = ("COMPLETE", "PRUNED")     # trial states that count towards the trials asked for
@@ -367,7 +367,7 @@ def param_importances(study: Any) -> tuple[dict[str, float] | None, str]:
 def objective_record(spec: TuneSpec) -> dict:
     """The objective as tune.json records it."""
     if spec.objective.metric == "accuracy":
-        return {"maximize": "accuracy", **{t: spec.settings[t] for t in SIZE_TARGETS if spec.settings.get(t) is not None}}
+        return {"maximize": "accuracy", **given_targets(spec.settings)}
     return {"minimize": spec.objective.metric, "accuracy": spec.objective.accuracy}
 
 
@@ -379,8 +379,7 @@ def value_label(spec: TuneSpec) -> str:
 def objective_text(spec: TuneSpec) -> str:
     split = {"val": "validation", "test": "test"}[spec.settings.get("eval_split", "val")]
     if spec.objective.metric == "accuracy":
-        targets = ", ".join(f"{t.removeprefix('target_')} {spec.settings[t]:g}" for t in SIZE_TARGETS
-                            if spec.settings.get(t) is not None)
+        targets = ", ".join(f"{t.removeprefix('target_')} {v:g}" for t, v in given_targets(spec.settings).items())
         return f"highest {split} accuracy at {targets} of the base"
     what = {"macs": "fewest MACs", "params": "fewest parameters", "score": "lowest efficiency score"}
     return f"{what[spec.objective.metric]} at >= {spec.objective.accuracy:.2%} {split} accuracy"

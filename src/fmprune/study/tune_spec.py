@@ -269,6 +269,11 @@ def load_tune_file(path: Path | str) -> TuneSpec:
     return spec
 
 
+def given_targets(settings: dict) -> dict[str, float]:
+    """The size targets ``settings`` sets (of SIZE_TARGETS), in that order."""
+    return {t: settings[t] for t in SIZE_TARGETS if settings.get(t) is not None}
+
+
 def _accuracy_objective(path: Path, table: dict, settings: dict) -> Objective:
     """``maximize = "accuracy"``: alone in [objective], with a size target in [settings] (the
     accuracy of a run that prunes to the end says nothing about a budget)."""
@@ -277,7 +282,7 @@ def _accuracy_objective(path: Path, table: dict, settings: dict) -> Objective:
     if set(table) != {"maximize"}:
         raise _err(path, "'objective.maximize' goes alone: the size is fixed by a target in [settings], "
                          "not minimised at an accuracy")
-    if not any(settings.get(t) is not None for t in SIZE_TARGETS):
+    if not given_targets(settings):
         raise _err(path, "maximize = \"accuracy\" needs a size target in [settings]: "
                          + ", ".join(SIZE_TARGETS) + " (e.g. target_macs = 0.33)")
     return Objective("accuracy")
