@@ -64,7 +64,7 @@ def rows(run_dir: Path) -> list[dict]:
     (("retrain = { low = 1, high = 3 }", 'criterion = { low = 1, high = 3 }'), r"'params.criterion' is not numeric"),
     (("retrain = { low = 1, high = 3 }", 'criterion = { choices = ["taylor", "magic"] }'), "make no run: unknown criterion 'magic'"),
     (("retrain = { low = 1, high = 3 }", "steps = { low = 1, high = 3 }"), "'steps' is both in settings and in params"),
-    (('sampler = "random"', 'sampler = "grid"'), "'study.sampler' = 'grid' is not one of tpe, random"),
+    (('sampler = "random"', 'sampler = "anneal"'), "'study.sampler' = 'anneal' is not one of tpe, random, grid"),
     (('name = "small"', 'name = "a b"'), "'study.name' is required"),
     (("[params]\nmaps_per_step = { low = 1, high = 3, type = \"int\" }\nretrain = { low = 1, high = 3 }", "[params]"),
      "'params' names no parameter to search"),
@@ -83,6 +83,21 @@ def rows(run_dir: Path) -> list[dict]:
 def test_bad_tune_files_name_the_bad_key(tmp_path, change, message):
     with pytest.raises(FmpruneError, match=message):
         load_tune_file(write(tmp_path, SMALL.replace(*change)))
+
+
+def test_a_grid_tries_each_choice_and_each_step_of_a_range_once(tmp_path):
+    text = SMALL.replace('sampler = "random"', 'sampler = "grid"').replace(
+        "retrain = { low = 1, high = 3 }", "flops_lambda = { low = 0.0, high = 0.6, step = 0.2 }\n"
+                                          'normalize = { choices = ["rms", "lamp"] }')
+    spec = load_tune_file(write(tmp_path, text))
+    assert spec.grid == {"maps_per_step": [1, 2, 3], "flops_lambda": [0.0, 0.2, 0.4, 0.6], "normalize": ["rms", "lamp"]}
+    assert spec.trials_wanted() == 3 and spec.trials_wanted(100) == 24   # the file asks 3; a grid holds 24
+    random = load_tune_file(write(tmp_path, SMALL))
+    assert random.trials_wanted(100) == 100                              # other samplers: as asked
+    for no_grid in ("flops_lambda = { low = 0.0, high = 0.6 }", "retrain_lr = { low = 1e-4, high = 1e-2, log = true }"):
+        name = no_grid.split()[0]
+        with pytest.raises(FmpruneError, match=f"'params.{name}': sampler = \"grid\" needs choices, an int range"):
+            load_tune_file(write(tmp_path, text.replace("flops_lambda = { low = 0.0, high = 0.6, step = 0.2 }", no_grid)))
 
 
 def test_the_objective_threshold_is_the_runs_floor_unless_the_file_sets_one(tmp_path):
@@ -155,23 +170,30 @@ def test_tune_runs_trials_as_run_directories_and_reports(small_ckpt, idx_dir, tm
 
 def test_tune_maximises_accuracy_at_a_mac_target(small_ckpt, idx_dir, tmp_path):
     """maximize = "accuracy": every trial prunes to the target, its value is its run's final
-    error, and the normalisation is searched as a choice."""
+    error, and a grid over the normalisation tries each once (the recipe's choice), however
+    many trials the file asks."""
     pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install 'fmprune[tune]'")
     text = (SMALL.replace('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"')
-            .replace("steps = 4", "target_macs = 0.85\nmaps_per_step = 2").replace("trials = 3", "trials = 2")
-            .replace('maps_per_step = { low = 1, high = 3, type = "int" }', 'normalize = { choices = ["rms", "lamp"] }'))
+            .replace("steps = 4", "target_macs = 0.85\nmaps_per_step = 2").replace("trials = 3", "trials = 5")
+            .replace('sampler = "random"', 'sampler = "grid"')
+            .replace('maps_per_step = { low = 1, high = 3, type = "int" }', 'normalize = { choices = ["rms", "lamp"] }')
+            .replace("retrain = { low = 1, high = 3 }", "").replace("save_every = 1", "save_every = 1\nretrain = 2"))
     args = ["tune", str(write(tmp_path, text)), "--checkpoint", str(small_ckpt), "--data-dir", str(idx_dir),
             "--out-dir", str(tmp_path / "out")]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert result.output.count(" complete: accuracy ") == 2 and "at the size target (MACs x" in result.output
+    assert ": 2 trials, " in result.output
+    again = CliRunner().invoke(cli, args)                 # the grid is done: rerunning runs nothing
+    assert again.exit_code == 0 and "complete:" not in again.output, again.output
     import json
     import optuna
     study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path / 'out' / 'small' / 'study.db'}")
     for t in study.trials:
         summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
         assert summary["stop_reason"] == "target size reached" and summary["final_macs"] <= 0.85 * summary["base_macs"]
-        assert t.value == pytest.approx(1 - summary["final_accuracy"]) and t.params["normalize"] in ("rms", "lamp")
+        assert t.value == pytest.approx(1 - summary["final_accuracy"])
+    assert sorted(t.params["normalize"] for t in study.trials) == ["lamp", "rms"]
     assert study.best_trial.value == min(t.value for t in study.trials)
     report = (tmp_path / "out" / "small" / "report" / "report.md").read_text()
     assert "highest validation accuracy at macs 0.85 of the base" in report

@@ -117,7 +117,7 @@ def tune_cmd(tune_file: Path, out_dir: Path, storage: str | None, trials: int | 
     ckpt_path = file_checkpoint(tune_file, spec.checkpoint, checkpoint, splits)
     directory = out_dir / spec.name
     storage = storage or default_storage(out_dir, spec)
-    click.echo(f"{spec.title}: {trials or spec.trials} trials, {objective_text(spec)} -> {directory} "
+    click.echo(f"{spec.title}: {spec.trials_wanted(trials)} trials, {objective_text(spec)} -> {directory} "
                f"(study: {storage})")
     ctx = TrialContext(spec, str(ckpt_path), str(directory), request, device)
     study = run_tune(ctx, storage, trials, workers, ray_address, lambda t: click.echo(trial_text(t, spec)))

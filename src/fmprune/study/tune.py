@@ -69,6 +69,8 @@ def make_sampler(spec: TuneSpec, offset: int = 0) -> Any:
     optuna = require_optuna()
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed + offset)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler(spec.grid, seed=spec.seed + offset)
     return optuna.samplers.TPESampler(seed=spec.seed + offset, n_startup_trials=spec.startup_trials)
 
 
@@ -304,7 +306,7 @@ def run_tune(ctx: TrialContext, storage: str, trials: int | None = None, workers
     storage = absolute_storage(storage)
     ctx = replace(ctx, checkpoint=shared_path(ctx.checkpoint), out_dir=shared_path(ctx.out_dir),
                   data=shared_data(ctx.data))
-    trials = trials or spec.trials
+    trials = spec.trials_wanted(trials)
     with locked(Path(ctx.out_dir)):   # one search per output directory at a time
         return _run_tune(ctx, storage, trials, workers, ray_address, on_trial)
 

@@ -5,7 +5,8 @@
     title = "LeNet: fewest MACs at >= 98 %"
     checkpoint = "default"         # or a path (relative to this file), as in experiment files
     trials = 30                    # trials that finish (complete or pruned)
-    sampler = "tpe"                # tpe or random
+    sampler = "tpe"                # tpe, random, or grid: every combination once (choices and
+                                   #   ranges with a step only; trials beyond the grid are not run)
     pruner = "median"              # median, hyperband or none: stops trials early on per-step accuracy
     seed = 0
     startup_trials = 5             # trials drawn at random and never pruned before the sampler learns
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from math import prod
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ from .resources import Resources, parse_resources
 
 SECTIONS = {"study", "objective", "settings", "params", "resources"}
 STUDY_KEYS = {"name", "title", "checkpoint", "trials", "sampler", "pruner", "seed", "startup_trials"}
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 METRICS = ("macs", "params", "score")   # minimised at >= an accuracy
 SIZE_TARGETS = ("target_macs", "target_params", "target_latency")   # what maximize = "accuracy" needs
@@ -72,6 +74,19 @@ class Param:
     step: float | None = None
     log: bool = False
     choices: tuple = ()
+
+    def grid(self) -> tuple | None:
+        """The values a grid search tries: the choices, or the range at its step (an int range
+        steps by 1 unless told); None for a range with no grid (a float range without a step, a
+        log range)."""
+        if self.kind == "choice":
+            return self.choices
+        if self.log or (self.kind == "float" and self.step is None):
+            return None
+        step = self.step or 1
+        count = int((self.high - self.low) / step + 1e-9) + 1
+        values = [self.low + k * step for k in range(count)]
+        return tuple(int(v) for v in values) if self.kind == "int" else tuple(round(v, 12) for v in values)
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,19 @@ class TuneSpec:
     settings: dict[str, Any]
     params: list[Param]
     resources: Resources = field(default_factory=Resources)
+
+    @property
+    def grid(self) -> dict[str, list]:
+        """Every searched parameter's grid values (a grid sampler's search space)."""
+        return {p.name: list(p.grid() or ()) for p in self.params}
+
+    def trials_wanted(self, requested: int | None = None) -> int:
+        """Finished trials to aim for: ``requested`` or the file's; for a grid, at most its size
+        (a grid point is worth one trial; Optuna would re-run one to fill the count)."""
+        trials = requested or self.trials
+        if self.sampler == "grid":
+            trials = min(trials, prod(len(v) for v in self.grid.values()))
+        return trials
 
     def config(self, values: dict[str, Any]) -> PruneConfig:
         """The run configuration of one trial (searched values over the shared settings)."""
@@ -265,6 +293,11 @@ def load_tune_file(path: Path | str) -> TuneSpec:
     spec = TuneSpec(path, name, str(study.get("title", name)), str(study.get("checkpoint", "default")), trials,
                     study.get("sampler", SAMPLERS[0]), study.get("pruner", PRUNERS[0]), seed, startup, objective,
                     settings, params, parse_resources(doc.get("resources", {}), f"tune file {path}"))
+    if spec.sampler == "grid":
+        for p in params:
+            if p.grid() is None:
+                raise _err(path, f"'params.{p.name}': sampler = \"grid\" needs choices, an int range or a "
+                                 "float range with a step (not a log range)")
     _check_corners(spec)
     return spec
 
