@@ -184,6 +184,7 @@ def test_tune_maximises_accuracy_at_a_mac_target(small_ckpt, idx_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.count(" complete: accuracy ") == 2 and "at the size target (MACs x" in result.output
     assert ": 2 trials, " in result.output
+    assert "fewer); normalize=rms\n" in result.output and "fewer); normalize=lamp\n" in result.output
     again = CliRunner().invoke(cli, args)                 # the grid is done: rerunning runs nothing
     assert again.exit_code == 0 and "complete:" not in again.output, again.output
     import json

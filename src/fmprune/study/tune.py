@@ -398,7 +398,7 @@ def trial_text(trial: Any, spec: TuneSpec) -> str:
     """One line per finished trial, for the progress output."""
     a = trial.user_attrs
     if trial.state.name == "COMPLETE":
-        return f"trial {trial.number} complete: {result_text(trial, spec)}"
+        return f"trial {trial.number} complete: {result_text(trial, spec)}; {params_text(trial)}"
     if trial.state.name == "PRUNED":
         return f"trial {trial.number} pruned: {a.get('stopped', 'stopped early')}"
     return f"trial {trial.number} {trial.state.name.lower()}: {a.get('error', 'see the log')}"
@@ -410,9 +410,12 @@ def best_trial_text(study: Any, spec: TuneSpec) -> str:
     if not complete:
         return "no trial completed"
     best = study.best_trial
-    a = best.user_attrs
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
-    return f"best: trial {best.number}, {result_text(best, spec)}; {params}; run: {a.get('run_dir', '-')}"
+    return f"best: trial {best.number}, {result_text(best, spec)}; {params_text(best)}; run: {best.user_attrs.get('run_dir', '-')}"
+
+
+def params_text(trial: Any) -> str:
+    """A trial's searched values: "normalize=lamp, flops_lambda=0.6028"."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
 
 
 def result_text(trial: Any, spec: TuneSpec) -> str:
