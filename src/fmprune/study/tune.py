@@ -410,7 +410,8 @@ def best_trial_text(study: Any, spec: TuneSpec) -> str:
     if not complete:
         return "no trial completed"
     best = study.best_trial
-    return f"best: trial {best.number}, {result_text(best, spec)}; {params_text(best)}; run: {best.user_attrs.get('run_dir', '-')}"
+    run_dir = best.user_attrs.get("run_dir", "-")
+    return f"best: trial {best.number}, {result_text(best, spec)}; {params_text(best)}; run: {run_dir}"
 
 
 def params_text(trial: Any) -> str:
