@@ -92,10 +92,28 @@ def test_save_and_load_a_pruned_model_of_the_users_class(tmp_path):
     assert torch.equal(again.eval()(x), model.eval()(x))
 
 
+def test_a_loaded_model_pruned_further_keeps_the_unpruned_numbering(tmp_path):
+    """A Pruner made on a loaded model uses the graph load traced (original indices), so what it
+    removes is named, and saved again, in the unpruned model's numbering."""
+    model, batches, loss_fn, evaluate = setup()
+    fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, maps_per_step=5,
+                  max_steps=2, calibration_batches=1, verbose=False)
+    first = torch.load(fmprune.save(model, tmp_path / "m.pt"), weights_only=True)["alive"]
+    loaded = fmprune.load(lambda: LeNet(widths=(6, 8, 24)), tmp_path / "m.pt")
+    pruner = fmprune.Pruner(loaded, torch.zeros(1, 1, 28, 28), criterion="l1_filter")
+    removed = pruner.step(maps=3)
+    for s in removed:                              # original = the file's numbering, not 0..n-1
+        assert s.original == first[s.layer][s.index]
+    second = torch.load(fmprune.save(loaded, tmp_path / "m2.pt"), weights_only=True)["alive"]
+    gone = {(s.layer, s.original) for s in removed}
+    assert second == {g: [i for i in kept if (g, i) not in gone] for g, kept in first.items()}
+    assert any(kept != list(range(len(kept))) for kept in second.values())
+
+
 def test_load_refuses_what_does_not_fit(tmp_path):
     model = LeNet(widths=(6, 8, 24))
     path = fmprune.save(model, tmp_path / "m.pt", example_inputs=torch.zeros(1, 1, 28, 28))
-    with pytest.raises(fmprune.FmpruneError, match="keeps maps .* of group .conv1., which has maps"):
+    with pytest.raises(fmprune.FmpruneError, match="group 'conv1' keeps maps the built model does not have \\(2 maps: 4, 5; the built group has 4\\)"):
         fmprune.load(lambda: LeNet(widths=(4, 8, 24)), path)
     with pytest.raises(fmprune.FmpruneError, match="group .conv1. is not in the model"):
         fmprune.load(lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), path)

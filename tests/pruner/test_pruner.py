@@ -241,6 +241,30 @@ def test_bad_input_is_one_line_and_changes_nothing(small_trained, splits):
         assert "\n" not in message
 
 
+def test_an_optimizer_left_holding_replaced_parameters_is_refused_at_its_step(small_trained, splits):
+    """Surgery gives cut layers new tensors: the optimizer passed to step() follows them; one
+    built before the step and not passed would silently train the old ones, so its next step()
+    is a one-line error that changes nothing."""
+    model = copy.deepcopy(small_trained)
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28))
+    passed, other = torch.optim.SGD(model.parameters(), 0.01), torch.optim.Adam(model.parameters(), 1e-3)
+    images, labels = splits.train.images[:16], splits.train.labels[:16]
+    F.cross_entropy(model(images), labels).backward()
+    pruner.accumulate()
+    pruner.step(maps=2, optimizer=passed)
+    passed.zero_grad()
+    F.cross_entropy(model(images), labels).backward()
+    before = copy.deepcopy(model.state_dict())
+    passed.step()                                                   # follows the surgery
+    assert not _unchanged(model, before)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(fmprune.FmpruneError, match=r"Adam.step\(\): it still holds \d+ parameter tensor\(s\) that "
+                                                   r"fmprune.Pruner.step\(\) replaced") as error:
+        other.step()
+    assert "\n" not in str(error.value) and _unchanged(model, before)
+    torch.optim.Adam(model.parameters(), 1e-3).step()               # a new optimizer is fine
+
+
 def test_backward_that_misses_a_layer_is_named():
     """A two-headed model whose loss uses one head: the other head's layers get no gradient."""
 

@@ -17,9 +17,13 @@ def restrict_to(graph: Graph, alive: Mapping[str, Iterable[int]]) -> None:
             raise PruningError(f"group {name!r} is not in the model (groups: {', '.join(graph.names)})")
         group = graph.group(name)
         wanted = set(kept)
-        if not wanted or not wanted <= set(group.original):
-            raise PruningError(f"keeps maps {sorted(wanted)[:8]} of group {name!r}, which has maps "
-                               f"{group.original[:8]}{'…' if group.size > 8 else ''} ({group.size})")
+        if not wanted:
+            raise PruningError(f"keeps no map of group {name!r}")
+        missing = sorted(wanted - set(group.original))
+        if missing:
+            raise PruningError(f"group {name!r} keeps maps the built model does not have ({len(missing)} map{'s' if len(missing) > 1 else ''}: "
+                               f"{', '.join(map(str, missing[:8]))}{', …' if len(missing) > 8 else ''}; "
+                               f"the built group has {group.size})")
         drop = [i for i, original in enumerate(group.original) if original not in wanted]
         if drop:
             graph.remove(name, drop)

@@ -31,8 +31,9 @@ from ..errors import FmpruneError
 from ..graph import Graph, trace
 from ..latency import LatencyTable, latency_target
 from . import rank_sync
-from .saving import remember
 from .passes import LossPasses
+from .saving import remember, remembered
+from .stale import mark_replaced, parameters_by_id
 from .taps import Taps, TapProvider
 
 OWN_PASSES = ("masked_loss", "hessian")   # criteria that need passes of their own over data
@@ -76,6 +77,17 @@ def _ignored_names(model: nn.Module, ignore: Sequence[nn.Module | str]) -> list[
     return out
 
 
+def _known_graph(model: nn.Module, fresh: Graph) -> Graph:
+    """The graph ``fmprune.load`` or an earlier pruner traced ``model`` into, if it still fits the
+    model (same groups, sizes, traced-around ops and input shapes): it numbers maps as the unpruned
+    model did, so a loaded model pruned further reports and saves original indices. Else ``fresh``."""
+    known = remembered(model)
+    if known is None or known.sizes() != fresh.sizes() or list(known.ignore) != list(fresh.ignore):
+        return fresh
+    shapes = [[tuple(t.shape[1:]) for t in g.example_inputs] for g in (known, fresh)]
+    return known if shapes[0] == shapes[1] else fresh
+
+
 def _inside(name: str, containers: list[str]) -> bool:
     return any(name == c or name.startswith(c + ".") or c == "" for c in containers)
 
@@ -93,7 +105,8 @@ class Pruner(EngineBase):
     ``loss_fn(model) -> loss``: for the criteria that need passes of their own (``oracle``,
     ``oracle_abs``, ``obd_hutchinson``), the scalar loss they evaluate (e.g. the user's loss on a
     fixed calibration batch). ``graph``: a graph this model was already traced into (pruned models keep the numbering of
-    the unpruned one: ``steps`` and ``save`` report original map indices). ``latency_table``
+    the unpruned one: ``steps`` and ``save`` report original map indices); not given, the graph
+    :func:`fmprune.load` (or an earlier pruner) made of this model is used while it still fits. ``latency_table``
     (:func:`fmprune.latency_table` of this model) enables ``step(target_latency=...)``,
     ``latency_lambda`` (the latency term, Θ − λ·ms a removal saves) and ``per_cost="latency"``;
     ``round_to`` keeps every group's size a multiple of it (or its original size): a step removes
@@ -129,7 +142,7 @@ class Pruner(EngineBase):
             raise FmpruneError("latency_lambda and per_cost='latency' need latency_table=fmprune.latency_table(...)")
         kept = _ignored_names(model, ignore)
         if graph is None or graph.model is not model:   # a graph of this model keeps its numbering
-            graph = trace(model, example_inputs, ignore=list(trace_ignore))
+            graph = _known_graph(model, trace(model, example_inputs, ignore=list(trace_ignore)))
         names = [n for n in graph.scope(scope if isinstance(scope, str) else ",".join(scope))
                  if not any(_inside(m.name, kept) for m in graph.members(n))]
         names, left_out = data_free_scope(graph, names, criterion)
@@ -222,8 +235,10 @@ class Pruner(EngineBase):
         of those left, or as many as needed to reach ``target_macs`` / ``target_params`` (fractions
         of the model's size when the pruner was created) / ``target_latency`` (a fraction of its
         latency then, predicted by ``latency_table``); a count and a target together remove at
-        most that many, stopping where the target is met. ``optimizer``'s state is sliced with the
-        weights. Returns what was removed; the statistics start over."""
+        most that many, stopping where the target is met. The cut layers get new parameter
+        tensors: ``optimizer`` is pointed at them, its state sliced with the weights; another
+        optimizer made before the step is refused at its next ``step()`` (:mod:`.stale`).
+        Returns what was removed; the statistics start over."""
         counts = sum(v is not None for v in (maps, fraction))
         if counts > 1 or (counts == 0 and target_macs is None and target_params is None and target_latency is None):
             raise FmpruneError("step() takes maps= or fraction=, or a target (target_macs=, target_params=, "
@@ -257,7 +272,9 @@ class Pruner(EngineBase):
         return chosen
 
     def remove(self, group: str, maps: Sequence[int], optimizer: torch.optim.Optimizer | None = None) -> None:
+        before = parameters_by_id(self.model)
         self.graph.remove(group, maps, optimizer)
+        mark_replaced(before, self.model)
         self.raw[group] = None
 
     def _to_target(self, target_macs: float | None, target_params: float | None,
