@@ -145,6 +145,15 @@ def test_data_dependent_control_flow_is_refused_up_front():
         fmprune.trace(Branchy(), torch.zeros(1, 3, 6, 6))
 
 
+def test_example_inputs_of_the_wrong_shape_are_one_line_naming_the_ops_own_error(capfd):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    with pytest.raises(fmprune.UnsupportedModelError,
+                       match=r"^Sequential does not run on the example inputs \(RuntimeError at _0: .*expected "
+                             r"input\[1, 1, 28, 28\] to have 3 channels, but got 1 channels instead\)$"):
+        fmprune.trace(model, torch.zeros(1, 1, 28, 28))
+    assert capfd.readouterr().err == ""          # no traceback printed on the way
+
+
 def test_output_layer_and_bad_requests():
     model, x = _model("flatten")
     graph = fmprune.trace(model, x[:1])

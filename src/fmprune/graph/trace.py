@@ -24,6 +24,9 @@ anything else is pinned.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -32,7 +35,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..errors import PruningError, UnsupportedModelError
+from ..errors import PruningError, UnsupportedModelError, first_line
 from ..modes import eval_mode
 from ..layers import (AttentionHeadsAdapter, LayerAdapter, MultiheadAttentionAdapter, ParameterAdapter,
                       adapter_for)
@@ -150,13 +153,17 @@ class _ShapeAndZeroProp(ShapeProp):
 def propagate_shapes(gm: fx.GraphModule, model: nn.Module, example_inputs: tuple) -> None:
     """Record every node's output shape (node.meta['tensor_meta']) with one eval-mode forward
     that changes nothing: no gradients, BatchNorm statistics untouched, train flags restored."""
-    try:
-        with eval_mode(model), torch.no_grad():
+    try:   # ShapeProp prints the traceback of a failing node itself; the error below says it all
+        with eval_mode(model), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             _ShapeAndZeroProp(gm).propagate(*example_inputs)
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        root = e
+        while root.__cause__ is not None:   # ShapeProp wraps the op's own error: quote that one
+            root = root.__cause__
+        node = re.search(r"node=%(\S+)", str(e))
+        where = f" at {node.group(1)}" if node and root is not e else ""
         raise UnsupportedModelError(f"{type(model).__name__} does not run on the example inputs "
-                                    f"({type(e).__name__}: {first})") from None
+                                    f"({type(root).__name__}{where}: {first_line(root) or 'no message'})") from None
 
 
 def _piece_shapes(node: fx.Node) -> list[tuple[int, ...]] | None:
