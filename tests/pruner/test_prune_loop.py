@@ -61,8 +61,9 @@ def test_target_and_min_metric(capsys):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"target_macs": 0.0}, "target_macs must be a number in"),
-    ({"target_macs": float("nan")}, "target_macs must be a number in"),
+    ({"target_macs": 0.0}, r"target_macs must be a fraction in \(0, 1\] of the model's size, got 0.0"),
+    ({"target_params": 2}, r"target_params must be a fraction in \(0, 1\] of the model's size, got 2"),
+    ({"target_macs": float("nan")}, "target_macs must be a fraction in"),
     ({"maps_per_step": 1.5}, "maps_per_step must be an integer count"),
     ({"retrain_steps": -1}, "retrain_steps must be an integer"),
     ({"calibration_batches": 0}, "calibration_batches must be an integer"),
@@ -73,6 +74,24 @@ def test_bad_arguments_are_one_line_before_any_work(kwargs, message):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(fmprune.FmpruneError, match=message) as error:
         fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, loss_fn, evaluate, **kwargs)
+    assert "\n" not in str(error.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("bad_loss, message", [
+    (lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none"),
+     r"loss_fn\(model, batch\) must return a scalar loss tensor, got a tensor of shape \(32,\) \(reduce it"),
+    (lambda out, y: torch.nn.functional.cross_entropy(out, y).item(),
+     r"loss_fn\(model, batch\) must return a scalar loss tensor, got float"),
+    (lambda out, y: torch.nn.functional.cross_entropy(out, y).detach(),
+     r"loss_fn\(model, batch\) returned a loss with no gradient path to the model"),
+])
+def test_a_loss_fn_that_returns_no_differentiable_scalar_is_one_line(bad_loss, message):
+    model, batches, _, evaluate = setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(fmprune.FmpruneError, match=message) as error:
+        fmprune.prune(model, torch.zeros(1, 1, 28, 28), batches, lambda m, b: bad_loss(m(b[0]), b[1]), evaluate,
+                      maps_per_step=2, max_steps=1, verbose=False)
     assert "\n" not in str(error.value)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import copy
 
+from ..errors import FmpruneError
 from ..graph import Graph, trace
 from ..latency import LatencyTarget
 from .selection import allowed_size
+
+
+def check_target_fraction(name: str, target: float | None) -> None:
+    """A size target is a fraction in (0, 1] of the model's size (None: not given); one wording
+    for the Pruner, ``fmprune.prune`` and everything else that takes one."""
+    ok = isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < target <= 1
+    if target is not None and not ok:
+        raise FmpruneError(f"{name} must be a fraction in (0, 1] of the model's size, got {target!r}")
 
 
 def smallest_size(graph: Graph, scope: list[str], round_to: int = 1) -> tuple[int, int]:

@@ -11,7 +11,7 @@ a calibration batch they choose) instead of the cross-entropy on fmprune's calib
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -21,6 +21,20 @@ from ..errors import FmpruneError
 from ..graph import Graph
 
 LossFn = Callable[[nn.Module], torch.Tensor]
+
+
+def scalar_loss(value: Any, who: str, grad: bool = False) -> torch.Tensor:
+    """``value`` if it is a one-element tensor (with a gradient path when ``grad``); otherwise one
+    line saying what ``who`` returned."""
+    if not torch.is_tensor(value):
+        raise FmpruneError(f"{who} must return a scalar loss tensor, got {type(value).__name__}")
+    if value.numel() != 1:
+        raise FmpruneError(f"{who} must return a scalar loss tensor, got a tensor of shape {tuple(value.shape)} "
+                           "(reduce it: .mean() or .sum())")
+    if grad and not value.requires_grad:
+        raise FmpruneError(f"{who} returned a loss with no gradient path to the model (computed under "
+                           "torch.no_grad() or detached?)")
+    return value
 
 
 class LossPasses:
@@ -33,10 +47,7 @@ class LossPasses:
         self._hessian: dict[str, dict[str, torch.Tensor]] | None = None
 
     def _loss(self) -> float:
-        value = self.loss_fn(self.graph.model)
-        if not (torch.is_tensor(value) and value.numel() == 1):
-            raise FmpruneError(f"loss_fn must return a scalar tensor, got {type(value).__name__}")
-        return float(value)
+        return float(scalar_loss(self.loss_fn(self.graph.model), "loss_fn(model)"))
 
     # -- the oracle
     def loss_change(self, layer: str) -> torch.Tensor:

@@ -28,10 +28,11 @@ from ..version import __version__
 from ..atomic import write_atomically
 from ..devices import rng_state, set_rng_state
 from ..errors import FmpruneError
-from ..engine.targets import targets_met
+from ..engine.targets import check_target_fraction, targets_met
 from ..run.loop import TARGET_REACHED, RunSummary
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from ..run.tensorboard import TensorBoardLogger
+from .passes import scalar_loss
 from .pruner import Pruner
 from .saving import FORMAT, read_record, remember, remembered, save, shrink_to, structure_record
 
@@ -102,8 +103,8 @@ def prune(model: nn.Module, example_inputs: Any, train_data: Iterable, loss_fn: 
     ``optimizer_fn(params)`` builds the retraining optimizer (default Adam, lr 1e-4, as
     ``fmprune prune``'s ``--retrain-lr``); its state is sliced with the weights at every removal.
     """
-    _check("target_macs", target_macs, 1e-12, 1)
-    _check("target_params", target_params, 1e-12, 1)
+    check_target_fraction("target_macs", target_macs)
+    check_target_fraction("target_params", target_params)
     _check("maps_per_step", maps_per_step, 1e-12, float("inf"))
     if maps_per_step >= 1 and maps_per_step != int(maps_per_step):
         raise FmpruneError(f"maps_per_step must be an integer count or a fraction below 1, got {maps_per_step}")
@@ -203,18 +204,23 @@ class _Run:
         if self.pruner.reads_data:
             self.model.train()            # the training data's passes, as inside a training loop
             for _ in range(self.config["calibration_batches"]):
-                self.loss_fn(self.model, self.batches.next()).backward()
+                self._loss().backward()
                 self.pruner.accumulate()
                 self.model.zero_grad(set_to_none=True)
         cfg = self.config
         return self.pruner.step(maps=k, target_macs=cfg["target_macs"], target_params=cfg["target_params"],
                                 optimizer=self.optimizer)
 
+    def _loss(self) -> torch.Tensor:
+        """``loss_fn`` on the next batch, checked: a one-line error names what it returned instead
+        of a differentiable scalar (torch's own error would not name ``loss_fn``)."""
+        return scalar_loss(self.loss_fn(self.model, self.batches.next()), "loss_fn(model, batch)", grad=True)
+
     def _retrain(self) -> None:
         self.model.train()
         for _ in range(self.config["retrain_steps"]):
             self.optimizer.zero_grad(set_to_none=True)
-            self.loss_fn(self.model, self.batches.next()).backward()
+            self._loss().backward()
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.pruner.taps.clear()          # retraining's passes are not the next step's statistics

@@ -26,7 +26,7 @@ from ..criteria import NORMALIZATIONS, REDUCTIONS, Criterion, check_cost, create
 from ..criteria.structural import GroupCriterion, group_probe
 from ..engine.engine_base import EngineBase, data_free_scope
 from ..engine.selection import Selected, select_minimum
-from ..engine.targets import smallest_size, trim_to_target
+from ..engine.targets import check_target_fraction, smallest_size, trim_to_target
 from ..errors import FmpruneError
 from ..graph import Graph, trace
 from ..latency import LatencyTable, latency_target
@@ -306,8 +306,7 @@ class Pruner(EngineBase):
         return removed
 
     def _check_target(self, name: str, target: float) -> None:
-        if not (isinstance(target, (int, float)) and 0 < target <= 1):
-            raise FmpruneError(f"{name} must be a fraction in (0, 1] of the model's size, got {target!r}")
+        check_target_fraction(name, target)
         params, macs = smallest_size(self.graph, self.scope, self.round_to)
         smallest, base = (macs, self.base_macs) if name == "target_macs" else (params, self.base_params)
         if target * base < smallest:
