@@ -265,6 +265,20 @@ def test_an_optimizer_left_holding_replaced_parameters_is_refused_at_its_step(sm
     torch.optim.Adam(model.parameters(), 1e-3).step()               # a new optimizer is fine
 
 
+@pytest.mark.parametrize("criterion, message", [
+    ("taylor_bn", "layer '3' has no BatchNorm between it and its feature map: taylor_bn needs one"),
+    ("slimming", "slimming: group '3' has no BatchNorm with a scale"),
+])
+def test_a_batchnorm_criterion_refuses_a_group_without_one_when_the_pruner_is_made(criterion, message):
+    """Refused at Pruner(...), before the user's training, not at the first step() after it."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    with pytest.raises(fmprune.FmpruneError, match=message):
+        fmprune.Pruner(model, torch.zeros(1, 3, 16, 16), criterion=criterion)
+    assert fmprune.Pruner(model, torch.zeros(1, 3, 16, 16), criterion=criterion, scope=["0"]).scope == ["0"]
+
+
 def test_backward_that_misses_a_layer_is_named():
     """A two-headed model whose loss uses one head: the other head's layers get no gradient."""
 

@@ -13,11 +13,14 @@ unless it says otherwise, which is always correct and only slower.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Protocol
 
 import torch
 
 from ..errors import FmpruneError
+
+if TYPE_CHECKING:
+    from ..graph import Graph
 
 Scores = dict[str, torch.Tensor]
 READS_ALL = frozenset({"weights", "activations", "gradients"})
@@ -85,6 +88,11 @@ class Criterion:
     def score_layer(self, ctx: LayerContext) -> torch.Tensor:
         """One score per map of ``ctx.name`` (a 1-D tensor of length ``ctx.n_maps``)."""
         raise NotImplementedError
+
+    def check_scope(self, graph: Graph, names: list[str]) -> None:
+        """Raise a one-line error if a group in ``names`` is one this criterion cannot score (a
+        BatchNorm criterion and a group with none), so an engine or a pruner refuses it when it is
+        made, not at its first scoring after the user's training."""
 
     def invalidated_by(self, removed_index: int, n_layers: int) -> range:
         """Chain stage indices whose scores change when maps of stage ``removed_index`` are

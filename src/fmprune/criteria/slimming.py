@@ -21,6 +21,11 @@ class SlimmingCriterion(GroupCriterion):
     def score_group(self, graph: Graph, name: str, calibration: Split, seed: int = 0) -> torch.Tensor:
         return group_norm_scale(graph, name)
 
+    def check_scope(self, graph: Graph, names: list[str]) -> None:
+        for name in names:
+            if not norm_scales(graph, name):
+                raise PruningError(no_scale_message(name))
+
 
 def norm_scales(graph: Graph, name: str) -> dict[str, torch.Tensor]:
     """|γ| of every BatchNorm scaling group ``name``'s maps: ``{norm layer: one value per map}``
@@ -38,11 +43,15 @@ def norm_scales(graph: Graph, name: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def no_scale_message(name: str) -> str:
+    return (f"slimming: group {name!r} has no BatchNorm with a scale (γ) on its maps; "
+            "leave it out of the scope or use another criterion")
+
+
 def group_norm_scale(graph: Graph, name: str) -> torch.Tensor:
     """One |γ| per map of group ``name``: the sum over the BatchNorms scaling it (one norm after
     a plain producer; one per producer when a residual add ties several)."""
     scales = norm_scales(graph, name)
     if not scales:
-        raise PruningError(f"slimming: group {name!r} has no BatchNorm with a scale (γ) on its maps; "
-                           "leave it out of the scope or use another criterion")
+        raise PruningError(no_scale_message(name))
     return torch.stack(list(scales.values())).sum(0)

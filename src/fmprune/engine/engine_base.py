@@ -25,6 +25,7 @@ class EngineBase:
 
     def __init__(self, graph: Graph, criterion: Criterion, scope: list[str], normalization: str = "none",
                  flops_lambda: float = 0.0, seed: int = 0) -> None:
+        criterion.check_scope(graph, scope)          # a group it cannot score: refused now, not mid-run
         self.graph, self.criterion, self.scope = graph, criterion, scope
         self.normalization, self.flops_lambda = normalization, flops_lambda
         self.generator = independent_generator("scores", seed)   # random scores: reproducible, not the init stream

@@ -32,7 +32,7 @@ from ..errors import FmpruneError
 from ..graph import Graph, Member
 from ..graph.ops import INPLACE_FUNCTIONS, is_activation_module
 from ..engine.engine_base import channels_first, grad_dot
-from ..engine.general.probes import norm_node, producer_chain
+from ..graph.chains import norm_node, producer_chain
 from .passes import LossPasses
 
 # f(z) = f'(z)·z: the Taylor product dL/df·f equals dL/dz·z, so it may be read before f

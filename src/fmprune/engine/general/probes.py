@@ -26,14 +26,15 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import fx
 from torch.func import functional_call, grad, vmap
 
 from ...criteria.structural import group_probe, share_among_producers
+from ...criteria.taylor_bn import no_norm_message
 from ...data import Split
 from ...errors import FmpruneError
 from ...graph import Graph, Member
-from ...layers import BATCH_NORMS
+from ...graph.chains import norm_node, producer_chain
 from ...modes import logits_of
 from ..engine_base import grad_dot
 from .masked import group_loss_change
@@ -41,26 +42,6 @@ from .replay import Recorder, replaying
 
 CHUNK = 250                 # calibration examples per forward/backward
 FISHER_BUDGET = 1 << 26     # floats of per-example gradients held at once
-
-
-def producer_chain(member: Member) -> list[fx.Node]:
-    """The nodes from the producer's own call to its feature node (norms, activations), in order."""
-    chain = [member.feature_node]
-    node = member.feature_node
-    while not (node.op == "call_module" and node.target == member.name):
-        args = [a for a in node.args if isinstance(a, fx.Node)]
-        if not args or len(chain) > 32:
-            raise FmpruneError(f"cannot find the output of layer {member.name!r} in the traced graph")
-        node = args[0]
-        chain.append(node)
-    return chain[::-1]
-
-
-def norm_node(member: Member, modules: dict[str, nn.Module]) -> fx.Node | None:
-    """The last BatchNorm between the producer and its feature map, or None."""
-    norms = [n for n in producer_chain(member)
-             if n.op == "call_module" and isinstance(modules.get(n.target), BATCH_NORMS)]
-    return norms[-1] if norms else None
 
 
 class CalibrationProbes:
@@ -112,8 +93,7 @@ class CalibrationProbes:
             self._cache[key] = self._compute_grad_dot(where)
         found = self._cache[key]
         if layer not in found:
-            raise FmpruneError(f"layer {layer!r} has no BatchNorm between it and its feature map: "
-                               "taylor_bn needs one (use weight_grad or taylor)")
+            raise FmpruneError(no_norm_message(layer))
         return found[layer]
 
     def _compute_grad_dot(self, where: str) -> dict[str, torch.Tensor]:
