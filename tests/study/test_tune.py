@@ -92,6 +92,8 @@ def test_a_grid_tries_each_choice_and_each_step_of_a_range_once(tmp_path):
     spec = load_tune_file(write(tmp_path, text))
     assert spec.grid == {"maps_per_step": [1, 2, 3], "flops_lambda": [0.0, 0.2, 0.4, 0.6], "normalize": ["rms", "lamp"]}
     assert spec.trials_wanted() == 3 and spec.trials_wanted(100) == 24   # the file asks 3; a grid holds 24
+    assert spec.trials_text() == "3 trials of a grid of 24" and spec.trials_text(1) == "1 trial of a grid of 24"
+    assert spec.trials_text(30) == "24 trials"
     random = load_tune_file(write(tmp_path, SMALL))
     assert random.trials_wanted(100) == 100                              # other samplers: as asked
     for no_grid in ("flops_lambda = { low = 0.0, high = 0.6 }", "retrain_lr = { low = 1e-4, high = 1e-2, log = true }"):
@@ -180,13 +182,18 @@ def test_tune_maximises_accuracy_at_a_mac_target(small_ckpt, idx_dir, tmp_path):
             .replace("retrain = { low = 1, high = 3 }", "").replace("save_every = 1", "save_every = 1\nretrain = 2"))
     args = ["tune", str(write(tmp_path, text)), "--checkpoint", str(small_ckpt), "--data-dir", str(idx_dir),
             "--out-dir", str(tmp_path / "out")]
-    result = CliRunner().invoke(cli, args)
+    first = CliRunner().invoke(cli, [*args, "--trials", "1"])    # half the grid: the output says so
+    assert first.exit_code == 0, first.output
+    assert ": 1 trial of a grid of 2, " in first.output and "(1 of the grid's 2 points complete)" in first.output
+    result = CliRunner().invoke(cli, args)                       # the rest of it
     assert result.exit_code == 0, result.output
-    assert result.output.count(" complete: accuracy ") == 2 and "at the size target (MACs x" in result.output
-    assert ": 2 trials, " in result.output
-    assert "fewer); normalize=rms\n" in result.output and "fewer); normalize=lamp\n" in result.output
+    assert result.output.count(" complete: accuracy ") == 1 and "at the size target (MACs x" in result.output
+    assert ": 2 trials, " in result.output and result.output.count(" started: normalize=") == 1
+    both = first.output + result.output
+    assert "fewer); normalize=rms\n" in both and "fewer); normalize=lamp\n" in both, both
     again = CliRunner().invoke(cli, args)                 # the grid is done: rerunning runs nothing
     assert again.exit_code == 0 and "complete:" not in again.output, again.output
+    assert "best: trial " in again.output and "of the grid's" not in again.output
     import json
     import optuna
     study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path / 'out' / 'small' / 'study.db'}")

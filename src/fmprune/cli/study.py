@@ -117,9 +117,9 @@ def tune_cmd(tune_file: Path, out_dir: Path, storage: str | None, trials: int | 
     ckpt_path = file_checkpoint(tune_file, spec.checkpoint, checkpoint, splits)
     directory = out_dir / spec.name
     storage = storage or default_storage(out_dir, spec)
-    click.echo(f"{spec.title}: {spec.trials_wanted(trials)} trials, {objective_text(spec)} -> {directory} "
+    click.echo(f"{spec.title}: {spec.trials_text(trials)}, {objective_text(spec)} -> {directory} "
                f"(study: {storage})")
-    ctx = TrialContext(spec, str(ckpt_path), str(directory), request, device)
+    ctx = TrialContext(spec, str(ckpt_path), str(directory), request, device, announce=True)
     study = run_tune(ctx, storage, trials, workers, ray_address, lambda t: click.echo(trial_text(t, spec)))
     report = write_study_report(study, spec, directory)
     click.echo(best_trial_text(study, spec))

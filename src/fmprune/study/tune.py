@@ -65,12 +65,13 @@ def absolute_storage(url: str) -> str:
 
 def make_sampler(spec: TuneSpec, offset: int = 0) -> Any:
     """The file's sampler seeded with ``seed + offset``: parallel workers and resumed searches
-    get their own streams instead of drawing the same points again."""
+    get their own streams instead of drawing the same points again. A grid keeps ``seed``: its
+    order must be the same everywhere, since a trial's number picks its point in it."""
     optuna = require_optuna()
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed + offset)
-    if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(spec.grid, seed=spec.seed + offset)
+    if spec.sampler == "grid":   # one order in every process: trial k takes the order's point k
+        return optuna.samplers.GridSampler(spec.grid, seed=spec.seed)
     return optuna.samplers.TPESampler(seed=spec.seed + offset, n_startup_trials=spec.startup_trials)
 
 
@@ -159,6 +160,7 @@ class TrialContext:
     out_dir: str          # <out>/<study name>
     data: DataRequest | str | None   # a --data-dir value is read with the defaults
     device: str = "cpu"
+    announce: bool = False           # print a line as each trial starts (a trial runs for minutes)
 
 
 _splits_cache: dict[DataRequest, Any] = {}
@@ -185,6 +187,8 @@ def run_trial(trial: Any, ctx: TrialContext) -> float:
     run_dir = Path(trial.user_attrs.get("resume_dir") or Path(ctx.out_dir) / TRIALS_DIR / f"trial-{trial.number:04d}")
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("owner", owner())
+    if ctx.announce:
+        print(f"trial {trial.number} started: {params_text(trial)}; run: {run_dir}", flush=True)
     reporter = StepReporter(trial, spec, run_dir)
     try:
         if (run_dir / "summary.json").is_file():   # finished before the search was killed
@@ -411,7 +415,9 @@ def best_trial_text(study: Any, spec: TuneSpec) -> str:
         return "no trial completed"
     best = study.best_trial
     run_dir = best.user_attrs.get("run_dir", "-")
-    return f"best: trial {best.number}, {result_text(best, spec)}; {params_text(best)}; run: {run_dir}"
+    size = spec.grid_size
+    untried = f" ({len(complete)} of the grid's {size} points complete)" if size and len(complete) < size else ""
+    return f"best: trial {best.number}{untried}, {result_text(best, spec)}; {params_text(best)}; run: {run_dir}"
 
 
 def params_text(trial: Any) -> str:

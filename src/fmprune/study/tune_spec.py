@@ -161,13 +161,22 @@ class TuneSpec:
         """Every searched parameter's grid values (a grid sampler's search space)."""
         return {p.name: list(p.grid() or ()) for p in self.params}
 
+    @property
+    def grid_size(self) -> int | None:
+        """Points of the grid (None: not a grid search)."""
+        return prod(len(v) for v in self.grid.values()) if self.sampler == "grid" else None
+
     def trials_wanted(self, requested: int | None = None) -> int:
         """Finished trials to aim for: ``requested`` or the file's; for a grid, at most its size
         (a grid point is worth one trial; Optuna would re-run one to fill the count)."""
         trials = requested or self.trials
-        if self.sampler == "grid":
-            trials = min(trials, prod(len(v) for v in self.grid.values()))
-        return trials
+        return min(trials, self.grid_size) if self.grid_size else trials
+
+    def trials_text(self, requested: int | None = None) -> str:
+        """"2 trials", or "1 trial of a grid of 2" when the count leaves grid points untried."""
+        n = self.trials_wanted(requested)
+        grid = f" of a grid of {self.grid_size}" if self.grid_size and n < self.grid_size else ""
+        return f"{n} trial{'s' if n != 1 else ''}{grid}"
 
     def config(self, values: dict[str, Any]) -> PruneConfig:
         """The run configuration of one trial (searched values over the shared settings)."""
