@@ -129,6 +129,33 @@ def test_a_loaded_model_pruned_further_keeps_the_unpruned_numbering(tmp_path):
     assert any(kept != list(range(len(kept))) for kept in second.values())
 
 
+def test_a_loaded_model_changed_after_loading_is_pruned_as_it_is_now(tmp_path):
+    """The numbering comes from the file's structure; modules, dtype and device from the model as
+    it is when the Pruner is made: a replaced head, a model in float64."""
+    model = LeNet(widths=(6, 8, 24))
+    path = fmprune.save(model, tmp_path / "m.pt", example_inputs=torch.zeros(1, 1, 28, 28))
+    loaded = fmprune.load(lambda: LeNet(widths=(6, 8, 24)), path)
+    loaded.fc2 = torch.nn.Linear(24, 5)                              # a new head for another task
+    fmprune.Pruner(loaded, torch.zeros(1, 1, 28, 28), criterion="l1_filter").step(maps=3)
+    assert loaded(torch.rand(2, 1, 28, 28)).shape == (2, 5) and loaded.fc2.in_features <= 24
+    loaded = fmprune.load(lambda: LeNet(widths=(6, 8, 24)), path).double()
+    fmprune.Pruner(loaded, torch.zeros(1, 1, 28, 28, dtype=torch.float64), criterion="l1_filter").step(
+        target_macs=0.9)
+    assert loaded(torch.rand(2, 1, 28, 28, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_remembering_a_pruned_models_structure_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+    model = LeNet(widths=(6, 8, 24))
+    pruner = fmprune.Pruner(model, torch.zeros(1, 1, 28, 28), criterion="l1_filter")
+    pruner.step(maps=2)
+    gone = weakref.ref(model)
+    del model, pruner
+    gc.collect()
+    assert gone() is None
+
+
 def test_load_refuses_what_does_not_fit(tmp_path):
     model = LeNet(widths=(6, 8, 24))
     path = fmprune.save(model, tmp_path / "m.pt", example_inputs=torch.zeros(1, 1, 28, 28))

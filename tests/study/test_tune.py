@@ -209,6 +209,48 @@ def test_tune_maximises_accuracy_at_a_mac_target(small_ckpt, idx_dir, tmp_path):
     assert record == {"maximize": "accuracy", "target_macs": 0.85}
 
 
+GRID = (SMALL.replace('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"')
+        .replace("steps = 4", "target_macs = 0.85\nmaps_per_step = 2\nretrain = 2").replace('sampler = "random"', 'sampler = "grid"')
+        .replace('maps_per_step = { low = 1, high = 3, type = "int" }\nretrain = { low = 1, high = 3 }', "{param}"))
+
+
+def test_a_grid_point_that_makes_no_run_is_not_retried(small_ckpt, idx_dir, tmp_path):
+    pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install 'fmprune[tune]'")
+    text = GRID.replace("{param}", 'scope = { choices = ["all", "conv9"] }')    # conv9: no such group
+    args = ["tune", str(write(tmp_path, text)), "--checkpoint", str(small_ckpt), "--data-dir", str(idx_dir),
+            "--out-dir", str(tmp_path / "out")]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "complete: accuracy" in first.output and "unknown group 'conv9'" in first.output
+    assert "(1 of the grid's 2 points complete)" in first.output
+    again = CliRunner().invoke(cli, args)                      # the failed point would fail again
+    assert again.exit_code == 0 and "started:" not in again.output, again.output
+
+
+def test_a_killed_grid_trial_resumes_as_its_own_point(small_ckpt, idx_dir, tmp_path):
+    """A grid trial left running by a killed search is taken up again for the same point (Optuna's
+    grid sampler needs the point on the queued trial), and the grid ends with both points."""
+    optuna = pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install 'fmprune[tune]'")
+    import socket
+    from fmprune.study.tune import make_sampler, open_study
+    path = write(tmp_path, GRID.replace("{param}", 'normalize = { choices = ["rms", "lamp"] }'))
+    storage = f"sqlite:///{tmp_path / 'out' / 'small' / 'study.db'}"
+    (tmp_path / "out" / "small").mkdir(parents=True)
+    study = open_study(load_tune_file(path), storage)
+    killed = study.ask()                                       # the grid's first point, never finished
+    killed.suggest_categorical("normalize", ["rms", "lamp"])
+    killed.set_user_attr("owner", f"{socket.gethostname()}:{2 ** 22 + 4321}")   # a process that is gone
+    killed.set_user_attr("run_dir", str(tmp_path / "out" / "small" / "trials" / "trial-0000"))
+    args = ["tune", str(path), "--checkpoint", str(small_ckpt), "--data-dir", str(idx_dir),
+            "--out-dir", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="small", storage=storage, sampler=make_sampler(load_tune_file(path)))
+    done = {t.params["normalize"]: t for t in study.trials if t.state.name == "COMPLETE"}
+    assert sorted(done) == ["lamp", "rms"] and len(done) == 2
+    assert done[killed.params["normalize"]].user_attrs["run_dir"].endswith("trial-0000")   # its run, resumed
+
+
 def test_a_pruned_trial_leaves_a_consistent_resumable_run_directory(small_ckpt, idx_dir, splits, tmp_path):
     optuna = pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install 'fmprune[tune]'")
     from fmprune.study.tune import TrialContext, run_trial

@@ -12,7 +12,7 @@ from .selection import allowed_size
 
 def check_target_fraction(name: str, target: float | None) -> None:
     """A size target is a fraction in (0, 1] of the model's size (None: not given); one wording
-    for the Pruner, ``fmprune.prune`` and everything else that takes one."""
+    for the library's two entry points, the Pruner and ``fmprune.prune``."""
     ok = isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < target <= 1
     if target is not None and not ok:
         raise FmpruneError(f"{name} must be a fraction in (0, 1] of the model's size, got {target!r}")

@@ -153,6 +153,18 @@ class Graph:
     def sizes(self) -> dict[str, int]:
         return {g.name: g.size for g in self._groups}
 
+    def adopt_numbering(self, earlier: Sequence[Group]) -> bool:
+        """Number this graph's maps as ``earlier`` (the groups of an earlier trace of the same
+        model, e.g. of its unpruned form) numbers them, sizes at trace time included, so a model
+        traced again after pruning reports and saves original indices. Only when both have the
+        same groups with the same sizes; returns whether it did."""
+        by_name = {g.name: g for g in earlier}
+        if sorted(by_name) != sorted(self.names) or any(by_name[g.name].size != g.size for g in self._groups):
+            return False
+        for g in self._groups:
+            g.original, g.traced_size = list(by_name[g.name].original), by_name[g.name].traced_size
+        return True
+
     # -- removal
     def remove(self, name: str, indices: Sequence[int],
                optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:

@@ -28,13 +28,14 @@ from ..version import __version__
 from ..atomic import write_atomically
 from ..devices import rng_state, set_rng_state
 from ..errors import FmpruneError
+from ..graph import Graph
 from ..engine.targets import check_target_fraction, targets_met
 from ..run.loop import TARGET_REACHED, RunSummary
 from ..run.rundir import RunDirectory, read_json, write_json_atomic
 from ..run.tensorboard import TensorBoardLogger
 from .passes import scalar_loss
 from .pruner import Pruner
-from .saving import FORMAT, read_record, remember, remembered, save, shrink_to, structure_record
+from .saving import FORMAT, read_record, save, shrink_to, structure_record
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -144,10 +145,12 @@ class _Run:
         self.step, self.k_cap, self.elapsed_before = 0, None, 0.0
         self.started = time.perf_counter()
 
-    def _pruner(self) -> Pruner:
+    def _pruner(self, graph: Graph | None = None) -> Pruner:
+        """A pruner of the model; on ``graph`` (the previous pruner's, or a restored copy) to
+        skip tracing again."""
         cfg = self.config
         return Pruner(self.model, self.example_inputs, criterion=cfg["criterion"], normalize=cfg["normalize"],
-                      ignore=self.ignore, flops_lambda=cfg["flops_lambda"], graph=remembered(self.model))
+                      ignore=self.ignore, flops_lambda=cfg["flops_lambda"], graph=graph)
 
     def say(self, message: str) -> None:
         if self.verbose:
@@ -236,7 +239,7 @@ class _Run:
         layers and keeps the unpruned numbering) and the optimizer's state."""
         self.pruner.remove_hooks()        # a copy without hooks
         snapshot = copy.deepcopy((self.model, self.pruner.graph)), copy.deepcopy(self.optimizer.state_dict())
-        self.pruner = self._pruner()
+        self.pruner = self._pruner(self.pruner.graph)
         return snapshot
 
     def _restore(self, snapshot: tuple) -> None:
@@ -244,8 +247,7 @@ class _Run:
         (model, graph), optimizer_state = snapshot
         self.model.__dict__.update(model.__dict__)
         graph.model = self.model
-        remember(self.model, graph)
-        self.pruner = self._pruner()
+        self.pruner = self._pruner(graph)
         self.optimizer = self.make_optimizer(self.model.parameters())
         self.optimizer.load_state_dict(optimizer_state)
 

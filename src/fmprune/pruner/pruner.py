@@ -77,15 +77,15 @@ def _ignored_names(model: nn.Module, ignore: Sequence[nn.Module | str]) -> list[
     return out
 
 
-def _known_graph(model: nn.Module, fresh: Graph) -> Graph:
-    """The graph ``fmprune.load`` or an earlier pruner traced ``model`` into, if it still fits the
-    model (same groups, sizes, traced-around ops and input shapes): it numbers maps as the unpruned
-    model did, so a loaded model pruned further reports and saves original indices. Else ``fresh``."""
+def _numbered_as_before(model: nn.Module, graph: Graph) -> Graph:
+    """``graph`` (a fresh trace of ``model``) numbering its maps as the graph that last pruned
+    ``model`` (or :func:`fmprune.load`) did, when that structure still fits (same groups and
+    sizes, same traced-around ops): a loaded model pruned further then reports and saves original
+    indices. The fresh trace keeps the model's modules, device and dtype as they are now."""
     known = remembered(model)
-    if known is None or known.sizes() != fresh.sizes() or list(known.ignore) != list(fresh.ignore):
-        return fresh
-    shapes = [[tuple(t.shape[1:]) for t in g.example_inputs] for g in (known, fresh)]
-    return known if shapes[0] == shapes[1] else fresh
+    if known is not None and known.ignore == list(graph.ignore):
+        graph.adopt_numbering(known.groups)
+    return graph
 
 
 def _inside(name: str, containers: list[str]) -> bool:
@@ -105,8 +105,9 @@ class Pruner(EngineBase):
     ``loss_fn(model) -> loss``: for the criteria that need passes of their own (``oracle``,
     ``oracle_abs``, ``obd_hutchinson``), the scalar loss they evaluate (e.g. the user's loss on a
     fixed calibration batch). ``graph``: a graph this model was already traced into (pruned models keep the numbering of
-    the unpruned one: ``steps`` and ``save`` report original map indices); not given, the graph
-    :func:`fmprune.load` (or an earlier pruner) made of this model is used while it still fits. ``latency_table``
+    the unpruned one: ``steps`` and ``save`` report original map indices); not given, the model is
+    traced afresh and numbered as :func:`fmprune.load` (or an earlier pruner) left it, while
+    that structure still fits. ``latency_table``
     (:func:`fmprune.latency_table` of this model) enables ``step(target_latency=...)``,
     ``latency_lambda`` (the latency term, Θ − λ·ms a removal saves) and ``per_cost="latency"``;
     ``round_to`` keeps every group's size a multiple of it (or its original size): a step removes
@@ -142,7 +143,7 @@ class Pruner(EngineBase):
             raise FmpruneError("latency_lambda and per_cost='latency' need latency_table=fmprune.latency_table(...)")
         kept = _ignored_names(model, ignore)
         if graph is None or graph.model is not model:   # a graph of this model keeps its numbering
-            graph = _known_graph(model, trace(model, example_inputs, ignore=list(trace_ignore)))
+            graph = _numbered_as_before(model, trace(model, example_inputs, ignore=list(trace_ignore)))
         names = [n for n in graph.scope(scope if isinstance(scope, str) else ",".join(scope))
                  if not any(_inside(m.name, kept) for m in graph.members(n))]
         names, left_out = data_free_scope(graph, names, criterion)

@@ -10,6 +10,7 @@ file from elsewhere cannot run code.
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,21 +20,42 @@ from torch import nn
 from ..version import __version__
 from ..atomic import write_atomically
 from ..errors import FmpruneError, PruningError
-from ..graph import Graph, trace
+from ..graph import Graph, Group, trace
 from ..graph.restrict import restrict_to
 
 FORMAT = "fmprune-pruned-model/1"
-_graphs: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What :func:`save` writes of a pruned model besides its weights, and what a later pruner
+    numbers its maps by: the groups of the graph that pruned it (live: they follow its further
+    removals), the example input shapes and dtypes, the traced-around ops. It holds no reference
+    to the model, so remembering it lets the model be freed."""
+
+    groups: tuple[Group, ...]
+    input_shapes: list[list[int]]
+    input_dtypes: list[str]
+    ignore: list[str]
+
+    @classmethod
+    def of(cls, graph: Graph) -> "Structure":
+        return cls(tuple(graph.groups), [list(t.shape) for t in graph.example_inputs],
+                   [str(t.dtype).removeprefix("torch.") for t in graph.example_inputs], list(graph.ignore))
+
+
+_structures: "weakref.WeakKeyDictionary[nn.Module, Structure]" = weakref.WeakKeyDictionary()
 
 
 def remember(model: nn.Module, graph: Graph) -> None:
-    """Let :func:`save` find the graph a pruner traced ``model`` into (its unpruned numbering)."""
-    _graphs[model] = graph
+    """Let :func:`save` and a later :class:`~fmprune.Pruner` find how ``graph`` numbers
+    ``model``'s maps (the unpruned model's numbering)."""
+    _structures[model] = Structure.of(graph)
 
 
-def remembered(model: nn.Module) -> Graph | None:
-    """The graph a pruner (or :func:`load`) traced ``model`` into, if any."""
-    return _graphs.get(model)
+def remembered(model: nn.Module) -> Structure | None:
+    """The structure a pruner (or :func:`load`) last recorded for ``model``, if any."""
+    return _structures.get(model)
 
 
 def save(model: nn.Module, path: str | Path, example_inputs: Any = None, ignore: Sequence[str] = ()) -> Path:
@@ -47,20 +69,20 @@ def save(model: nn.Module, path: str | Path, example_inputs: Any = None, ignore:
 
 def structure_record(model: nn.Module, example_inputs: Any = None, ignore: Sequence[str] = ()) -> dict:
     """What :func:`save` writes, in memory (plain containers and tensors)."""
-    graph = _graphs.get(model)
-    if graph is None:
+    structure = _structures.get(model)
+    if structure is None:
         if example_inputs is None:
             raise FmpruneError("save: this model was not pruned by a fmprune.Pruner; pass example_inputs= "
                                "to trace it")
-        graph = trace(model, example_inputs, ignore=ignore)
+        structure = Structure.of(trace(model, example_inputs, ignore=ignore))
     return {
         "format": FORMAT,
         "fmprune_version": __version__,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "alive": {g.name: list(g.original) for g in graph.groups},
-        "input_shapes": [list(t.shape) for t in graph.example_inputs],
-        "input_dtypes": [str(t.dtype).removeprefix("torch.") for t in graph.example_inputs],
-        "ignore": list(graph.ignore),
+        "alive": {g.name: list(g.original) for g in structure.groups},
+        "input_shapes": structure.input_shapes,
+        "input_dtypes": structure.input_dtypes,
+        "ignore": structure.ignore,
     }
 
 

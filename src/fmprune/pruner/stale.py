@@ -5,7 +5,8 @@ Removing maps gives the cut layers new, smaller parameter tensors. An optimizer 
 keeps the old tensors, and training it afterwards updates nothing the model uses — silently,
 since the old tensors still get stepped. A global optimizer pre-step hook (installed at the first
 removal, once per process) turns that into a one-line error at the first ``optimizer.step()``
-that would update a replaced tensor, before anything is changed.
+that would update a replaced tensor, before anything is changed. (A tensor is "replaced" when it
+leaves the pruned model; one tied into a second model as well, an odd case, is refused there too.)
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ def mark_replaced(before: dict[int, tuple[str, nn.Parameter]], model: nn.Module)
 
 def stale_names(optimizer: torch.optim.Optimizer) -> list[str]:
     """Names of the replaced parameters ``optimizer`` still holds."""
-    names = []
+    names: dict[int, str] = {}          # by id: a tensor listed twice is one tensor
     for group in optimizer.param_groups:
         for p in group["params"]:
             entry = _replaced.get(id(p))
             if entry is not None and entry[0]() is p:
-                names.append(entry[1])
-    return names
+                names[id(p)] = entry[1]
+    return list(names.values())
 
 
 def _refuse_stale(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

@@ -263,6 +263,11 @@ def recover_killed_trials(study: Any, storage: str) -> list[int]:
         run_dir = t.user_attrs.get("run_dir")
         if run_dir and run_dir not in claimed:
             study.enqueue_trial(t.params, user_attrs={"resume_dir": run_dir})
+            if "grid_id" in t.system_attrs:   # a grid's trial: the resumed one stands for the same point
+                number = study.get_trials(deepcopy=False)[-1].number
+                queued = backend.get_trial_id_from_study_id_trial_number(study_id, number)
+                for key in ("grid_id", "search_space"):
+                    backend.set_trial_system_attr(queued, key, t.system_attrs[key])
             claimed.add(run_dir)
             recovered.append(t.number)
     return recovered
@@ -270,6 +275,18 @@ def recover_killed_trials(study: Any, storage: str) -> list[int]:
 
 def finished_trials(study: Any) -> int:
     return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
+
+
+def grid_points(study: Any, states: tuple[str, ...]) -> int:
+    """Distinct points of a grid tried by trials in ``states`` (a point re-run counts once)."""
+    return len({tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False) if t.state.name in states
+                and (t.state.name != "FAIL" or "error" in t.user_attrs)})
+
+
+def trials_done(study: Any, spec: TuneSpec) -> int:
+    """What counts towards the trials asked for: finished trials; for a grid, the points done,
+    a point whose combination made no run included (it would fail again: it is not retried)."""
+    return grid_points(study, FINISHED + ("FAIL",)) if spec.grid_size else finished_trials(study)
 
 
 def optimize(ctx: TrialContext, storage: str, trials: int, offset: int = 0, threads: int | None = None,
@@ -281,19 +298,20 @@ def optimize(ctx: TrialContext, storage: str, trials: int, offset: int = 0, thre
         torch.set_num_threads(threads)
     study = optuna.load_study(study_name=ctx.spec.name, storage=storage, sampler=make_sampler(ctx.spec, offset),
                               pruner=make_pruner(ctx.spec))
-    left = trials - finished_trials(study)
-    if left <= 0:
+    if trials_done(study, ctx.spec) >= trials:
         return 0
+    if on_trial is None and ctx.announce:   # a worker process: its trials' lines come from it
+        on_trial = lambda trial: print(trial_text(trial, ctx.spec), flush=True)  # noqa: E731
     count = [0]
 
     def after(study: Any, trial: Any) -> None:
         count[0] += 1
         if on_trial:
             on_trial(trial)
+        if trials_done(study, ctx.spec) >= trials:
+            study.stop()
 
-    stop = optuna.study.MaxTrialsCallback(trials, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED))
-    study.optimize(lambda trial: run_trial(trial, ctx), n_trials=trials, catch=(FmpruneError,),
-                   callbacks=[after, stop])
+    study.optimize(lambda trial: run_trial(trial, ctx), n_trials=trials, catch=(FmpruneError,), callbacks=[after])
     return count[0]
 
 
@@ -415,8 +433,8 @@ def best_trial_text(study: Any, spec: TuneSpec) -> str:
         return "no trial completed"
     best = study.best_trial
     run_dir = best.user_attrs.get("run_dir", "-")
-    size = spec.grid_size
-    untried = f" ({len(complete)} of the grid's {size} points complete)" if size and len(complete) < size else ""
+    size, points = spec.grid_size, grid_points(study, ("COMPLETE",))
+    untried = f" ({points} of the grid's {size} points complete)" if size and points < size else ""
     return f"best: trial {best.number}{untried}, {result_text(best, spec)}; {params_text(best)}; run: {run_dir}"
 
 
