@@ -3,6 +3,7 @@ head only, and the transfer recipe's commands on a tiny generated folder and a t
 
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -119,6 +120,15 @@ def test_folder_mistakes_are_one_line(tmp_path):
         image.unlink()
     with pytest.raises(DataError, match=r"class folder\(s\) bird hold no images"):
         load_splits(empty, image_shape=(3, 8, 8))
+    # a class missing from val, or its folder there empty: val would measure the other classes only
+    lacking = make_folder(tmp_path / "l", per_class=3, splits=("train", "val", "test"), classes=("dog", "cat", "bird"))
+    for image in (lacking / "val" / "bird").iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match=r"l/val: no images of class bird; val and test need every class"):
+        load_splits(lacking, image_shape=(3, 8, 8))
+    (lacking / "val" / "bird").rmdir()
+    with pytest.raises(DataError, match=r"l/val: no images of class bird"):
+        load_splits(lacking, image_shape=(3, 8, 8))
 
 
 def _tiny_vgg(tmp_path: Path, classes: int = 10) -> tuple[nn.Module, str]:
@@ -178,6 +188,11 @@ def test_transfer_recipe_commands_on_a_tiny_folder(tmp_path, monkeypatch):
                        "--calibration", "16", "--quiet", "--run-dir", str(tmp_path / "run")])
     assert pruned.exit_code == 0, pruned.output
     assert "maps left {'features.0': " in pruned.output
+    # the export says what goes in: the folder's ImageNet transform and class order, not [0, 1]
+    exported = run(cli, ["export", str(tmp_path / "run"), "--out-dir", str(tmp_path / "deploy"), "--no-onnx"])
+    assert exported.exit_code == 0, exported.output
+    note = json.loads((tmp_path / "deploy" / "model.json").read_text())["input"]
+    assert "normalised with the ImageNet mean [0.485, 0.456, 0.406]" in note and "order: cat, dog" in note
     # every command reading the folder for this checkpoint reads it at the checkpoint's input shape
     data = ["--data-dir", str(root)]
     shapes: list = []   # the shape every read of the folder asks for

@@ -36,4 +36,5 @@ def adapt(splits: Splits, adapter: str) -> Splits:
     convert = lambda s: Split(fn(s.images), s.labels)  # noqa: E731
     return Splits(convert(splits.train), convert(splits.val), convert(splits.test),
                   source=f"{adapter}:{splits.source}", classes=splits.classes,
-                  augmentation=splits.augmentation, name=f"{splits.name or 'data'}{suffix}")
+                  augmentation=splits.augmentation, name=f"{splits.name or 'data'}{suffix}",
+                  input_note=splits.input_note)

@@ -42,7 +42,8 @@ def load_data_factory(text: str) -> Splits:
     parts = [_to_split(part, name, text) for part, name in zip(made, ("train", "val", "test"))]
     test = parts[2] if len(parts) == 3 else parts[1]
     source = f"factory:{text}" + ("" if len(parts) == 3 else " (no test split: test = val)")
-    return Splits(parts[0], parts[1], test, source, name=match["attr"])
+    return Splits(parts[0], parts[1], test, source, name=match["attr"],
+                  input_note=f"float32 N x C x H x W as {text} gives them (fmprune does not rescale them)")
 
 
 def _to_split(data: Any, name: str, text: str) -> Split:

@@ -1,6 +1,7 @@
 """Image folders as in-memory tensors: ``DIR/train/<class>/*.jpg|png`` (the layout torchvision's
 ImageFolder and the cats-and-dogs tutorials use), with optional ``DIR/val`` and ``DIR/test`` of the
-same classes; a missing one is cut off the training images with a seeded permutation.
+same classes (each with images of every class: an accuracy over some classes would mislead); a
+missing one is cut off the training images with a seeded permutation.
 
 Every image is converted to RGB (or grey for a one-channel shape), its shorter side resized to
 256/224 of the target size and the centre cropped to it (the standard ImageNet evaluation
@@ -94,6 +95,12 @@ def _read_split(directory: Path, classes: list[str], shape: tuple[int, int, int]
     if unknown:
         raise DataError(f"{directory}: class folders {', '.join(unknown)} are not in {directory.parent / 'train'} "
                         f"(classes: {', '.join(classes)})")
+    if directory.name != "train":   # a class missing from val or test would be measured on the others only
+        lacking = [c for c in classes if not (directory / c).is_dir() or not _images(directory / c)]
+        if lacking:
+            raise DataError(f"{directory}: no images of class{'es' if len(lacking) > 1 else ''} {', '.join(lacking)}; "
+                            f"val and test need every class of {directory.parent / 'train'}, or leave the split "
+                            "out and it is cut off the training images")
     arrays, labels = [], []
     for label, name in enumerate(classes):
         folder = directory / name
@@ -115,6 +122,13 @@ def _read_split(directory: Path, classes: list[str], shape: tuple[int, int, int]
 
 def _take(split: Split, idx: torch.Tensor) -> Split:
     return Split(split.images[idx], split.labels[idx])
+
+
+def input_note(classes: list[str]) -> str:
+    """What a model trained on this folder takes: the ImageNet transform of the module doc."""
+    return ("float32 N x C x H x W: each image's shorter side resized to 256/224 of H and centre-cropped, "
+            f"scaled to [0, 1], then normalised with the ImageNet mean {list(IMAGENET_MEAN)} and std "
+            f"{list(IMAGENET_STD)}; classes in sorted folder-name order: {', '.join(classes)}")
 
 
 def load_image_folder(path: Path, image_shape: tuple[int, int, int] | None = None, val_size: int | None = None,
@@ -152,4 +166,4 @@ def load_image_folder(path: Path, image_shape: tuple[int, int, int] | None = Non
         if len(split) == 0:
             raise DataError(f"{path / name}: no readable images")
     return Splits(train=train, val=given["val"], test=given["test"], source=str(path), classes=len(classes),
-                  augmentation=("crop", "flip"), name=f"imagefolder:{path.name}")
+                  augmentation=("crop", "flip"), name=f"imagefolder:{path.name}", input_note=input_note(classes))

@@ -58,11 +58,15 @@ def calibration_subset(train: Split, n: int, seed: int, stream: int = CALIBRATIO
     return Split(train.images[idx], train.labels[idx])
 
 
+RAW_INPUT = "float32 N x C x H x W in [0, 1]"
+
+
 @dataclass(frozen=True)
 class Splits:
     """The three splits of a dataset. ``classes`` is the declared class count (None: the largest
     label + 1); ``augmentation`` names the label-preserving augmentations that suit these images
-    (e.g. ``("crop", "flip")`` for CIFAR; digits are not flipped); ``name`` says which dataset."""
+    (e.g. ``("crop", "flip")`` for CIFAR; digits are not flipped); ``name`` says which dataset;
+    ``input_note`` what its images are, so that an exported model says what to feed it."""
 
     train: Split
     val: Split
@@ -71,6 +75,7 @@ class Splits:
     classes: int | None = None
     augmentation: tuple[str, ...] = ()
     name: str = ""
+    input_note: str = RAW_INPUT
 
     @property
     def input_shape(self) -> tuple[int, ...]:

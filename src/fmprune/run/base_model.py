@@ -93,7 +93,7 @@ def train_checkpoint(splits: Splits, recipe: Recipe, out: Path, spec: ModelSpec 
             tb.close()
     ckpt = make_checkpoint(trained.model, trained.spec, data_fingerprint=splits.fingerprint(),
                            accuracies=trained.accuracies, seed=recipe.seed,
-                           recipe={**trained.recipe, "data": splits.name})
+                           recipe={**trained.recipe, "data": splits.name, "input": splits.input_note})
     save_checkpoint(ckpt, out)
     epochs = bars.done / bars.per_epoch
     write_line(f"trained {trained.spec.describe()} in {trained.seconds:.0f} s ({trained.seconds / epochs:.1f} s per "

@@ -16,6 +16,8 @@ from ..atomic import replace_together
 from ..run.checkpoint import Checkpoint
 from ..run.lock import locked
 from ..errors import FmpruneError
+from ..data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from ..data.splits import RAW_INPUT
 from ..onnx_export import onnx_bytes
 from ..unstructured.storage import SparseFile, load_sparse, save_sparse
 
@@ -66,10 +68,21 @@ def _manifest(ckpt: Checkpoint, graph) -> str:
     return json.dumps({
         "model": ckpt.spec.describe(), "input_shape": list(ckpt.input_shape), "n_classes": ckpt.n_classes,
         "map_counts": graph.sizes(), "accuracies": ckpt.accuracies, "data_fingerprint": ckpt.data_fingerprint,
-        "input": "float32 N x C x H x W in [0, 1]; output: logits N x n_classes",
+        "input": f"{_input_note(ckpt)}; output: logits N x n_classes",
         "load": {"pytorch": "torch.export.load('model.pt2').module()",
                  "onnxruntime": "onnxruntime.InferenceSession('model.onnx')"},
     }, indent=2) + "\n"
+
+
+def _input_note(ckpt: Checkpoint) -> str:
+    """What the model takes, as its training data were (recorded since 2026-12-03; an image
+    folder's checkpoint from before is known by its data name)."""
+    if "input" in ckpt.recipe:
+        return ckpt.recipe["input"]
+    if str(ckpt.recipe.get("data", "")).startswith("imagefolder:"):
+        return (f"float32 N x C x H x W: images resized and centre-cropped, scaled to [0, 1], then normalised "
+                f"with the ImageNet mean {list(IMAGENET_MEAN)} and std {list(IMAGENET_STD)}")
+    return RAW_INPUT
 
 
 def _export_program(model: torch.nn.Module, example: tuple[torch.Tensor], batch, check: torch.Tensor,
