@@ -92,6 +92,15 @@ def test_sgd_training_is_deterministic_and_records_its_normalisation(rgb_splits)
     assert plain.spec.normalize is None and plain.recipe["augment"] == []   # digits: no augmentation by default
 
 
+def test_sgd_training_reports_steps_over_the_whole_run(rgb_splits):
+    """on_step counts 1..total across epochs (a progress bar's total, a log's step), not per epoch."""
+    data = small(rgb_splits, 64)
+    spec = ModelSpec("resnet20", {"widths": (4, 8, 8)}, 10, (3, 32, 32))
+    seen: list[tuple[int, int]] = []
+    train_model(spec, data, SGDConfig(batch_size=32, max_iters=5, seed=1), on_step=lambda s, t, _: seen.append((s, t)))
+    assert seen == [(i, 5) for i in range(1, 6)]          # 2 updates an epoch over 3 epochs, cut at 5
+
+
 def test_sgd_recipe_learns(splits):
     data = small(splits, 1000)
     spec = ModelSpec("fc", {"hidden": (64,)}, 10, (1, 28, 28))
