@@ -278,9 +278,11 @@ def train_sgd(model: nn.Module, train_split: Split, config: SGDConfig,
     for epoch in range(1, epochs + 1):
         n = min(per_epoch, total - done)
         # on_step counts over the whole run (a bar's total, a log's step), not within the epoch
-        whole_run = None if on_step is None else (lambda step, _, loss, before=done: on_step(before + step, total, loss))
-        fine_tune(model, stream, optimizer, n, schedule, whole_run, autocast=torch.bfloat16 if cuda and config.amp else None,
-                  channels_last=channels_last, bn_l1=config.bn_l1)
+        whole_run = None if on_step is None else (lambda step, _, loss, before=done: on_step(before + step, total,
+                                                                                              loss))
+        fine_tune(model, stream, optimizer, n, schedule, whole_run,
+                  autocast=torch.bfloat16 if cuda and config.amp else None, channels_last=channels_last,
+                  bn_l1=config.bn_l1)
         done += n
         if on_epoch is not None:
             on_epoch(epoch, epochs)

@@ -24,7 +24,8 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("aborted: what was written so far is kept; rerun the same command to resume (a pruning run "
+                   "that retrains continues from its last saved step, others start over)", err=True)
         sys.exit(130)
     except click.ClickException as e:   # bad flags too: one line, and where the help is
         ctx = getattr(e, "ctx", None)

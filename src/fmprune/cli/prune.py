@@ -34,7 +34,9 @@ from .bars import PruneProgress
                    "not emptied first), l1, none.")
 @click.option("--flops-lambda", default=0.0, show_default=True,
               help="FLOPs regularisation λ (Molchanov eq. 9; 0.001 in the paper). 0 disables it.")
-@click.option("--scope", default="all", show_default=True, help="all, or one layer (conv1, conv2, fc1).")
+@click.option("--scope", default="all", show_default=True,
+              help="all, or group names separated by commas (a group is named after its first layer; "
+                   "LeNet: conv1, conv2, fc1).")
 @click.option("--steps", type=int, default=None, help="Stop after N steps (default: all maps but one per layer).")
 @click.option("--maps-per-step", type=float, default=1, show_default=True,
               help="Maps removed per step: an integer, or a fraction (<1) of the maps left in scope.")
