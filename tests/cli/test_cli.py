@@ -44,7 +44,10 @@ def test_train_then_prune_on_an_idx_dataset(idx_dir, tmp_path):
 
 def test_compare_and_export_a_pruned_run(small_ckpt, idx_dir, tmp_path):
     run = tmp_path / "run"
-    fmprune("prune", "--checkpoint", small_ckpt, "--data-dir", idx_dir, "--steps", 20, "--run-dir", run)
+    args = ("prune", "--checkpoint", small_ckpt, "--data-dir", idx_dir, "--steps", 20, "--run-dir", run)
+    first, again = fmprune(*args).stdout, fmprune(*args).stdout
+    assert "finished before" not in first and f"{run} holds this run, finished before: nothing done" in again
+    assert first.splitlines()[-4:] == again.splitlines()[-4:]           # the same result, reported again
     out = fmprune("compare", run, "--data-dir", idx_dir, "--repeats", 3).stdout
     assert "from scratch" in out and (run / "compare.md").is_file() and (run / "compare.csv").is_file()
     assert "using from-scratch" in fmprune("compare", run, "--data-dir", idx_dir, "--repeats", 3).stdout

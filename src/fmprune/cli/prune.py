@@ -18,6 +18,7 @@ from ..runtimes import RUNTIMES
 from ..timing import CLOCKS
 from ..run.distributed import rank_dir, start as start_distributed
 from ..run.loop import PruneConfig, run_pruning
+from ..run.rundir import SUMMARY_FILE
 from ..run.tensorboard import TensorBoardLogger, chain, resumed_step
 from . import options
 from .bars import PruneProgress
@@ -145,6 +146,7 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
     if tensorboard_dir is not None:
         tb = TensorBoardLogger(tensorboard_dir, prefix="prune/", purge_step=resumed_step(run_dir))
         hooks.append(tb.on_prune_step)
+    finished = (rank_dir(run_dir, rank) / SUMMARY_FILE).is_file()   # a rerun reports it again, doing nothing
     try:
         summary = run_pruning(ckpt_path, splits, config, rank_dir(run_dir, rank), chain(*hooks), device,
                               progress.on_tune, distributed)
@@ -154,6 +156,8 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
             tb.close()
     if rank > 0:
         return
+    if finished:
+        click.echo(f"{run_dir} holds this run, finished before: nothing done, its result again")
     click.echo(f"{summary.steps} steps in {summary.seconds:.1f} s ({summary.stop_reason})")
     click.echo(f"{summary.eval_split} accuracy {summary.base_accuracy:.4%} -> {summary.final_accuracy:.4%}")
     click.echo(f"maps left {summary.maps_left}")

@@ -133,6 +133,9 @@ class RunLogHandler(logging.FileHandler):
         raise
 
 
+SUMMARY_FILE = "summary.json"   # written last: its presence means the run finished
+
+
 class RunDirectory:
     """One run's directory and its append-only records."""
 
@@ -162,7 +165,7 @@ class RunDirectory:
 
     @property
     def summary_path(self) -> Path:
-        return self.path / "summary.json"
+        return self.path / SUMMARY_FILE
 
     @property
     def state_path(self) -> Path:
