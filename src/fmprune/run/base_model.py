@@ -82,6 +82,9 @@ def train_checkpoint(splits: Splits, recipe: Recipe, out: Path, spec: ModelSpec 
     """Train ``spec`` (default: LeNet for these data) with progress bars and save the checkpoint;
     ``weights``/``freeze_features``: see :func:`fmprune.training.train_model`."""
     spec = spec or ModelSpec("lenet", num_classes=splits.n_classes, input_shape=tuple(splits.input_shape))
+    if not quiet:   # before minutes of training: what is trained on what (an image folder's size is chosen)
+        write_line(f"training {spec.describe()} on {splits.name or splits.source}: {len(splits.train):,} "
+                   f"images, {recipe.iterations(len(splits.train)):,} iterations")
     bars = TrainProgress(len(splits.train), recipe, quiet)
     tb = TensorBoardLogger(tensorboard, prefix="train/") if tensorboard else None
     try:
