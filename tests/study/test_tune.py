@@ -99,7 +99,8 @@ def test_a_grid_tries_each_choice_and_each_step_of_a_range_once(tmp_path):
     for no_grid in ("flops_lambda = { low = 0.0, high = 0.6 }", "retrain_lr = { low = 1e-4, high = 1e-2, log = true }"):
         name = no_grid.split()[0]
         with pytest.raises(FmpruneError, match=f"'params.{name}': sampler = \"grid\" needs choices, an int range"):
-            load_tune_file(write(tmp_path, text.replace("flops_lambda = { low = 0.0, high = 0.6, step = 0.2 }", no_grid)))
+            stepped = "flops_lambda = { low = 0.0, high = 0.6, step = 0.2 }"
+            load_tune_file(write(tmp_path, text.replace(stepped, no_grid)))
 
 
 def test_the_objective_threshold_is_the_runs_floor_unless_the_file_sets_one(tmp_path):
@@ -170,16 +171,19 @@ def test_tune_runs_trials_as_run_directories_and_reports(small_ckpt, idx_dir, tm
     assert "holds a study 'small' searched with other settings" in str(changed.exception)
 
 
+# maximise accuracy at 0.85 of the MACs, by a grid over the parameter put in place of {param}
+GRID = (SMALL.replace('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"')
+        .replace("steps = 4", "target_macs = 0.85\nmaps_per_step = 2\nretrain = 2")
+        .replace('sampler = "random"', 'sampler = "grid"')
+        .replace('maps_per_step = { low = 1, high = 3, type = "int" }\nretrain = { low = 1, high = 3 }', "{param}"))
+
+
 def test_tune_maximises_accuracy_at_a_mac_target(small_ckpt, idx_dir, tmp_path):
     """maximize = "accuracy": every trial prunes to the target, its value is its run's final
     error, and a grid over the normalisation tries each once (the recipe's choice), however
     many trials the file asks."""
     pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install 'fmprune[tune]'")
-    text = (SMALL.replace('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"')
-            .replace("steps = 4", "target_macs = 0.85\nmaps_per_step = 2").replace("trials = 3", "trials = 5")
-            .replace('sampler = "random"', 'sampler = "grid"')
-            .replace('maps_per_step = { low = 1, high = 3, type = "int" }', 'normalize = { choices = ["rms", "lamp"] }')
-            .replace("retrain = { low = 1, high = 3 }", "").replace("save_every = 1", "save_every = 1\nretrain = 2"))
+    text = GRID.replace("trials = 3", "trials = 5").replace("{param}", 'normalize = { choices = ["rms", "lamp"] }')
     args = ["tune", str(write(tmp_path, text)), "--checkpoint", str(small_ckpt), "--data-dir", str(idx_dir),
             "--out-dir", str(tmp_path / "out")]
     first = CliRunner().invoke(cli, [*args, "--trials", "1"])    # half the grid: the output says so
@@ -207,11 +211,6 @@ def test_tune_maximises_accuracy_at_a_mac_target(small_ckpt, idx_dir, tmp_path):
     assert "highest validation accuracy at macs 0.85 of the base" in report
     record = json.loads((tmp_path / "out" / "small" / "tune.json").read_text())["objective"]
     assert record == {"maximize": "accuracy", "target_macs": 0.85}
-
-
-GRID = (SMALL.replace('minimize = "macs"\naccuracy = 0.5', 'maximize = "accuracy"')
-        .replace("steps = 4", "target_macs = 0.85\nmaps_per_step = 2\nretrain = 2").replace('sampler = "random"', 'sampler = "grid"')
-        .replace('maps_per_step = { low = 1, high = 3, type = "int" }\nretrain = { low = 1, high = 3 }', "{param}"))
 
 
 def test_a_grid_point_that_makes_no_run_is_not_retried(small_ckpt, idx_dir, tmp_path):

@@ -146,9 +146,10 @@ def prune_cmd(checkpoint: Path | None, criterion: str, normalize: str, flops_lam
     if tensorboard_dir is not None:
         tb = TensorBoardLogger(tensorboard_dir, prefix="prune/", purge_step=resumed_step(run_dir))
         hooks.append(tb.on_prune_step)
-    finished = (rank_dir(run_dir, rank) / SUMMARY_FILE).is_file()   # a rerun reports it again, doing nothing
+    own_dir = rank_dir(run_dir, rank)
+    finished = (own_dir / SUMMARY_FILE).is_file()   # a rerun reports it again, doing nothing
     try:
-        summary = run_pruning(ckpt_path, splits, config, rank_dir(run_dir, rank), chain(*hooks), device,
+        summary = run_pruning(ckpt_path, splits, config, own_dir, chain(*hooks), device,
                               progress.on_tune, distributed)
     finally:
         progress.close()

@@ -124,11 +124,13 @@ def _take(split: Split, idx: torch.Tensor) -> Split:
     return Split(split.images[idx], split.labels[idx])
 
 
-def input_note(classes: list[str]) -> str:
-    """What a model trained on this folder takes: the ImageNet transform of the module doc."""
+def input_note(classes: list[str] | None = None) -> str:
+    """What a model trained on this folder takes: the ImageNet transform of the module doc, and
+    the class order when it is known."""
+    order = f"; classes in sorted folder-name order: {', '.join(classes)}" if classes else ""
     return ("float32 N x C x H x W: each image's shorter side resized to 256/224 of H and centre-cropped, "
             f"scaled to [0, 1], then normalised with the ImageNet mean {list(IMAGENET_MEAN)} and std "
-            f"{list(IMAGENET_STD)}; classes in sorted folder-name order: {', '.join(classes)}")
+            f"{list(IMAGENET_STD)}{order}")
 
 
 def load_image_folder(path: Path, image_shape: tuple[int, int, int] | None = None, val_size: int | None = None,

@@ -21,9 +21,9 @@ def restrict_to(graph: Graph, alive: Mapping[str, Iterable[int]]) -> None:
             raise PruningError(f"keeps no map of group {name!r}")
         missing = sorted(wanted - set(group.original))
         if missing:
-            raise PruningError(f"group {name!r} keeps maps the built model does not have ({len(missing)} map{'s' if len(missing) > 1 else ''}: "
-                               f"{', '.join(map(str, missing[:8]))}{', …' if len(missing) > 8 else ''}; "
-                               f"the built group has {group.size})")
+            listed = ", ".join(map(str, missing[:8])) + (", …" if len(missing) > 8 else "")
+            raise PruningError(f"group {name!r} keeps maps the built model does not have ({len(missing)} "
+                               f"map{'s' if len(missing) > 1 else ''}: {listed}; the built group has {group.size})")
         drop = [i for i, original in enumerate(group.original) if original not in wanted]
         if drop:
             graph.remove(name, drop)

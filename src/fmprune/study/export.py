@@ -16,7 +16,7 @@ from ..atomic import replace_together
 from ..run.checkpoint import Checkpoint
 from ..run.lock import locked
 from ..errors import FmpruneError
-from ..data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from ..data.imagefolder import input_note as image_folder_input
 from ..data.splits import RAW_INPUT
 from ..onnx_export import onnx_bytes
 from ..unstructured.storage import SparseFile, load_sparse, save_sparse
@@ -80,8 +80,7 @@ def _input_note(ckpt: Checkpoint) -> str:
     if "input" in ckpt.recipe:
         return ckpt.recipe["input"]
     if str(ckpt.recipe.get("data", "")).startswith("imagefolder:"):
-        return (f"float32 N x C x H x W: images resized and centre-cropped, scaled to [0, 1], then normalised "
-                f"with the ImageNet mean {list(IMAGENET_MEAN)} and std {list(IMAGENET_STD)}")
+        return image_folder_input()
     return RAW_INPUT
 
 
